@@ -1,0 +1,366 @@
+"""JSONL manifests (NeMo keys): reading with file:line errors, the duration filter with its
+starvation guard, and the train/eval leakage check.
+
+One line per utterance::
+
+    {"audio_filepath": "clips/a.wav", "text": "hello there", "duration": 1.7, "speaker_id": "s1"}
+
+`audio_filepath` and `text` are required; `duration` and `speaker_id` are optional; other keys
+are kept in the file but ignored. Relative paths resolve against the manifest's folder, so a
+data folder can move as a whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import numbers
+import os
+import re
+import statistics
+import unicodedata
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import soundfile as sf
+
+from lorakit.audio import audio_sha256
+
+PathLike = str | os.PathLike
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+class ManifestError(ValueError):
+    """A bad manifest line: `path:line: field 'text': empty text`."""
+
+    def __init__(self, path: PathLike, line: int | None, field: str | None, reason: str):
+        self.path, self.line, self.field, self.reason = str(path), line, field, reason
+        where = self.path if line is None else f"{self.path}:{line}"
+        super().__init__(f"{where}: {self.problem}")
+
+    @property
+    def problem(self) -> str:
+        """The message without the `path:line:` prefix (what skip mode records)."""
+        return f"field '{self.field}': {self.reason}" if self.field else self.reason
+
+    def __reduce__(self):  # picklable despite the 4-argument constructor
+        return type(self), (self.path, self.line, self.field, self.reason)
+
+
+@dataclass(frozen=True)
+class Utterance:
+    id: str  # "<manifest stem>:<line>": stable across runs as long as the file is unchanged
+    audio_filepath: str  # absolute
+    text: str  # stripped of leading/trailing whitespace
+    duration: float  # seconds
+    speaker_id: str | None
+    line: int  # 1-based
+    manifest: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: str
+    sha256: str  # of the file bytes: the run record pins exactly which data was used
+    utterances: list[Utterance]
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
+    n_lines: int = 0  # non-blank lines read
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def summary(self) -> str:
+        s = f"{self.path}: {len(self.utterances)} of {self.n_lines} lines usable"
+        if self.skipped:
+            line, reason = self.skipped[0]
+            s += f"; skipped {len(self.skipped)} bad lines (first: line {line}: {reason})"
+        return s
+
+
+def read_manifest(path: PathLike, on_bad: Literal["error", "skip"] = "error") -> Manifest:
+    """Read and validate a JSONL manifest.
+
+    on_bad="error" raises ManifestError at the first bad line; "skip" leaves bad lines out but
+    records each one in `Manifest.skipped` and warns, so nothing disappears silently. Blank
+    lines are ignored. A manifest without a usable line raises ManifestError either way.
+    """
+    if on_bad not in ("error", "skip"):
+        raise ValueError(f"on_bad must be 'error' or 'skip', got {on_bad!r}")
+    mpath = Path(os.path.abspath(path))
+    if not mpath.is_file():
+        raise FileNotFoundError(f"manifest not found: {path}")
+    data = mpath.read_bytes()
+
+    utterances: list[Utterance] = []
+    skipped: list[tuple[int, str]] = []
+    seen: dict[tuple[str, str], int] = {}  # (audio, text) -> first line, to catch duplicates
+    n_lines = 0
+    for lineno, raw in enumerate(data.split(b"\n"), start=1):
+        if lineno == 1:
+            raw = raw.removeprefix(b"\xef\xbb\xbf")  # UTF-8 BOM that some editors write
+        if not raw.strip():
+            continue
+        n_lines += 1
+        try:
+            utt = _parse_line(raw, lineno, mpath)
+            first = seen.setdefault((utt.audio_filepath, utt.text), lineno)
+            if first != lineno:
+                raise ManifestError(mpath, lineno, "audio_filepath", f"duplicate of line {first}")
+        except ManifestError as e:
+            if on_bad == "error":
+                raise
+            skipped.append((lineno, e.problem))
+            continue
+        utterances.append(utt)
+
+    if not utterances:
+        reason = "no usable lines" + (f" ({len(skipped)} bad lines skipped)" if skipped else "")
+        raise ManifestError(mpath, None, None, reason)
+    manifest = Manifest(str(mpath), hashlib.sha256(data).hexdigest(), utterances, skipped, n_lines)
+    if skipped:
+        warnings.warn(manifest.summary(), stacklevel=2)
+    return manifest
+
+
+def _parse_line(raw: bytes, lineno: int, mpath: Path) -> Utterance:
+    def bad(field: str | None, reason: str) -> ManifestError:
+        return ManifestError(mpath, lineno, field, reason)
+
+    try:
+        text_line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise bad(None, f"not valid UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})")
+    try:
+        obj = json.loads(text_line)
+    except json.JSONDecodeError as e:
+        raise bad(None, f"malformed JSON: {e.msg} at column {e.colno}")
+    except (ValueError, RecursionError) as e:  # e.g. a 5000-digit integer, absurd nesting
+        raise bad(None, f"malformed JSON: {type(e).__name__}: {e}")
+    if not isinstance(obj, dict):
+        raise bad(None, f"not a JSON object (got {_json_type(obj)})")
+
+    for key in ("audio_filepath", "text"):
+        if key not in obj:
+            raise bad(key, "missing")
+        if not isinstance(obj[key], str):
+            raise bad(key, f"expected a string, got {_json_type(obj[key])}")
+    text = obj["text"].strip()
+    if not text:
+        raise bad("text", "empty text")
+    if not _encodable(text):  # JSON allows "\ud800"; tokenizers and UTF-8 writers do not
+        raise bad("text", "invalid Unicode (lone surrogate escape)")
+    if not obj["audio_filepath"].strip():
+        raise bad("audio_filepath", "empty path")
+
+    duration = obj.get("duration")  # null counts as absent: "unknown, read it from the file"
+    if duration is not None:
+        if isinstance(duration, bool) or not isinstance(duration, int | float):
+            raise bad("duration", f"expected a number, got {_json_type(duration)}")
+        try:
+            duration = float(duration)  # an integer too large for a float overflows here
+        except OverflowError:
+            duration = math.inf
+        if not math.isfinite(duration):
+            raise bad("duration", f"must be finite, got {duration}")
+        if duration <= 0:
+            raise bad("duration", f"must be > 0, got {duration}")
+
+    speaker = obj.get("speaker_id")
+    if speaker is not None:
+        if isinstance(speaker, bool) or not isinstance(speaker, str | int):
+            raise bad("speaker_id", f"expected a string or integer, got {_json_type(speaker)}")
+        speaker = str(speaker)
+
+    audio = os.path.abspath(mpath.parent / obj["audio_filepath"])
+    try:
+        is_file = os.path.isfile(audio)
+    except (OSError, ValueError):  # embedded NUL byte, over-long name: no such file either way
+        is_file = False
+    if not is_file:
+        raise bad("audio_filepath", f"audio file not found: {audio}")
+    if duration is None:
+        try:
+            duration = sf.info(audio).duration
+        except (RuntimeError, OSError) as e:  # soundfile's LibsndfileError is a RuntimeError
+            raise bad("audio_filepath", f"unreadable audio ({e})")
+        if not duration > 0:
+            raise bad("audio_filepath", "zero-length audio")
+
+    return Utterance(
+        id=f"{mpath.stem}:{lineno}",
+        audio_filepath=audio,
+        text=text,
+        duration=float(duration),
+        speaker_id=speaker,
+        line=lineno,
+        manifest=str(mpath),
+    )
+
+
+def _encodable(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
+
+
+# ---------------------------------------------------------------------------------------------
+# Duration filter
+
+
+class StarvationError(ValueError):
+    """The duration filter left too little data to train on."""
+
+    def __init__(self, message: str, *, kept: int, total: int, max_seconds: float, what: str):
+        super().__init__(message)
+        self.kept, self.total, self.max_seconds, self.what = kept, total, max_seconds, what
+
+
+@dataclass(frozen=True)
+class DurationFilter:
+    kept: list[Utterance]
+    dropped: list[Utterance]
+    max_seconds: float
+    what: str = "train"
+
+    def summary(self) -> str:
+        n, k = len(self.kept) + len(self.dropped), len(self.kept)
+        pct = 100.0 * k / n if n else 0.0
+        s = f"kept {k} of {n} {self.what} clips ({pct:.1f} %) ≤ {self.max_seconds:g} s"
+        s += f"; dropped {len(self.dropped)}"
+        if self.dropped:
+            s += f" (longest {max(u.duration for u in self.dropped):.1f} s)"
+        return s
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_seconds": self.max_seconds, "kept": len(self.kept),
+                "dropped": len(self.dropped)}
+
+
+def filter_by_duration(
+    utts: list[Utterance],
+    max_seconds: float = 20.0,
+    min_keep: int = 32,
+    min_keep_fraction: float = 0.5,
+    what: str = "train",
+) -> DurationFilter:
+    """Keep clips of at most `max_seconds`, refusing to starve the data.
+
+    Raises StarvationError when the filter drops clips and leaves fewer than `min_keep` of them
+    or less than `min_keep_fraction` of the set (or leaves none at all). A past run lost almost
+    all its training data to max_seconds=8 without anyone noticing; this makes that loud. A set
+    that is small to begin with and loses nothing passes: the guard is about the filter.
+    """
+    ok = isinstance(max_seconds, numbers.Real) and not isinstance(max_seconds, bool)
+    if not (ok and math.isfinite(max_seconds) and max_seconds > 0):
+        raise ValueError(f"max_seconds must be a positive number, got {max_seconds!r}")
+    kept = [u for u in utts if u.duration <= max_seconds]
+    dropped = [u for u in utts if u.duration > max_seconds]
+    total = len(utts)
+    fraction = len(kept) / total if total else 0.0
+    too_few = len(kept) < min_keep or fraction < min_keep_fraction
+    if not kept or (dropped and too_few):
+        hint = f"; median clip {statistics.median(u.duration for u in utts):.1f} s" if utts else ""
+        raise StarvationError(
+            f"max_seconds={max_seconds:g} keeps only {len(kept)} of {total} {what} clips "
+            f"({100 * fraction:.1f} %{hint}); refusing to train on a starved set. "
+            f"Raise max_seconds or lower min_keep_fraction (now {min_keep_fraction:g}) "
+            f"/ min_keep (now {min_keep}).",
+            kept=len(kept), total=total, max_seconds=max_seconds, what=what,
+        )
+    return DurationFilter(kept, dropped, float(max_seconds), what)
+
+
+# ---------------------------------------------------------------------------------------------
+# Leakage check
+
+MAX_EXAMPLES = 5  # per eval set, enough to see what leaked without flooding the record
+
+
+def normalize_for_leakage(text: str) -> str:
+    """Lowercase, drop apostrophes, turn other punctuation into spaces, collapse whitespace:
+    "Don't  stop!" and "dont stop" count as the same sentence."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = re.sub(r"['’`]", "", text)
+    text = re.sub(r"[^\w\s]|_", " ", text)
+    return " ".join(text.split())
+
+
+@dataclass(frozen=True)
+class SetLeakage:
+    n: int  # utterances in the eval set
+    text: int  # eval utterances whose normalized text occurs in train
+    audio: int  # eval utterances whose audio bytes occur in train
+    leaked: int  # eval utterances leaking either way
+    examples: list[dict[str, str]]  # {"kind", "eval_id", "train_id", "text"}
+
+
+@dataclass(frozen=True)
+class LeakageReport:
+    sets: dict[str, SetLeakage]
+
+    @property
+    def is_clean(self) -> bool:
+        return all(s.leaked == 0 for s in self.sets.values())
+
+    def summary(self) -> str:
+        parts = [
+            f"{name}: {s.leaked} of {s.n} leak from train ({s.text} by text, {s.audio} by audio)"
+            for name, s in self.sets.items()
+        ]
+        return ("no train/eval leakage; " if self.is_clean else "LEAKAGE: ") + "; ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: {"n": s.n, "text": s.text, "audio": s.audio, "leaked": s.leaked,
+                       "examples": [dict(e) for e in s.examples]}
+                for name, s in self.sets.items()}
+
+
+def check_leakage(train: list[Utterance], others: dict[str, list[Utterance]]) -> LeakageReport:
+    """Find eval utterances that share normalized text or identical audio bytes with train."""
+    hashes: dict[str, str] = {}  # path -> sha256; a clip listed in several sets is read once
+
+    def sha(u: Utterance) -> str:
+        if u.audio_filepath not in hashes:
+            hashes[u.audio_filepath] = audio_sha256(u.audio_filepath)
+        return hashes[u.audio_filepath]
+
+    train_text: dict[str, str] = {}
+    train_audio: dict[str, str] = {}
+    for u in train:
+        norm = normalize_for_leakage(u.text)
+        if norm:  # punctuation-only text would match every other punctuation-only line
+            train_text.setdefault(norm, u.id)
+        train_audio.setdefault(sha(u), u.id)
+
+    sets = {}
+    for name, utts in others.items():
+        n_text = n_audio = n_leaked = 0
+        examples: list[dict[str, str]] = []
+        for u in utts:
+            norm = normalize_for_leakage(u.text)
+            by_text = train_text.get(norm) if norm else None
+            by_audio = train_audio.get(sha(u))
+            n_text += by_text is not None
+            n_audio += by_audio is not None
+            if by_text is None and by_audio is None:
+                continue
+            n_leaked += 1
+            if len(examples) < MAX_EXAMPLES:
+                kind = "text+audio" if by_text and by_audio else "text" if by_text else "audio"
+                examples.append({"kind": kind, "eval_id": u.id,
+                                 "train_id": by_audio or by_text, "text": u.text})
+        sets[name] = SetLeakage(len(utts), n_text, n_audio, n_leaked, examples)
+    return LeakageReport(sets)
