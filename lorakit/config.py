@@ -1,0 +1,275 @@
+"""RunConfig: every parameter of an experiment, merged from defaults + per-run deltas and validated.
+
+`params/default.yaml` holds every parameter; `params/<run>.yaml` holds only what differs; papermill's
+`-p key value` and `-f file.yaml` override on top. Unknown keys and wrong types are errors that name
+the parameter, raised before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import types
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SCHEDULERS = ("linear", "cosine", "constant")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+ON_BAD = ("error", "skip")
+
+
+class ConfigError(ValueError):
+    """A parameter is unknown, of the wrong type, or out of range. The message names it."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    # what
+    model: str = "bundled:whisper-tiny.en"  # bundled name, local HF directory, or hub id
+    run_id: str = ""  # empty: timestamp + config hash
+    notes: str = ""  # free text for the run matrix
+    # data
+    train_manifest: str = "data/demo/train.jsonl"  # JSONL: audio_filepath, text[, duration, speaker_id]
+    domain_manifest: str = "data/demo/domain.jsonl"  # primary evaluation
+    heldout_manifest: str = "data/demo/heldout.jsonl"  # safety guardrail; empty to skip
+    max_seconds: float = 20.0  # duration filter for training clips
+    min_train_clips: int = 32  # refuse to train with fewer clips after filtering
+    min_keep_fraction: float = 0.5  # refuse to train when filtering drops more than half
+    max_train_utterances: int = 0  # 0: all; else a seeded subset (fast demos)
+    max_eval_utterances: int = 0  # 0: all; else a seeded subset of each eval set (smoke runs only)
+    on_bad_audio: str = "error"  # error | skip (skips are counted in the run record)
+    rms_target: float = 0.075  # linear amplitude, every path
+    # optimisation
+    max_steps: int = 200  # optimizer steps
+    eval_interval: int = 50  # steps between evaluations of domain + heldout
+    lr: float = 1e-4  # peak learning rate (AdamW)
+    scheduler: str = "linear"  # linear | cosine | constant (all with warmup)
+    warmup_ratio: float = 0.1  # fraction of max_steps spent warming up
+    batch_size: int = 8  # clips per micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
+    max_grad_norm: float = 1.0  # gradient clipping
+    weight_decay: float = 0.0  # AdamW weight decay on adapter weights
+    seed: int = 42  # python, numpy, torch; data order; adapter init
+    # adapters
+    use_dora: bool = False  # DoRA (weight-decomposed LoRA) instead of LoRA
+    init_lora_weights: Any = True  # True | False | "gaussian" | "pissa" | "olora" ...
+    lora_r: int = 16  # adapter rank
+    lora_alpha: float = 32.0  # adapter scaling numerator (scale = alpha / r)
+    lora_dropout: float = 0.05  # dropout on the adapter input
+    target_modules: str = ""  # "": every attention/MLP linear; "decoder"/"encoder": one side; or "q_proj,v_proj"
+    # selection and stopping
+    wer_stop_threshold: float = 0.0  # stop when domain WER > baseline x this; 0 disables
+    guardrail: float = 0.2  # max heldout regression (WER points) for best-checkpoint selection
+    # evaluation and compute
+    eval_batch_size: int = 16  # clips per generation batch
+    max_new_tokens: int = 128  # generation limit per clip
+    encoder_cache: bool = True  # reuse encoder outputs when the encoder is frozen (Whisper)
+    log_interval: int = 10  # steps between training-loss lines in history.jsonl
+    device: str = "auto"  # auto: cuda, then mps, then cpu
+    precision: str = "auto"  # auto: bf16 on capable GPUs, else fp32
+    output_dir: str = "executed"  # run records go to <output_dir>/<run_id>/
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    # --- construction -------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "parameters") -> "RunConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown parameter(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}")
+        return cls(**{k: _coerce(cls, k, v, source) for k, v in values.items()})
+
+    @classmethod
+    def from_namespace(cls, namespace: dict[str, Any]) -> "RunConfig":
+        """Build from a notebook's globals: every plain value defined there is a parameter.
+
+        Papermill injects `-p` values as assignments; a misspelt name would otherwise be silently
+        ignored, so any plain value that is not a field is an error.
+        """
+        values = {
+            k: v
+            for k, v in namespace.items()
+            if not k.startswith("_")
+            and k not in _IPYTHON_NAMES
+            and not isinstance(v, (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type))
+            and not callable(v)
+        }
+        return cls.from_dict(values, source="notebook parameters")
+
+    @classmethod
+    def from_files(cls, *paths: str | Path, overrides: dict[str, Any] | None = None) -> "RunConfig":
+        """defaults (the dataclass, mirrored by params/default.yaml) + each YAML file + overrides."""
+        values: dict[str, Any] = {}
+        for path in paths:
+            values.update(load_yaml(path))
+        values.update(overrides or {})
+        return cls.from_dict(values, source=" + ".join(str(p) for p in paths) or "overrides")
+
+    # --- derived ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def deltas(self) -> dict[str, Any]:
+        """Only the parameters that differ from the defaults (what a recipe file holds)."""
+        default = RunConfig()
+        return {k: v for k, v in self.to_dict().items() if getattr(default, k) != v}
+
+    def config_hash(self) -> str:
+        """Short hash of everything that shapes the result (not the run id, notes or output folder)."""
+        relevant = {k: v for k, v in self.to_dict().items() if k not in ("run_id", "notes", "output_dir")}
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+    def smoke(self) -> "RunConfig":
+        """The smoke profile (LORAKIT_SMOKE=1): the same run, shrunk to seconds, for CI's notebook runs."""
+        steps = min(self.max_steps, 4)
+        return dataclasses.replace(
+            self, max_steps=steps, eval_interval=min(self.eval_interval, 2), max_train_utterances=16,
+            max_eval_utterances=12, min_train_clips=min(self.min_train_clips, 8), batch_size=min(self.batch_size, 4),
+            notes=(self.notes + " [smoke profile]").strip(),
+        )
+
+    def target_module_list(self) -> list[str]:
+        return [m.strip() for m in self.target_modules.split(",") if m.strip()]
+
+    def path(self, name: str) -> Path | None:
+        """A manifest or folder parameter as an absolute path (relative ones resolve at the project root)."""
+        value = getattr(self, name)
+        if not value:
+            return None
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else project_root() / p
+
+
+_IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+
+
+def project_root() -> Path:
+    """The folder holding `params/default.yaml`: $LORAKIT_ROOT, else the nearest one above the cwd.
+
+    Papermill runs notebooks from the caller's folder, nbmake and JupyterLab from the notebook's,
+    so relative paths in parameters resolve here rather than against whatever the cwd is.
+    """
+    env = os.environ.get("LORAKIT_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path.cwd().resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "params" / "default.yaml").exists():
+            return candidate
+    return here
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_absolute() and not p.exists():
+        p = project_root() / p
+    if not p.exists():
+        raise ConfigError(f"parameter file not found: {path}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of parameter: value, got {type(data).__name__}")
+    return data
+
+
+def _coerce(cls: type, name: str, value: Any, source: str) -> Any:
+    """Accept what papermill and YAML produce (ints for floats, lists for target_modules); refuse the rest."""
+    expected = cls.__dataclass_fields__[name].type
+    bad = ConfigError(f"{source}: parameter {name!r} expects {expected}, got {value!r} ({type(value).__name__})")
+    if name == "init_lora_weights":
+        if isinstance(value, (bool, str)):
+            return value
+        raise bad
+    if name == "target_modules" and isinstance(value, (list, tuple)):
+        if all(isinstance(v, str) for v in value):
+            return ",".join(value)
+        raise bad
+    if expected == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise bad
+    if expected == "int":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
+            raise bad
+        return int(value)
+    if expected == "float":
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, str):  # YAML reads "5e-5" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
+        if not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if expected == "str":
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise bad
+        return value
+    return value
+
+
+def _validate(cfg: RunConfig) -> None:
+    def need(condition: bool, name: str, why: str) -> None:
+        if not condition:
+            raise ConfigError(f"parameter {name!r} = {getattr(cfg, name)!r}: {why}")
+
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.type == "float":
+            need(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), f.name, "must be a finite number")
+        elif f.type == "int":
+            need(isinstance(value, int) and not isinstance(value, bool), f.name, "must be an integer")
+        elif f.type == "bool":
+            need(isinstance(value, bool), f.name, "must be true or false")
+        elif f.type == "str":
+            need(isinstance(value, str), f.name, "must be a string")
+    need(cfg.lr > 0, "lr", "must be > 0")
+    need(cfg.max_steps >= 1, "max_steps", "must be >= 1")
+    need(1 <= cfg.eval_interval <= cfg.max_steps, "eval_interval", f"must be between 1 and max_steps ({cfg.max_steps})")
+    need(cfg.scheduler in SCHEDULERS, "scheduler", f"must be one of {SCHEDULERS}")
+    need(0 <= cfg.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
+    need(cfg.batch_size >= 1, "batch_size", "must be >= 1")
+    need(cfg.grad_accum >= 1, "grad_accum", "must be >= 1")
+    need(cfg.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
+    need(cfg.max_seconds > 0, "max_seconds", "must be > 0")
+    need(0 <= cfg.min_keep_fraction <= 1, "min_keep_fraction", "must be in [0, 1]")
+    need(cfg.lora_r >= 1, "lora_r", "must be >= 1")
+    need(0 <= cfg.lora_dropout < 1, "lora_dropout", "must be in [0, 1)")
+    need(cfg.guardrail >= 0, "guardrail", "must be >= 0 (WER points)")
+    need(cfg.wer_stop_threshold == 0 or cfg.wer_stop_threshold >= 1, "wer_stop_threshold", "0 (off) or >= 1 (a ratio to the baseline)")
+    need(cfg.rms_target > 0, "rms_target", "must be > 0")
+    need(cfg.device in DEVICES or cfg.device.startswith("cuda:"), "device", f"must be one of {DEVICES} or cuda:N")
+    need(cfg.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}")
+    need(cfg.on_bad_audio in ON_BAD, "on_bad_audio", f"must be one of {ON_BAD}")
+    need(bool(cfg.model), "model", "must name a model")
+    need(bool(cfg.train_manifest), "train_manifest", "must name a manifest")
+    need(bool(cfg.domain_manifest), "domain_manifest", "must name a manifest")
+    need(cfg.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
+    need(cfg.log_interval >= 1, "log_interval", "must be >= 1")
+    if cfg.run_id:
+        need(all(c.isalnum() or c in "-_." for c in cfg.run_id), "run_id", "letters, digits, '-', '_' and '.' only")
+
+
+def check_inputs_exist(cfg: RunConfig) -> None:
+    """Missing manifest files are parameter errors too: raise before any model loads."""
+    for name in ("train_manifest", "domain_manifest", "heldout_manifest"):
+        p = cfg.path(name)
+        if p is not None and not p.exists():
+            raise ConfigError(f"parameter {name!r}: manifest file not found: {p}")

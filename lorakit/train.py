@@ -1,0 +1,359 @@
+"""One experiment of the protocol: `run(cfg)`.
+
+    manifests -> filter (starvation guard) -> leakage check -> model -> shared baseline
+    -> adapters -> [train_step x eval_interval -> evaluate domain+heldout -> best/last checkpoints]
+    -> reload the best adapter from disk -> re-evaluate: those are the reported numbers.
+
+The loop is on one screen; `train_step` is the whole of optimisation.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import checkpoint as ckpt
+from .audio import AudioError
+from .config import ConfigError, RunConfig, check_inputs_exist, project_root
+from .data import Inputs, subset, train_batches
+from .evaluate import EvalResult, baseline_key, cached_baseline, evaluate, store_baseline
+from .manifests import Manifest, Utterance, check_leakage, filter_by_duration, read_manifest
+from .models import SpeechModel, add_adapters, encoder_is_frozen, load_model, pick_autocast, pick_device, resolve_target_modules
+from .records import RunRecord, default_command, git_sha, now, today, versions, write_json
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds CUDA
+
+
+def cache_root() -> Path:
+    from .bundled import cache_root as root
+
+    return root()
+
+
+# --- data ----------------------------------------------------------------------------------------
+@dataclass
+class Splits:
+    train: list[Utterance]
+    evals: dict[str, list[Utterance]]  # "domain" (primary) and, when given, "heldout"
+    manifests: dict[str, Manifest]
+    report: dict = field(default_factory=dict)  # counts for the run record
+    warnings: list[str] = field(default_factory=list)
+
+
+def _usable_audio(utts: list[Utterance], policy: str, sampling_rate: int, rms_target: float, skipped: list) -> list[Utterance]:
+    """Decode every clip once up front, so a bad file fails (or is skipped) before training starts."""
+    from .audio import load_audio
+
+    good = []
+    for u in utts:
+        try:
+            load_audio(u.audio_filepath, sampling_rate=sampling_rate, rms_target=rms_target)
+        except AudioError as exc:
+            if policy == "error":
+                raise AudioError(f"{u.manifest}:{u.line}: field 'audio_filepath': {exc}") from exc
+            skipped.append({"manifest": u.manifest, "line": u.line, "reason": str(exc)})
+            continue
+        good.append(u)
+    return good
+
+
+def prepare_data(cfg: RunConfig, sampling_rate: int = 16_000) -> Splits:
+    paths = {"train": cfg.path("train_manifest"), "domain": cfg.path("domain_manifest"), "heldout": cfg.path("heldout_manifest")}
+    manifests = {name: read_manifest(p, on_bad=cfg.on_bad_audio) for name, p in paths.items() if p is not None}
+    report: dict = {name: {"lines": len(m.utterances) + len(m.skipped), "bad_lines_skipped": len(m.skipped)} for name, m in manifests.items()}
+    warnings: list[str] = []
+    for name, m in manifests.items():
+        if m.skipped:
+            warnings.append(f"{name}: skipped {len(m.skipped)} bad manifest line(s), e.g. line {m.skipped[0][0]}: {m.skipped[0][1]}")
+
+    filtered = filter_by_duration(manifests["train"].utterances, max_seconds=cfg.max_seconds, min_keep=cfg.min_train_clips,
+                                  min_keep_fraction=cfg.min_keep_fraction, what="train")
+    print(f"train: {filtered.summary()}")
+    report["train"].update(kept=len(filtered.kept), dropped_over_max_seconds=len(filtered.dropped), max_seconds=cfg.max_seconds)
+    train = subset(filtered.kept, cfg.max_train_utterances, cfg.seed)
+    if len(train) < len(filtered.kept):
+        print(f"train: using a seeded subset of {len(train)} of {len(filtered.kept)} clips (max_train_utterances)")
+
+    skipped_audio: list[dict] = []
+    train = _usable_audio(train, cfg.on_bad_audio, sampling_rate, cfg.rms_target, skipped_audio)
+    evals = {name: _usable_audio(subset(manifests[name].utterances, cfg.max_eval_utterances, cfg.seed), cfg.on_bad_audio,
+                                 sampling_rate, cfg.rms_target, skipped_audio)
+             for name in ("domain", "heldout") if name in manifests}
+    report["train"]["used"] = len(train)
+    for name, utts in evals.items():
+        report[name]["used"] = len(utts)
+    if skipped_audio:
+        report["bad_audio_skipped"] = skipped_audio
+        warnings.append(f"skipped {len(skipped_audio)} unreadable clip(s) (on_bad_audio='skip'), e.g. {skipped_audio[0]['reason']}")
+    if len(train) < cfg.min_train_clips:
+        raise ConfigError(f"only {len(train)} usable training clips remain (min_train_clips={cfg.min_train_clips}); refusing to train")
+    if len(train) < cfg.batch_size:
+        raise ConfigError(f"batch_size={cfg.batch_size} is larger than the {len(train)} usable training clips")
+
+    leakage = check_leakage(train, evals)
+    report["leakage"] = leakage.to_dict()
+    if not leakage.is_clean:
+        warnings.append("LEAKAGE: " + leakage.summary())
+    for w in warnings:
+        print("WARNING:", w)
+    return Splits(train=train, evals=evals, manifests=manifests, report=report, warnings=warnings)
+
+
+# --- optimisation --------------------------------------------------------------------------------
+def make_optimizer(model: torch.nn.Module, cfg: RunConfig):
+    from transformers import get_scheduler
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    name = "constant_with_warmup" if cfg.scheduler == "constant" else cfg.scheduler
+    scheduler = get_scheduler(name, optimizer, num_warmup_steps=int(cfg.warmup_ratio * cfg.max_steps), num_training_steps=cfg.max_steps)
+    return optimizer, scheduler
+
+
+def train_step(sm: SpeechModel, inputs: Inputs, micro_batches: list[list[Utterance]], optimizer, scheduler,
+               max_grad_norm: float, autocast: torch.dtype | None = None) -> dict:
+    """forward -> loss -> backward (accumulated over micro-batches) -> clip -> optimizer step -> schedule."""
+    sm.model.train()
+    total = 0.0
+    for batch in micro_batches:
+        model_in, labels = inputs.model_inputs(batch), inputs.labels(batch)
+        with torch.autocast(inputs.device.type, dtype=autocast, enabled=autocast is not None):
+            loss = sm.model(**model_in, labels=labels).loss / len(micro_batches)
+        loss.backward()
+        total += loss.item()
+    params = [p for p in sm.model.parameters() if p.requires_grad]
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
+    lr = scheduler.get_last_lr()[0]
+    if math.isfinite(total) and math.isfinite(grad_norm):
+        optimizer.step()
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return {"loss": total, "grad_norm": grad_norm, "lr": lr}
+
+
+# --- checkpoint selection --------------------------------------------------------------------------
+def select_best(evals: list[dict], heldout_baseline: float | None, guardrail_pts: float) -> tuple[int | None, bool]:
+    """Index of the best evaluation and whether it honours the guardrail.
+
+    Best = lowest domain WER among evaluations whose heldout WER rose by at most `guardrail_pts`
+    points over the baseline; when none qualifies, the lowest domain WER overall (flagged False).
+    """
+    if not evals:
+        return None, False
+
+    def ok(e: dict) -> bool:
+        return heldout_baseline is None or e.get("heldout_wer") is None or (e["heldout_wer"] - heldout_baseline) * 100 <= guardrail_pts + 1e-9
+
+    qualified = [i for i, e in enumerate(evals) if ok(e)]
+    pool = qualified or list(range(len(evals)))
+    best = min(pool, key=lambda i: (evals[i]["domain_wer"], evals[i]["step"]))
+    return best, bool(qualified)
+
+
+# --- the run ------------------------------------------------------------------------------------
+@dataclass
+class RunResult:
+    run_id: str
+    folder: Path
+    metrics: dict
+
+    def _repr_markdown_(self) -> str:
+        m = self.metrics
+        keys = ["run_id", "status", "steps", "lr", "best_step", "stop_reason", "baseline_wer", "tuned_wer",
+                "heldout_baseline_wer", "heldout_tuned_wer", "elapsed_s"]
+        cells = [f"{m.get(k):.4f}" if isinstance(m.get(k), float) and k.endswith("wer") else str(m.get(k)) for k in keys]
+        return "| " + " | ".join(keys) + " |\n|" + "---|" * len(keys) + "\n| " + " | ".join(cells) + " |\n"
+
+
+def default_run_id(cfg: RunConfig) -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + cfg.config_hash()
+
+
+def run(cfg: RunConfig) -> RunResult:
+    """Execute one experiment and write its run record. Resumes from `checkpoint_last` when the
+    run folder holds an unfinished run with the same configuration."""
+    if os.environ.get("LORAKIT_SMOKE") == "1":
+        cfg = cfg.smoke()
+        print("LORAKIT_SMOKE=1: smoke profile (a few steps on a few clips); unset it for the real experiment")
+    check_inputs_exist(cfg)
+    run_id = cfg.run_id or default_run_id(cfg)
+    folder = cfg.path("output_dir") / run_id
+    record = RunRecord(folder)
+    previous = record.metrics()
+    if previous.get("status") == "finished":
+        raise ConfigError(f"run {run_id!r} already finished in {folder}; choose another run_id (or `lorakit run --force`)")
+    started = time.time()
+    record.update_metrics(run_id=run_id, status="running", date=today(), started=now(), error=None)
+    try:
+        return _run(cfg, run_id, record, started)
+    except BaseException as exc:
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        record.update_metrics(status=status, error=f"{type(exc).__name__}: {exc}", elapsed_s=round(time.time() - started, 1),
+                              traceback=traceback.format_exc(limit=8))
+        raise
+
+
+def _run(cfg: RunConfig, run_id: str, record: RunRecord, started: float) -> RunResult:
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    autocast = pick_autocast(cfg.precision, device)
+    sm = load_model(cfg.model, device=device)
+    splits = prepare_data(cfg, sampling_rate=sm.sampling_rate)
+    write_json(record.folder / "config.json", {
+        "config": {**cfg.to_dict(), "run_id": run_id}, "versions": versions(), "git_sha": git_sha(project_root()),
+        "command": default_command(cfg.deltas()), "device": str(device), "autocast": str(autocast), "model_path": sm.path,
+        "manifests": {name: {"path": str(m.path), "sha256": m.sha256, "n_lines": splits.report[name]["lines"],
+                             "n_used": splits.report[name].get("used")} for name, m in splits.manifests.items()},
+    })
+
+    # frozen-encoder mode is decided by the targets, before the adapters exist, so the baseline can use it too
+    targets = resolve_target_modules(sm.model, cfg.target_module_list())
+    target_names = targets if isinstance(targets, list) else [targets]
+    frozen = sm.family == "whisper" and cfg.encoder_cache and all(".encoder." not in f".{t}" for t in target_names)
+    inputs = Inputs(sm, cfg.rms_target, Inputs.cache_dir_for(cache_root(), sm, cfg.rms_target) if frozen else None, device)
+
+    baselines = {name: shared_baseline(sm, inputs, name, utts, splits.manifests[name].sha256, cfg, autocast)
+                 for name, utts in splits.evals.items()}
+    for name, res in baselines.items():
+        record.write_predictions(name, "baseline", res.rows)
+        print(f"baseline {name}: WER {res.wer:.4f} over {len(res.rows)} utterances")
+    base_dom = baselines["domain"].wer
+    base_held = baselines["heldout"].wer if "heldout" in baselines else None
+
+    torch.manual_seed(cfg.seed)  # adapter init does not depend on whether the baseline was cached
+    add_adapters(sm, cfg)
+    if frozen and not encoder_is_frozen(sm):
+        raise RuntimeError("internal: encoder cache enabled but the encoder has trainable parameters")
+    n_train = sum(p.numel() for p in sm.model.parameters() if p.requires_grad)
+    n_all = sum(p.numel() for p in sm.model.parameters())
+    print(f"adapters: {'DoRA' if cfg.use_dora else 'LoRA'} r={cfg.lora_r} on {len(target_names)} modules; "
+          f"{n_train:,} trainable of {n_all:,} parameters ({100 * n_train / n_all:.2f} %); encoder cache: {'on' if frozen else 'off'}")
+    optimizer, scheduler = make_optimizer(sm.model, cfg)
+
+    # resume
+    step, evals = 0, []
+    last = record.folder / ckpt.LAST
+    ckpt.recover(record.folder)
+    if last.exists():
+        state = ckpt.load_training_state(last)
+        ckpt.load_adapter_weights(sm.model, last)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        ckpt.set_rng_state(state["rng"])
+        step = int(state["step"])
+        record.truncate_history(step)
+        evals = [r for r in record.history() if r.get("kind") == "eval"]
+        print(f"resuming from {last} at step {step}")
+
+    metrics = record.update_metrics(
+        command=default_command(cfg.deltas()), dataset=cfg.train_manifest, manifest=cfg.domain_manifest,
+        heldout_manifest=cfg.heldout_manifest or None, max_steps=cfg.max_steps, lr=cfg.lr, scheduler=cfg.scheduler,
+        use_dora=cfg.use_dora, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, seed=cfg.seed, model=cfg.model, notes=cfg.notes,
+        baseline_wer=base_dom, heldout_baseline_wer=base_held, data=splits.report, leakage=splits.report["leakage"],
+        warnings=list(splits.warnings), target_modules=len(target_names), trainable_params=n_train,
+    )
+    stop_reason = "max_steps"
+    batches = train_batches(splits.train, cfg.batch_size, cfg.seed, start=step * cfg.grad_accum)
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="train")
+    while step < cfg.max_steps:
+        out = train_step(sm, inputs, [next(batches) for _ in range(cfg.grad_accum)], optimizer, scheduler, cfg.max_grad_norm, autocast)
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{out['loss']:.3f}")
+        if not math.isfinite(out["loss"]) or not math.isfinite(out["grad_norm"]):
+            record.append_history({"kind": "train", "step": step, **out, "elapsed_s": round(time.time() - started, 1)})
+            stop_reason = f"non-finite loss ({out['loss']}) at step {step}"
+            break
+        if step % cfg.log_interval == 0 or step == 1:
+            record.append_history({"kind": "train", "step": step, **out, "elapsed_s": round(time.time() - started, 1)})
+        if step % cfg.eval_interval == 0 or step == cfg.max_steps:
+            row = evaluate_step(sm, inputs, splits, cfg, step, record, autocast)
+            evals.append(row)
+            best, qualified = select_best(evals, base_held, cfg.guardrail)
+            row["best"] = best == len(evals) - 1
+            record.append_history({**row, "elapsed_s": round(time.time() - started, 1)})
+            if row["best"]:
+                ckpt.save_adapter(sm.model, record.folder / ckpt.BEST, {"step": step, "domain_wer": row["domain_wer"],
+                                  "heldout_wer": row["heldout_wer"], "guardrail_ok": qualified, "run_id": run_id})
+            ckpt.save_training_state(sm.model, optimizer, scheduler, step, last, {"run_id": run_id})
+            print(f"step {step}: domain WER {row['domain_wer']:.4f} (baseline {base_dom:.4f})"
+                  + (f", heldout {row['heldout_wer']:.4f} (baseline {base_held:.4f})" if base_held is not None else "")
+                  + ("  <- best" if row["best"] else ""))
+            if cfg.wer_stop_threshold and row["domain_wer"] > base_dom * cfg.wer_stop_threshold:
+                stop_reason = f"wer_stop_threshold: domain WER {row['domain_wer']:.4f} > {cfg.wer_stop_threshold} x baseline {base_dom:.4f}"
+                break
+    bar.close()
+
+    best, qualified = select_best(evals, base_held, cfg.guardrail)
+    warnings = list(metrics.get("warnings", []))
+    if best is None:
+        record.update_metrics(status="failed", steps=step, stop_reason=stop_reason, error="no evaluation happened before the run stopped",
+                              elapsed_s=round(time.time() - started, 1))
+        raise RuntimeError(f"run {run_id}: stopped ({stop_reason}) before any evaluation; no adapter to report")
+    if not qualified and base_held is not None:
+        warnings.append(f"no evaluation kept heldout regression within the guardrail ({cfg.guardrail} pts); "
+                        "best_step falls back to the lowest domain WER")
+    final = reevaluate_best(cfg, splits, record, autocast, device)
+    metrics = record.update_metrics(
+        status="finished", steps=step, stop_reason=stop_reason, best_step=evals[best]["step"], guardrail_ok=qualified,
+        tuned_wer=final["domain"].wer, heldout_tuned_wer=final["heldout"].wer if "heldout" in final else None,
+        domain_sdi=final["domain"].summary(), heldout_sdi=final["heldout"].summary() if "heldout" in final else None,
+        baseline_sdi=baselines["domain"].summary(), warnings=warnings, finished=now(),
+        elapsed_s=round(time.time() - started, 1), encoder_cache_hits=inputs.encoder_hits, encoder_cache_misses=inputs.encoder_misses,
+    )
+    print(f"best step {metrics['best_step']}: domain WER {base_dom:.4f} -> {metrics['tuned_wer']:.4f}"
+          + (f", heldout {base_held:.4f} -> {metrics['heldout_tuned_wer']:.4f}" if base_held is not None else "")
+          + f" (reloaded from {ckpt.BEST}/)")
+    return RunResult(run_id=run_id, folder=record.folder, metrics=metrics)
+
+
+def shared_baseline(sm: SpeechModel, inputs: Inputs, name: str, utts: list[Utterance], manifest_sha: str, cfg: RunConfig,
+                    autocast) -> EvalResult:
+    """Step-0 WER, computed once per (model, manifest, preprocessing, generation) and shared by every run."""
+    key = baseline_key(sm, manifest_sha, [u.id for u in utts], cfg.rms_target, cfg.max_new_tokens)
+    cached = cached_baseline(cache_root(), key)
+    if cached is not None:
+        print(f"baseline {name}: from the shared cache ({key})")
+        return cached
+    result = evaluate(sm, utts, inputs, cfg.eval_batch_size, cfg.max_new_tokens, desc=f"baseline {name}", autocast=autocast)
+    store_baseline(cache_root(), key, result)
+    return result
+
+
+def evaluate_step(sm, inputs, splits: Splits, cfg: RunConfig, step: int, record: RunRecord, autocast) -> dict:
+    row: dict = {"kind": "eval", "step": step, "heldout_wer": None}
+    for name, utts in splits.evals.items():
+        res = evaluate(sm, utts, inputs, cfg.eval_batch_size, cfg.max_new_tokens, desc=f"eval {name} @ {step}", autocast=autocast)
+        record.write_predictions(name, f"step{step:06d}", res.rows)
+        row[f"{name}_wer"] = res.wer
+    return row
+
+
+def reevaluate_best(cfg: RunConfig, splits: Splits, record: RunRecord, autocast, device) -> dict[str, EvalResult]:
+    """Load the best adapter from disk onto a fresh copy of the model and evaluate it: these are the
+    reported numbers (never the in-memory weights of the last step)."""
+    from peft import PeftModel
+
+    sm = load_model(cfg.model, device=device)
+    sm.model = PeftModel.from_pretrained(sm.model, str(record.folder / ckpt.BEST), is_trainable=False)
+    sm.model.to(device)
+    frozen = sm.family == "whisper" and cfg.encoder_cache and encoder_is_frozen(sm)
+    inputs = Inputs(sm, cfg.rms_target, Inputs.cache_dir_for(cache_root(), sm, cfg.rms_target) if frozen else None, device)
+    out = {}
+    for name, utts in splits.evals.items():
+        out[name] = evaluate(sm, utts, inputs, cfg.eval_batch_size, cfg.max_new_tokens, desc=f"best {name}", autocast=autocast)
+        record.write_predictions(name, "best", out[name].rows)
+    return out
