@@ -1,0 +1,240 @@
+"""Run records, the run matrix, bootstrap CIs, verdicts and the archive, on hand-made records
+(tests/fixtures/make_fixtures.py documents every number used here)."""
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fixtures.records import RUNS, copy_runs
+from lorakit import runs
+
+DORA, LORA, FAILED, INTERRUPTED, ARCHIVED = (
+    "dora-r8-lr5e-5", "lora-r8-lr3e-4", "lora-r8-lr1e-3", "dora-r8-lr1e-4", "lora-r8-lr1e-4-old")
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    return copy_runs(tmp_path / "executed")
+
+
+def by_id(items):
+    return {(r.run_id if isinstance(r, runs.Run) else r["run_id"]): r for r in items}
+
+
+def test_load_runs_reads_every_status(runs_dir):
+    loaded = by_id(runs.load_runs(runs_dir))
+    assert {k: r.status for k, r in loaded.items()} == {
+        DORA: "finished", LORA: "finished", FAILED: "failed", INTERRUPTED: "interrupted",
+        ARCHIVED: "finished"}
+    assert loaded[ARCHIVED].archived["reason"] == "baseline evaluated without RMS normalization"
+    assert not loaded[DORA].archived
+    # the interrupted run has no metrics.json: its numbers come from config.json and history
+    assert loaded[INTERRUPTED].get("lr") == 1e-4 and loaded[INTERRUPTED].best_step() == 100
+    assert len(loaded[INTERRUPTED].history) == 14  # 12 train lines + 2 evals; the cut line dropped
+    assert [r.run_id for r in runs.load_runs(runs_dir, include_archived=False)].count(ARCHIVED) == 0
+
+
+def test_recent_run_without_metrics_is_running_and_stale_running_is_interrupted(tmp_path):
+    shutil.copytree(RUNS, tmp_path / "ex")  # fresh mtimes
+    assert runs.load_run(tmp_path / "ex" / INTERRUPTED).status == "running"
+    run_dir = copy_runs(tmp_path / "old") / DORA
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    (run_dir / "metrics.json").write_text(json.dumps({**metrics, "status": "running"}))
+    assert runs.load_run(run_dir).status == "running"
+    assert runs.load_run(run_dir, stale_after_s=-1).status == "interrupted"
+
+
+def test_history_with_a_bad_middle_line_is_an_error(tmp_path):
+    path = tmp_path / "history.jsonl"
+    path.write_text('{"kind": "train", "step": 1}\nnot json\n{"kind": "train", "step": 2}\n')
+    with pytest.raises(ValueError, match="history.jsonl:2"):
+        runs.read_jsonl(path)
+
+
+def test_run_ids_select_and_unknown_ids_raise(runs_dir):
+    assert [r.run_id for r in runs.load_runs(runs_dir, f"{LORA}, {DORA}")] == [DORA, LORA]
+    assert [r.run_id for r in runs.load_runs(runs_dir, [FAILED])] == [FAILED]
+    with pytest.raises(ValueError, match="nope"):
+        runs.load_runs(runs_dir, "nope")
+
+
+def test_no_runs_gives_an_empty_matrix_and_a_helpful_message(tmp_path):
+    assert runs.load_runs(tmp_path / "missing") == []
+    assert "No run records" in runs.describe([], tmp_path)
+    matrix = runs.run_matrix([])
+    assert matrix.rows == [] and matrix.write(tmp_path) == []
+    assert "No runs" in matrix.markdown()
+
+
+def test_matrix_rows_hold_the_hand_checked_numbers(runs_dir):
+    matrix = runs.run_matrix(runs.load_runs(runs_dir))
+    rows = by_id(matrix.rows)
+    assert ARCHIVED not in rows  # archived runs leave the matrix
+    dora = rows[DORA]
+    assert dora["baseline_wer"] == pytest.approx(22 / 120, abs=1e-6)
+    assert dora["tuned_wer"] == pytest.approx(6 / 120, abs=1e-6)
+    assert dora["domain_delta_pts"] == pytest.approx(-16 / 120 * 100, abs=1e-3)
+    assert dora["heldout_delta_pts"] == pytest.approx(0.0, abs=1e-3)
+    assert (dora["adapter"], dora["rank"], dora["best_step"], dora["stop_reason"]) == ("DoRA", 8, 150, "max_steps")
+    assert dora["domain_ci_low"] < dora["domain_delta_pts"] < dora["domain_ci_high"] < 0
+    assert dora["verdict"] == "accept"
+    assert rows[LORA]["verdict"] == "reject (heldout regression 2.50 pt > 0.2)"
+    assert rows[LORA]["adapter"] == "LoRA"
+    # failed and interrupted runs are listed with their status and without tuned numbers
+    assert (rows[FAILED]["status"], rows[FAILED]["tuned_wer"], rows[FAILED]["verdict"]) == ("failed", None, "n/a (failed)")
+    assert "loss is NaN" in rows[FAILED]["notes"]
+    assert (rows[INTERRUPTED]["status"], rows[INTERRUPTED]["steps"]) == ("interrupted", 120)
+    assert rows[INTERRUPTED]["domain_delta_pts"] is None
+
+
+def test_verdict_flips_when_the_thresholds_change(runs_dir):
+    loaded = runs.load_runs(runs_dir)
+
+    def verdicts(**criteria):
+        rows = by_id(runs.run_matrix(loaded, n_resamples=500, **criteria).rows)
+        return rows[DORA]["verdict"], rows[LORA]["verdict"]
+
+    assert verdicts() == ("accept", "reject (heldout regression 2.50 pt > 0.2)")
+    assert verdicts(min_domain_gain_pts=15)[0] == "reject (domain gain 13.33 pt < 15)"
+    # heldout allowed to rise 3 pt: the LoRA domain gain of 1.67 pt has a CI reaching 0
+    assert verdicts(max_heldout_regression_pts=3)[1].startswith("inconclusive (domain CI")
+    assert verdicts(max_heldout_regression_pts=3, require_ci=False)[1] == "accept"
+    assert verdicts(min_domain_gain_pts=2, max_heldout_regression_pts=3)[1] == "reject (domain gain 1.67 pt < 2)"
+
+
+def test_verdict_thresholds_are_inclusive_despite_float_rounding():
+    row = {"status": "finished", "domain_delta_pts": (0.1068 - 0.1168) * 100,
+           "heldout_delta_pts": (0.0469 - 0.0449) * 100, "domain_ci_low": -2.0, "domain_ci_high": -0.1}
+    assert runs.verdict(row) == "accept"
+    assert runs.verdict({**row, "domain_ci_high": 0.0}).startswith("inconclusive")
+    assert runs.verdict({**row, "heldout_delta_pts": None}) == "inconclusive (no heldout WER)"
+    assert runs.verdict({**row, "domain_ci_low": None, "domain_ci_high": None}).startswith("inconclusive (no domain")
+    assert runs.verdict({**row, "status": "running"}) == "n/a (running)"
+
+
+def _preds(errors, words=10, prefix="u"):
+    return [{"id": f"{prefix}{i}", "ref_words": words, "errors": int(e)} for i, e in enumerate(errors)]
+
+
+def test_bootstrap_ci_contains_the_true_delta_on_a_constructed_example():
+    # 400 utterances of 10 words; baseline errors ~ Bin(10, 0.15), tuned fixes each error with
+    # probability 0.2, so the true corpus delta is -0.15 * 0.2 = -3.0 points.
+    rng = np.random.default_rng(7)
+    base = rng.binomial(10, 0.15, size=400)
+    tuned = base - rng.binomial(base, 0.2)
+    ci = runs.paired_bootstrap(_preds(base), _preds(tuned), n_resamples=2000, seed=0)
+    assert ci.delta_pts == pytest.approx((tuned.sum() - base.sum()) / 4000 * 100)
+    assert ci.low_pts < -3.0 < ci.high_pts
+    assert ci.excludes_zero() and ci.n_utterances == 400
+    # and it does so at about the nominal rate over repeated samples
+    hits = 0
+    for rep in range(40):
+        base = rng.binomial(10, 0.15, size=400)
+        tuned = base - rng.binomial(base, 0.2)
+        ci = runs.paired_bootstrap(_preds(base), _preds(tuned), n_resamples=500, seed=rep)
+        hits += ci.low_pts < -3.0 < ci.high_pts
+    assert hits >= 34
+
+
+def test_bootstrap_is_seeded_and_paired():
+    base = _preds([3, 0, 2, 5, 1, 0, 4, 2])
+    a = runs.paired_bootstrap(base, base, n_resamples=300, seed=1)
+    assert (a.delta_pts, a.low_pts, a.high_pts) == (0.0, 0.0, 0.0)  # paired: identical -> no spread
+    tuned = _preds([2, 0, 1, 4, 1, 0, 3, 2])
+    assert runs.paired_bootstrap(base, tuned, seed=3) == runs.paired_bootstrap(base, tuned, seed=3)
+
+
+def test_predictions_that_do_not_pair_are_refused_clearly(runs_dir):
+    with pytest.raises(runs.PredictionMismatch, match=r"1 only in baseline \['u2'\]"):
+        runs.paired_bootstrap(_preds([1, 2, 3]), _preds([1, 2]))
+    with pytest.raises(runs.PredictionMismatch, match="repeat id"):
+        runs.pair_predictions(_preds([1, 2]) * 2, _preds([1, 2]))
+    # in the matrix the run stays, with the reason as its verdict
+    best = runs_dir / DORA / "predictions" / "domain_best.jsonl"
+    best.write_text("".join(best.read_text().splitlines(keepends=True)[:-1]))
+    row = by_id(runs.run_matrix(runs.load_runs(runs_dir), n_resamples=100).rows)[DORA]
+    assert row["verdict"].startswith("inconclusive (domain predictions: baseline and tuned")
+    assert "d12" in row["verdict"]
+
+
+def test_matrix_files_are_written_as_markdown_and_csv(runs_dir):
+    matrix = runs.run_matrix(runs.load_runs(runs_dir), n_resamples=200)
+    md, csv_path = matrix.write(runs_dir)
+    text = md.read_text()
+    old_header = "| Run ID | Date | Command | Dataset | Steps | LR | Manifest | Baseline WER | Tuned WER | Notes |"
+    assert text.startswith(old_header[:-1])  # the old team's columns come first, in order
+    dora_line = next(line for line in text.splitlines() if line.startswith(f"| {DORA} "))
+    assert "| 5e-5 |" in dora_line and "| 0.1833 | 0.0500 |" in dora_line and "| accept |" in dora_line
+    assert "-13.33 [" in dora_line
+    with open(csv_path, newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [r["Run ID"] for r in table] == [r["run_id"] for r in matrix.rows]
+    dora = next(r for r in table if r["Run ID"] == DORA)
+    assert (dora["Tuned WER"], dora["Domain Δ pts"], dora["LR"], dora["Status"]) == ("0.0500", "-13.33", "5e-5", "finished")
+    assert float(dora["Domain CI low"]) < float(dora["Domain CI high"]) < 0
+
+
+def test_format_lr_matches_the_old_table():
+    assert [runs.format_lr(x) for x in (1e-5, 1e-4, 2e-4, 5e-5, 2.5e-4, None)] == [
+        "1e-5", "1e-4", "2e-4", "5e-5", "2.5e-4", ""]
+
+
+def test_archive_moves_a_run_out_of_the_matrix_and_back(runs_dir):
+    with pytest.raises(ValueError, match="reason"):
+        runs.archive_run(runs_dir / LORA, "  ")
+    runs.archive_run(runs_dir / LORA, "superseded by the DoRA runs", date="2026-03-04")
+    assert json.loads((runs_dir / LORA / "ARCHIVED").read_text()) == {
+        "reason": "superseded by the DoRA runs", "date": "2026-03-04"}
+    loaded = runs.load_runs(runs_dir)
+    assert LORA not in by_id(runs.run_matrix(loaded, n_resamples=100).rows)
+    table = by_id(runs.archive_table(loaded))
+    assert table[LORA]["reason"] == "superseded by the DoRA runs" and ARCHIVED in table
+    path = runs.write_archive(loaded, runs_dir)
+    assert "superseded by the DoRA runs" in path.read_text()
+    runs.unarchive_run(runs_dir / LORA)
+    assert LORA in by_id(runs.run_matrix(runs.load_runs(runs_dir), n_resamples=100).rows)
+    with pytest.raises(FileNotFoundError):
+        runs.unarchive_run(runs_dir / LORA)
+
+
+def test_archive_requests_from_notebook_parameters(runs_dir):
+    assert runs.archive_requests(runs_dir) == "No archive changes requested."
+    msg = runs.archive_requests(runs_dir, FAILED, "NaN loss, not worth resuming", ARCHIVED)
+    assert msg == f"archived {FAILED}: NaN loss, not worth resuming; unarchived {ARCHIVED}"
+    assert (runs_dir / FAILED / "ARCHIVED").is_file() and not (runs_dir / ARCHIVED / "ARCHIVED").exists()
+
+
+def test_aggregate_seeds_groups_runs_that_differ_only_in_seed(runs_dir):
+    for seed in (1, 2):
+        dest = runs_dir / f"{DORA}-s{seed}"
+        shutil.copytree(runs_dir / DORA, dest)
+        for name, key in (("config.json", "config"), ("metrics.json", None)):
+            data = json.loads((dest / name).read_text())
+            target = data[key] if key else data
+            target.update(seed=seed, run_id=dest.name)
+            (dest / name).write_text(json.dumps(data))
+    matrix = runs.run_matrix(runs.load_runs(runs_dir), n_resamples=100)
+    groups = runs.aggregate_seeds(matrix)
+    assert len(groups) == 1
+    assert groups[0]["n"] == 3 and groups[0]["seeds"] == "42, 1, 2"
+    assert groups[0]["tuned WER"] == "0.0500 ± 0.0000"
+    assert "Seeds" in runs.seeds_markdown(matrix)
+
+
+def test_sweep_groups_find_runs_differing_in_one_field(runs_dir):
+    groups = runs.sweep_groups(runs.active(runs.load_runs(runs_dir)))
+    assert [(k, [r.run_id for r in members]) for k, members in groups] == [("lr", [DORA, INTERRUPTED])]
+
+
+def test_project_paths_resolve_against_the_pyproject_folder(tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    assert runs.project_root() == tmp_path
+    assert runs.project_path("executed") == tmp_path / "executed"
+    assert runs.project_path(os.sep + "abs") == Path(os.sep + "abs")
