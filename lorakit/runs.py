@@ -12,13 +12,15 @@ import datetime as dt
 import json
 import os
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+
+from lorakit.config import project_root
+from lorakit.records import read_json, read_jsonl, write_json
 
 PathLike = str | os.PathLike
 
@@ -30,23 +32,11 @@ _EPS_PTS = 1e-9  # float slack when comparing deltas with thresholds (0.0469-0.0
 # Paths
 
 
-def project_root(start: PathLike | None = None) -> Path:
-    """The nearest folder at or above `start` (default: cwd) holding pyproject.toml, else cwd.
-
-    Notebooks run with their own folder as cwd under nbmake and JupyterLab, but from the repo
-    root under papermill; resolving parameters against the project root makes both work.
-    """
-    here = Path(start or os.getcwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / "pyproject.toml").is_file():
-            return folder
-    return here
-
-
-def project_path(path: PathLike, root: PathLike | None = None) -> Path:
-    """`path` if absolute, else relative to the project root."""
+def project_path(path: PathLike) -> Path:
+    """`path` if absolute, else relative to the project root (`config.project_root`), so notebook
+    parameters mean the same under papermill (cwd: repo) and nbmake/JupyterLab (cwd: notebooks/)."""
     p = Path(path).expanduser()
-    return p if p.is_absolute() else project_root(root) / p
+    return p if p.is_absolute() else project_root() / p
 
 
 # ---------------------------------------------------------------------------------------------
@@ -55,33 +45,9 @@ def project_path(path: PathLike, root: PathLike | None = None) -> Path:
 
 def _read_json(path: Path) -> dict | None:
     try:
-        return json.loads(path.read_text())
+        return read_json(path)
     except FileNotFoundError:
         return None
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def read_jsonl(path: PathLike) -> list[dict]:
-    """Lines of a JSONL file. A cut last line (a process killed mid-write) is dropped."""
-    lines = Path(path).read_text().splitlines()
-    rows = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                break
-            raise ValueError(f"{path}:{i + 1}: not a JSON line") from None
-    return rows
 
 
 @dataclass
@@ -592,7 +558,7 @@ def archive_run(run_dir: PathLike, reason: str, date: str | None = None) -> Path
     if not run_dir.is_dir():
         raise FileNotFoundError(f"no run folder {run_dir}")
     path = run_dir / "ARCHIVED"
-    _write_json_atomic(path, {"reason": reason.strip(), "date": date or dt.date.today().isoformat()})
+    write_json(path, {"reason": reason.strip(), "date": date or dt.date.today().isoformat()})
     return path
 
 
