@@ -1,0 +1,59 @@
+# lorakit: two commands do all set-up on a fresh machine (idempotent):
+#   make demo   corpus + bundled model + the demo experiment + the analysis notebook
+#   make test   the whole suite (pytest, papermill executions, nbmake over notebooks/, browser test)
+# Also: make lab (JupyterLab on the project's environment), make bench, make clean-cache.
+
+VENV      ?= .venv
+PYTHON    ?= python3
+PY        := $(VENV)/bin/python
+PIP       := $(PY) -m pip
+STAMP     := $(VENV)/.lorakit-installed
+# Without a GPU, install the CPU build of torch before anything can pull the multi-GB CUDA build.
+# (These machines hold torch 2.13.0 CPU locally; elsewhere point TORCH_CPU at PyTorch's CPU wheel index,
+# e.g. make TORCH_CPU="torch --index-url <cpu index>".) With a GPU, or a torch already present, nothing changes.
+TORCH_CPU ?= torch==2.13.0
+SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PKGS  := espeak-ng flite sox
+
+.PHONY: setup system-deps demo test lab bench clean-cache browser-deps
+
+setup: $(STAMP) system-deps
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	@if ! $(PY) -c "import torch" 2>/dev/null; then \
+	  if command -v nvidia-smi >/dev/null 2>&1; then $(PIP) install torch; else $(PIP) install "$(TORCH_CPU)"; fi; \
+	fi
+	$(PIP) install -e ".[test]"
+	touch $(STAMP)
+
+system-deps:
+	@missing=""; for b in $(APT_PKGS); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then echo "installing$$missing"; $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; fi
+
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+
+demo: setup
+	$(PY) -m lorakit.cli demo-data
+	$(PY) -m lorakit.cli import-model
+	$(PY) -m lorakit.cli run params/demo.yaml
+	$(PY) -m lorakit.cli analysis
+
+# CI and `make test` execute the notebooks in the smoke profile (LORAKIT_SMOKE=1: a few steps on a
+# few clips) so the suite stays within ~20 minutes; the real experiment is `make demo`.
+test: setup browser-deps
+	$(PY) -m lorakit.cli demo-data
+	$(PY) -m lorakit.cli import-model
+	LORAKIT_SMOKE=1 $(PY) -m pytest -q --nbmake tests notebooks
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/
+
+bench: setup
+	$(PY) bench/bench.py
+
+clean-cache:
+	rm -rf .cache/lorakit/encoder .cache/lorakit/baselines

@@ -1,0 +1,198 @@
+"""`lorakit` command line: run / sweep / matrix / archive / demo-data / import-model.
+
+`lorakit run params/<name>.yaml` is exactly a papermill execution of notebooks/train.ipynb with the
+recipe's values as parameters, into executed/<name>/run.ipynb.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import shlex
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, RunConfig, load_yaml, project_root
+
+
+def parse_value(text: str) -> Any:
+    """`-p key value` like papermill: Python/YAML literals become numbers and booleans, else a string."""
+    for parse in (ast.literal_eval,):
+        try:
+            return parse(text)
+        except (ValueError, SyntaxError):
+            pass
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return text
+
+
+def recipe_parameters(recipe: str | Path | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    values = dict(load_yaml(recipe)) if recipe else {}
+    values.update(overrides)
+    RunConfig.from_dict(values, source=str(recipe or "overrides"))  # fail here, before any kernel starts
+    return values
+
+
+def run_status(folder: Path) -> str | None:
+    import json
+
+    path = folder / "metrics.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text()).get("status")
+    except json.JSONDecodeError:
+        return "corrupt"
+
+
+def execute(params: dict[str, Any], run_id: str, force: bool = False, quiet: bool = False, command: str | None = None) -> str:
+    """Run the train notebook for one run id; returns the run's final status ('skipped' if finished)."""
+    import papermill
+
+    root = project_root()
+    cfg = RunConfig.from_dict({**params, "run_id": run_id})
+    folder = cfg.path("output_dir") / run_id
+    status = run_status(folder)
+    if status == "finished" and not force:
+        print(f"{run_id}: already finished in {folder} (use --force to run again)")
+        return "skipped"
+    if force and folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if status in ("running", "failed", "interrupted") and not force:
+        print(f"{run_id}: resuming an unfinished run ({status})")
+    os.environ["LORAKIT_COMMAND"] = command or " ".join(shlex.quote(a) for a in ["lorakit", *sys.argv[1:]])
+    try:
+        papermill.execute_notebook(
+            str(root / "notebooks" / "train.ipynb"), str(folder / "run.ipynb"),
+            parameters={**params, "run_id": run_id}, cwd=str(root), progress_bar=not quiet, log_output=not quiet,
+        )
+    except papermill.PapermillExecutionError as exc:
+        print(f"{run_id}: failed: {exc.ename}: {exc.evalue} (notebook: {folder / 'run.ipynb'})", file=sys.stderr)
+        return "failed"
+    finally:
+        os.environ.pop("LORAKIT_COMMAND", None)
+    return run_status(folder) or "unknown"
+
+
+def _overrides(pairs: list[list[str]] | None) -> dict[str, Any]:
+    return {k: parse_value(v) for k, v in (pairs or [])}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    overrides = _overrides(args.p)
+    params = recipe_parameters(args.recipe, overrides)
+    # the run id is the recipe's name; -p overrides make it e.g. demo-lr5e-05, so a variant never
+    # collides with (or is skipped as) the plain recipe
+    run_id = params.pop("run_id", "") or Path(args.recipe).stem + "".join(f"-{k}{v}" for k, v in overrides.items())
+    status = execute(params, run_id, force=args.force, quiet=args.quiet)
+    return 0 if status in ("finished", "skipped") else 1
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import run_sweep
+
+    return run_sweep(args.sweep, jobs=args.jobs, ray_address=args.ray, force=args.force, analysis=not args.no_analysis)
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    from .runs import write_matrix
+
+    paths = write_matrix(Path(args.runs))
+    for p in paths:
+        print(p)
+    return 0
+
+
+def cmd_archive(args: argparse.Namespace) -> int:
+    from .runs import archive_run
+
+    archive_run(Path(args.runs) / args.run_id, args.reason)
+    print(f"archived {args.run_id}: {args.reason}")
+    return 0
+
+
+def cmd_analysis(args: argparse.Namespace) -> int:
+    import papermill
+
+    root = project_root()
+    out = root / "executed" / "analysis.ipynb"
+    papermill.execute_notebook(str(root / "notebooks" / "analysis.ipynb"), str(out), parameters={"runs_dir": args.runs},
+                               cwd=str(root / "notebooks"), progress_bar=False)
+    print(out)
+    return 0
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from . import corpus
+
+    return corpus.main(args.rest)
+
+
+def cmd_import_model(args: argparse.Namespace) -> int:
+    from .bundled import bundled_model_dir, convert
+
+    if args.src:
+        print(convert(args.src, args.dst or Path(args.src).with_name(Path(args.src).name + "-hf")))
+    else:
+        print(bundled_model_dir(force=args.force))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lorakit", description="LoRA/DoRA experiments on speech models")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="execute notebooks/train.ipynb for a recipe into executed/<name>/")
+    p.add_argument("recipe", help="params/<name>.yaml (only the values that differ from params/default.yaml)")
+    p.add_argument("-p", nargs=2, action="append", metavar=("KEY", "VALUE"), help="override a parameter (as papermill -p)")
+    p.add_argument("--force", action="store_true", help="run again even if finished (deletes the old record)")
+    p.add_argument("--quiet", action="store_true", help="no cell output on the terminal")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("sweep", help="expand params/sweeps/<name>.yaml into runs and execute them")
+    p.add_argument("sweep")
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel on this machine")
+    p.add_argument("--ray", default=None, metavar="auto|ADDRESS", help="run each run as a Ray task")
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--no-analysis", action="store_true", help="skip the analysis notebook afterwards")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("matrix", help="write executed/run_matrix.md and .csv from the run records")
+    p.add_argument("--runs", default="executed")
+    p.set_defaults(func=cmd_matrix)
+
+    p = sub.add_parser("archive", help="move a run out of the matrix into the archive table, with a reason")
+    p.add_argument("run_id")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--runs", default="executed")
+    p.set_defaults(func=cmd_archive)
+
+    p = sub.add_parser("analysis", help="execute notebooks/analysis.ipynb over the run records")
+    p.add_argument("--runs", default="executed")
+    p.set_defaults(func=cmd_analysis)
+
+    p = sub.add_parser("demo-data", help="synthesize the demo corpus (espeak-ng, flite)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_demo_data)
+
+    p = sub.add_parser("import-model", help="convert the bundled Whisper (or a CTranslate2 Whisper folder) to transformers")
+    p.add_argument("src", nargs="?", help="a CTranslate2 Whisper export folder (default: the bundled model)")
+    p.add_argument("--dst", help="output folder for a converted SRC")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_import_model)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"lorakit: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

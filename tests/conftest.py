@@ -1,0 +1,54 @@
+"""Session fixtures: a small real corpus (espeak-ng/flite audio) and tiny random models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tiny import tiny_moonshine, tiny_whisper
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Encoder and baseline caches go to a per-session folder, except the converted bundled model,
+    which is reused from the project cache (converting it again would only cost time)."""
+    from lorakit import bundled
+
+    bundled_dir = bundled.bundled_model_dir()  # convert (or reuse) under the project cache first
+    cache = tmp_path_factory.mktemp("lorakit_cache")
+    os.environ["LORAKIT_CACHE"] = str(cache)
+    (cache / bundled_dir.name).symlink_to(bundled_dir, target_is_directory=True)
+    os.environ["LORAKIT_ROOT"] = str(ROOT)
+    yield
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory) -> dict[str, Path]:
+    """A small synthesized corpus: real speech from the demo builder, same code path, tiny sizes."""
+    from lorakit.corpus import build_corpus
+
+    return build_corpus(tmp_path_factory.mktemp("corpus"), seed=7, n_train=40, n_domain=16, n_heldout=12, jobs=2)
+
+
+@pytest.fixture(scope="session")
+def whisper_dir(tmp_path_factory) -> Path:
+    return tiny_whisper(tmp_path_factory.mktemp("tiny_whisper"))
+
+
+@pytest.fixture(scope="session")
+def moonshine_dir(tmp_path_factory) -> Path:
+    return tiny_moonshine(tmp_path_factory.mktemp("tiny_moonshine"))
+
+
+@pytest.fixture
+def tiny_cfg(small_corpus, whisper_dir, tmp_path):
+    """RunConfig kwargs for a seconds-long run on the tiny Whisper."""
+    return dict(
+        model=str(whisper_dir), train_manifest=str(small_corpus["train"]), domain_manifest=str(small_corpus["domain"]),
+        heldout_manifest=str(small_corpus["heldout"]), max_steps=4, eval_interval=2, batch_size=4, eval_batch_size=8,
+        max_new_tokens=12, min_train_clips=8, lr=1e-3, log_interval=1, output_dir=str(tmp_path / "runs"), warmup_ratio=0.0,
+    )

@@ -1,0 +1,113 @@
+"""Parameters: defaults file == dataclass == notebook parameters cell; recipes hold only deltas;
+unknown or ill-typed parameters fail before any model loads, naming the parameter."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from lorakit.config import ConfigError, RunConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def _parameters_cell(path: Path) -> dict:
+    nb = nbformat.read(path, as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, f"{path.name}: exactly one cell tagged 'parameters'"
+    values = {}
+    for node in ast.parse(cells[0].source).body:
+        assert isinstance(node, ast.Assign), f"{path.name}: parameters cell holds plain assignments only"
+        values[node.targets[0].id] = ast.literal_eval(node.value)  # plain values: literal_eval fails on anything else
+    for line in cells[0].source.splitlines():
+        if "=" in line:
+            assert "#" in line, f"{path.name}: parameter line without a comment: {line!r}"
+    return values
+
+
+def test_default_yaml_matches_the_dataclass_and_the_notebook():
+    defaults = yaml.safe_load((ROOT / "params" / "default.yaml").read_text())
+    assert RunConfig.from_dict(defaults) == RunConfig()
+    assert set(defaults) == {f.name for f in dataclasses.fields(RunConfig)}
+    assert _parameters_cell(ROOT / "notebooks" / "train.ipynb") == defaults
+
+
+def test_recipes_hold_only_deltas_and_validate():
+    defaults = yaml.safe_load((ROOT / "params" / "default.yaml").read_text())
+    recipes = [p for p in (ROOT / "params").glob("*.yaml") if p.name != "default.yaml"]
+    names = {p.stem for p in recipes}
+    old_team = {"h1-expanded", "h2-expanded", "h3-lr1e4-expanded", "h3-lr3e4-expanded", "h4-domain-expanded",
+                "exp_1_1_baseline_fixed", "exp_2_1_dora_base", "exp_2_1b_dora_high_lr"}
+    assert old_team | {"demo"} <= names
+    for path in recipes:
+        values = yaml.safe_load(path.read_text()) or {}
+        RunConfig.from_dict(values, source=path.name)
+        same = {k for k, v in values.items() if RunConfig.from_dict({k: v}) == RunConfig.from_dict({k: defaults[k]})}
+        assert not same, f"{path.name} repeats defaults: {same}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_hold_calls_not_logic(path):
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        tree = ast.parse(cell.source)
+        for node in ast.walk(tree):
+            assert not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)), f"{path.name}: logic in a notebook"
+        assert "pip install" not in cell.source and "!pip" not in cell.source
+
+
+@pytest.mark.parametrize(
+    "values, needle",
+    [
+        ({"lrr": 1e-4}, "'lrr'"),
+        ({"max_steps": "many"}, "'max_steps'"),
+        ({"use_dora": 3}, "'use_dora'"),
+        ({"lr": 0}, "'lr'"),
+        ({"lr": -1e-4}, "'lr'"),
+        ({"max_steps": 0}, "'max_steps'"),
+        ({"max_steps": 10, "eval_interval": 20}, "'eval_interval'"),
+        ({"scheduler": "exponential"}, "'scheduler'"),
+        ({"precision": "fp8"}, "'precision'"),
+        ({"guardrail": -0.1}, "'guardrail'"),
+        ({"lr": float("nan")}, "'lr'"),
+        ({"run_id": "a b/c"}, "'run_id'"),
+    ],
+)
+def test_bad_parameters_are_named(values, needle):
+    with pytest.raises(ConfigError, match=needle):
+        RunConfig.from_dict(values)
+
+
+def test_papermill_style_values_are_accepted():
+    cfg = RunConfig.from_dict({"lr": "5e-5", "max_steps": 10.0, "eval_interval": 5, "use_dora": "True", "target_modules": ["q_proj", "v_proj"]})
+    assert cfg.lr == 5e-5 and cfg.max_steps == 10 and cfg.use_dora is True and cfg.target_module_list() == ["q_proj", "v_proj"]
+
+
+def test_namespace_rejects_a_misspelt_injected_parameter():
+    import math
+
+    ns = {"lr": 5e-5, "math": math, "RunConfig": RunConfig, "In": [], "_": None, "learning_rate": 1e-4}
+    with pytest.raises(ConfigError, match="'learning_rate'"):
+        RunConfig.from_namespace(ns)
+
+
+def test_missing_manifest_fails_before_the_model_loads(tmp_path):
+    from lorakit.train import run
+
+    with pytest.raises(ConfigError, match="train_manifest.*not found"):
+        run(RunConfig(train_manifest=str(tmp_path / "nope.jsonl"), output_dir=str(tmp_path)))
+    assert not (tmp_path / "nope.jsonl").exists()
+
+
+def test_smoke_profile_shrinks_but_keeps_the_protocol():
+    cfg = RunConfig().smoke()
+    assert cfg.max_steps <= 4 and cfg.max_eval_utterances > 0 and "smoke" in cfg.notes
+    assert cfg.rms_target == RunConfig().rms_target and cfg.guardrail == RunConfig().guardrail

@@ -1,0 +1,78 @@
+"""The train notebook through papermill, literally as a user types it (smoke profile, real bundled
+model, real demo corpus), in a scratch copy of the project so the repo's executed/ stays clean."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PAPERMILL = str(Path(sys.executable).with_name("papermill"))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    from lorakit.corpus import build_corpus
+
+    build_corpus(ROOT / "data" / "demo")  # no-op when `make` already built it
+    root = tmp_path_factory.mktemp("project")
+    for name in ("notebooks", "params"):
+        shutil.copytree(ROOT / name, root / name)
+    (root / "data").mkdir()
+    (root / "data" / "demo").symlink_to(ROOT / "data" / "demo", target_is_directory=True)
+    (root / "executed").mkdir()
+    return root
+
+
+def papermill(root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LORAKIT_ROOT": str(root), "LORAKIT_SMOKE": "1"}
+    return subprocess.run([PAPERMILL, *args], cwd=root, env=env, capture_output=True, text=True, timeout=900)
+
+
+def _records(root: Path) -> list[Path]:
+    return sorted(p.parent for p in (root / "executed").glob("*/metrics.json"))
+
+
+def test_papermill_p_lr(project):
+    before = set(_records(project))
+    proc = papermill(project, "notebooks/train.ipynb", "executed/run.ipynb", "-p", "lr", "5e-5")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (project / "executed" / "run.ipynb").exists()
+    (new,) = set(_records(project)) - before
+    metrics = json.loads((new / "metrics.json").read_text())
+    config = json.loads((new / "config.json").read_text())
+    assert metrics["status"] == "finished" and "smoke" in metrics["notes"]
+    assert config["config"]["lr"] == 5e-5 and metrics["lr"] == 5e-5
+    assert "-p lr 5e-05" in metrics["command"] or "-p lr 5e-5" in metrics["command"]
+    assert (new / "adapter_best" / "adapter_model.safetensors").exists()
+    assert (new / "checkpoint_last" / "training_state.pt").exists()
+    for name in ("history.jsonl", "predictions/domain_best.jsonl", "predictions/heldout_best.jsonl", "predictions/domain_baseline.jsonl"):
+        assert (new / name).exists(), name
+
+
+def test_papermill_f_recipe(project):
+    before = set(_records(project))
+    proc = papermill(project, "notebooks/train.ipynb", "executed/x.ipynb", "-f", "params/exp_2_1_dora_base.yaml")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (new,) = set(_records(project)) - before
+    config = json.loads((new / "config.json").read_text())["config"]
+    assert config["use_dora"] is True and config["lr"] == 5e-5
+    assert json.loads((new / "metrics.json").read_text())["status"] == "finished"
+
+
+def test_papermill_unknown_parameter_fails_naming_it(project):
+    before = set(_records(project))
+    proc = papermill(project, "notebooks/train.ipynb", "executed/bad.ipynb", "-p", "learning_rate", "5e-5")
+    assert proc.returncode != 0
+    assert "learning_rate" in proc.stderr
+    nb = nbformat.read(project / "executed" / "bad.ipynb", as_version=4)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert errors and errors[0]["ename"] == "ConfigError" and "learning_rate" in errors[0]["evalue"]
+    assert set(_records(project)) == before  # failed before any run folder (or model) existed

@@ -1,0 +1,164 @@
+"""The experiment core on tiny random models and a small real corpus: mechanics, not accuracy."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lorakit import RunConfig
+from lorakit import checkpoint as ckpt
+from lorakit.data import Inputs
+from lorakit.manifests import read_manifest
+from lorakit.models import add_adapters, encoder_is_frozen, load_model
+from lorakit.train import make_optimizer, run, select_best, train_step
+
+
+@pytest.mark.parametrize("family", ["whisper", "moonshine"])
+def test_train_step_lowers_loss_on_a_fixed_batch(family, small_corpus, whisper_dir, moonshine_dir):
+    cfg = RunConfig(model=str(whisper_dir if family == "whisper" else moonshine_dir), lr=2e-2, warmup_ratio=0.0,
+                    max_steps=30, eval_interval=30, lora_dropout=0.0)
+    torch.manual_seed(0)
+    sm = load_model(cfg.model)
+    assert sm.family == family
+    add_adapters(sm, cfg)
+    optimizer, scheduler = make_optimizer(sm.model, cfg)
+    inputs = Inputs(sm, cfg.rms_target, None, torch.device("cpu"))
+    batch = read_manifest(small_corpus["train"]).utterances[:4]
+    losses = [train_step(sm, inputs, [batch], optimizer, scheduler, cfg.max_grad_norm)["loss"] for _ in range(15)]
+    assert losses[-1] < 0.7 * losses[0], losses
+    trainable = [n for n, p in sm.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)  # only adapters train
+
+
+def test_decoder_targets_freeze_the_encoder(whisper_dir):
+    sm = load_model(str(whisper_dir))
+    add_adapters(sm, RunConfig(target_modules="decoder"))
+    assert encoder_is_frozen(sm)
+    sm = load_model(str(whisper_dir))
+    add_adapters(sm, RunConfig(target_modules=""))
+    assert not encoder_is_frozen(sm)
+
+
+def test_unknown_target_module_is_named(whisper_dir):
+    sm = load_model(str(whisper_dir))
+    with pytest.raises(ValueError, match="not_a_layer"):
+        add_adapters(sm, RunConfig(target_modules="q_proj,not_a_layer"))
+
+
+def test_select_best_honours_the_guardrail():
+    evals = [
+        {"step": 50, "domain_wer": 0.20, "heldout_wer": 0.050},  # heldout +1.0 pt: disqualified
+        {"step": 100, "domain_wer": 0.25, "heldout_wer": 0.041},  # +0.1 pt: qualifies
+        {"step": 150, "domain_wer": 0.23, "heldout_wer": 0.042},  # +0.2 pt: qualifies (boundary), best
+    ]
+    assert select_best(evals, heldout_baseline=0.040, guardrail_pts=0.2) == (2, True)
+    # tighter guardrail: only step 100 qualifies
+    assert select_best(evals, heldout_baseline=0.040, guardrail_pts=0.15) == (1, True)
+    # none qualifies: fall back to the lowest domain WER, flagged
+    assert select_best(evals, heldout_baseline=0.030, guardrail_pts=0.2) == (0, False)
+    # no heldout manifest: plain lowest domain WER
+    assert select_best([{**e, "heldout_wer": None} for e in evals], None, 0.2) == (0, True)
+
+
+def _history(folder):
+    return [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines()]
+
+
+def test_run_writes_a_complete_record_and_reports_the_reloaded_best(tiny_cfg):
+    result = run(RunConfig(**tiny_cfg, run_id="full"))
+    folder = result.folder
+    m = json.loads((folder / "metrics.json").read_text())
+    assert m["status"] == "finished" and m["steps"] == 4 and m["stop_reason"] == "max_steps"
+    for key in ("run_id", "date", "command", "dataset", "lr", "manifest", "baseline_wer", "tuned_wer",
+                "heldout_baseline_wer", "heldout_tuned_wer", "best_step", "elapsed_s"):
+        assert m[key] is not None, key
+    config = json.loads((folder / "config.json").read_text())
+    assert config["config"]["lr"] == tiny_cfg["lr"] and config["manifests"]["train"]["sha256"]
+    assert {"torch", "transformers", "peft"} <= set(config["versions"])
+    hist = _history(folder)
+    evals = [r for r in hist if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [2, 4]
+    assert [r["step"] for r in hist if r["kind"] == "train"] == [1, 2, 3, 4]
+    # the reported WER is the reloaded adapter's, and it equals the in-memory evaluation at that step
+    best = next(r for r in evals if r["step"] == m["best_step"])
+    assert m["tuned_wer"] == pytest.approx(best["domain_wer"], abs=1e-12)
+    assert m["heldout_tuned_wer"] == pytest.approx(best["heldout_wer"], abs=1e-12)
+    for name in ("domain_baseline", "domain_step000002", "domain_step000004", "domain_best", "heldout_best"):
+        rows = [json.loads(x) for x in (folder / "predictions" / f"{name}.jsonl").read_text().splitlines()]
+        assert rows and {"ref", "hyp", "ref_norm", "hyp_norm", "errors", "ref_words"} <= set(rows[0])
+    # adapter_best loads with plain peft
+    from peft import PeftModel
+
+    base = load_model(tiny_cfg["model"]).model
+    PeftModel.from_pretrained(base, str(folder / "adapter_best"))
+    meta = json.loads((folder / "adapter_best" / "meta.json").read_text())
+    assert meta["step"] == m["best_step"]
+
+
+def test_baseline_is_computed_once_and_shared(tiny_cfg, capsys):
+    a = run(RunConfig(**{**tiny_cfg, "max_steps": 2}, run_id="share_a"))
+    b = run(RunConfig(**{**tiny_cfg, "max_steps": 2, "lr": 5e-4}, run_id="share_b", seed=3))
+    assert "from the shared cache" in capsys.readouterr().out
+    assert a.metrics["baseline_wer"] == b.metrics["baseline_wer"]
+    assert a.metrics["heldout_baseline_wer"] == b.metrics["heldout_baseline_wer"]
+
+
+def test_resume_from_checkpoint_last_matches_an_uninterrupted_run(tiny_cfg, monkeypatch):
+    straight = run(RunConfig(**tiny_cfg, run_id="straight"))
+
+    real_save = ckpt.save_training_state
+
+    def crash_after_step_two(model, optimizer, scheduler, step, dst, meta):
+        real_save(model, optimizer, scheduler, step, dst, meta)
+        if step == 2:
+            raise SystemExit("simulated crash after the step-2 checkpoint")
+
+    monkeypatch.setattr(ckpt, "save_training_state", crash_after_step_two)
+    with pytest.raises(SystemExit):
+        run(RunConfig(**tiny_cfg, run_id="resumed"))
+    folder = straight.folder.parent / "resumed"
+    assert json.loads((folder / "metrics.json").read_text())["status"] == "failed"
+    state = ckpt.load_training_state(folder / "checkpoint_last")
+    assert state["step"] == 2
+    monkeypatch.setattr(ckpt, "save_training_state", real_save)
+
+    resumed = run(RunConfig(**tiny_cfg, run_id="resumed"))
+    assert resumed.metrics["status"] == "finished" and resumed.metrics["steps"] == 4
+    hist_a, hist_b = _history(straight.folder), _history(folder)
+    assert [r["step"] for r in hist_b if r["kind"] == "train"] == [1, 2, 3, 4]  # no duplicated or missing step
+    losses_a = [r["loss"] for r in hist_a if r["kind"] == "train"]
+    losses_b = [r["loss"] for r in hist_b if r["kind"] == "train"]
+    assert losses_b == pytest.approx(losses_a, rel=1e-5)  # same batches, same optimizer state
+    sa = ckpt.load_training_state(straight.folder / "checkpoint_last")
+    sb = ckpt.load_training_state(folder / "checkpoint_last")
+    assert sa["step"] == sb["step"] == 4
+    ea = sa["optimizer"]["state"][0]["exp_avg"]
+    eb = sb["optimizer"]["state"][0]["exp_avg"]
+    assert torch.allclose(ea, eb, rtol=1e-4, atol=1e-7)
+
+
+def test_a_finished_run_is_not_overwritten(tiny_cfg):
+    cfg = RunConfig(**{**tiny_cfg, "max_steps": 2}, run_id="once")
+    run(cfg)
+    with pytest.raises(Exception, match="already finished"):
+        run(cfg)
+
+
+def test_adapters_are_active_at_evaluation(tiny_cfg, small_corpus):
+    """Evaluation goes through the peft-wrapped model: non-zero adapter weights change the output."""
+    from lorakit.evaluate import transcribe
+
+    sm = load_model(tiny_cfg["model"])
+    utts = read_manifest(small_corpus["domain"]).utterances[:4]
+    inputs = Inputs(sm, 0.075, None, torch.device("cpu"))
+    before = transcribe(sm, utts, inputs, 4, 8)
+    add_adapters(sm, RunConfig(lora_r=4))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in sm.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 2.0)
+    after = transcribe(sm, utts, inputs, 4, 8)
+    assert before != after
