@@ -426,6 +426,15 @@ def run_matrix(runs: Iterable[Run], min_domain_gain_pts: float = 1.0,
     return RunMatrix(rows, criteria)
 
 
+def write_matrix(runs_dir: PathLike, **criteria: Any) -> list[Path]:
+    """Load every run under `runs_dir` and write run_matrix.md/.csv and run_archive.md there
+    (what `lorakit matrix` does); `criteria` go to `run_matrix`."""
+    loaded = load_runs(runs_dir)
+    paths = run_matrix(loaded, **criteria).write(runs_dir)
+    archive = write_archive(loaded, runs_dir) if loaded else None
+    return paths + ([archive] if archive else [])
+
+
 def format_lr(lr: float | None) -> str:
     """1e-05 -> '1e-5', 0.00025 -> '2.5e-4', as the old table wrote learning rates."""
     if lr is None:

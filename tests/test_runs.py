@@ -170,6 +170,12 @@ def test_matrix_files_are_written_as_markdown_and_csv(runs_dir):
     assert float(dora["Domain CI low"]) < float(dora["Domain CI high"]) < 0
 
 
+def test_write_matrix_is_one_call_from_a_runs_folder(runs_dir):
+    paths = runs.write_matrix(runs_dir, n_resamples=100)
+    assert [p.name for p in paths] == ["run_matrix.md", "run_matrix.csv", "run_archive.md"]
+    assert ARCHIVED in paths[2].read_text() and ARCHIVED not in paths[0].read_text()
+
+
 def test_format_lr_matches_the_old_table():
     assert [runs.format_lr(x) for x in (1e-5, 1e-4, 2e-4, 5e-5, 2.5e-4, None)] == [
         "1e-5", "1e-4", "2e-4", "5e-5", "2.5e-4", ""]
