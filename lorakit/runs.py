@@ -288,7 +288,7 @@ def verdict(row: dict, min_domain_gain_pts: float = 1.0, max_heldout_regression_
         return "inconclusive (no domain WER)"
     reasons = []
     if -d < min_domain_gain_pts - _EPS_PTS:
-        reasons.append(f"domain gain {-d:.2f} pt < {min_domain_gain_pts:g}")
+        reasons.append(f"domain gain {0.0 - d:.2f} pt < {min_domain_gain_pts:g}")  # 0.0 - 0.0: no "-0.00"
     if h is not None and h > max_heldout_regression_pts + _EPS_PTS:
         reasons.append(f"heldout regression {h:.2f} pt > {max_heldout_regression_pts:g}")
     if reasons:

@@ -106,6 +106,7 @@ def test_verdict_thresholds_are_inclusive_despite_float_rounding():
     assert runs.verdict({**row, "heldout_delta_pts": None}) == "inconclusive (no heldout WER)"
     assert runs.verdict({**row, "domain_ci_low": None, "domain_ci_high": None}).startswith("inconclusive (no domain")
     assert runs.verdict({**row, "status": "running"}) == "n/a (running)"
+    assert runs.verdict({**row, "domain_delta_pts": 0.0}) == "reject (domain gain 0.00 pt < 1)"  # not -0.00
 
 
 def _preds(errors, words=10, prefix="u"):
