@@ -1,0 +1,387 @@
+"""The offline demo corpus: clinical dictation by accented and robotic voices, synthesized locally.
+
+`build_corpus` writes three NeMo-style manifests beside their audio:
+
+- `train.jsonl`   clinical dictation by the train voices, plus a share of everyday sentences so the
+                  model keeps its general English;
+- `domain.jsonl`  the primary eval: clinical dictation, including drug names and procedures that never
+                  occur in train, by the train voices and at least one voice that train never hears;
+- `heldout.jsonl` the safety eval: everyday sentences by flite voices.
+
+Speech comes from espeak-ng (accents, robotic variants, speed and pitch) and flite; sox resamples to
+16 kHz mono 16-bit and applies the telephone channel (band-limit 300-3400 Hz, 8 kHz round trip, light
+compression). Every choice is drawn from `random.Random(seed)` in the main thread before any audio is
+rendered, so the same seed gives byte-identical manifests however the rendering threads interleave.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import shutil
+import string
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from lorakit import corpus_words as W
+
+SAMPLE_RATE = 16_000  # Hz, the rate every written clip has
+CORPUS_VERSION = 1  # bump when generation changes, so `build_corpus` rebuilds old corpora
+GENERAL_SHARE_TRAIN = 0.30  # fraction of train that is everyday speech (guards against forgetting)
+DOMAIN_ONLY_DRUG_SHARE = 0.18  # fraction of drug names kept out of train
+DOMAIN_ONLY_PROCEDURE_SHARE = 0.15  # fraction of procedures kept out of train
+NOISE_SNR_DB = (18.0, 26.0)  # range for the "noise" channel, dB below the speech RMS
+PAD_SECONDS = (0.15, 0.30)  # silence before / after speech
+BINARIES = ("espeak-ng", "flite", "sox")
+
+
+@dataclass(frozen=True)
+class Voice:
+    """A synthetic speaker: TTS engine, its voice name, and the channel it is heard through."""
+
+    engine: str  # "espeak" or "flite"
+    name: str  # espeak-ng `-v` value (language+variant) or flite `-voice` value
+    channel: str = "clean"  # "clean", "phone" (telephone band, 8 kHz) or "noise" (light white noise)
+
+    @property
+    def speaker_id(self) -> str:
+        suffix = "" if self.channel == "clean" else f"/{self.channel}"
+        return f"{self.engine}:{self.name}{suffix}"
+
+
+def _v(spec: str) -> Voice:
+    """'espeak:en-us+m3/phone' -> Voice('espeak', 'en-us+m3', 'phone')."""
+    engine, rest = spec.split(":", 1)
+    name, _, channel = rest.partition("/")
+    return Voice(engine, name, channel or "clean")
+
+
+# Voices per role, with relative weights. Domain shares most voices with train (LoRA can learn the
+# accents and the channel) and adds DOMAIN_ONLY_VOICES, which train never hears.
+TRAIN_CLINICAL_VOICES = {
+    _v("espeak:en-us"): 2, _v("espeak:en-us+f2"): 1, _v("espeak:en-gb-x-rp"): 2,
+    _v("espeak:en-us+m3/noise"): 1, _v("flite:awb"): 2, _v("flite:awb/phone"): 1,
+    _v("flite:kal16"): 1, _v("flite:kal16/phone"): 2,
+}
+DOMAIN_ONLY_VOICES = {_v("espeak:en-us+klatt"): 2}
+DOMAIN_VOICES = {**TRAIN_CLINICAL_VOICES, **DOMAIN_ONLY_VOICES}
+TRAIN_GENERAL_VOICES = {
+    _v("espeak:en-us"): 1, _v("espeak:en-gb-x-rp"): 1, _v("flite:awb"): 1, _v("flite:kal16"): 1,
+}
+HELDOUT_VOICES = {_v("flite:slt"): 3, _v("flite:rms"): 2}  # heard nowhere else
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One clip to render: what is said, by whom, how fast, and where it is written."""
+
+    split: str
+    path: str  # relative to the corpus folder, e.g. "audio/domain/d00012.wav"
+    text: str
+    voice: Voice
+    speed: float  # espeak words per minute, or flite duration stretch
+    pitch: int  # espeak pitch 0-99 (unused by flite)
+    noise_seed: int
+
+
+# ------------------------------------------------------------------------------------------- text
+def _lists(domain_only: set[str], allow_domain_only: bool) -> dict[str, list[str]]:
+    drugs = [d for d in W.DRUGS if allow_domain_only or d not in domain_only]
+    procedures = [p for p in W.PROCEDURES if allow_domain_only or p not in domain_only]
+    return {
+        "drug": drugs, "procedure": procedures, "route": W.ROUTES, "freq": W.FREQUENCIES,
+        "anatomy": W.ANATOMY, "condition": W.CONDITIONS, "finding": W.FINDINGS,
+        "exam_finding": W.EXAM_FINDINGS, "reaction": W.REACTIONS, "specialty": W.SPECIALTIES,
+        "anesthesia": W.ANESTHESIA, "complication": W.COMPLICATIONS, "name": W.NAMES,
+        "relation": W.RELATIONS, "place": W.PLACES, "city": W.CITIES, "day": W.DAYS,
+        "day_plain": W.DAY_NAMES, "time": W.TIMES, "food": W.FOODS, "activity": W.ACTIVITIES,
+        "object": W.OBJECTS, "room": W.ROOMS, "adjective": W.ADJECTIVES, "animal": W.ANIMALS,
+        "weather": W.WEATHER, "transport": W.TRANSPORT, "chore": W.CHORES,
+        "adjective_plain": W.PLAIN_ADJECTIVES, "family": W.FAMILY, "when": W.WHEN,
+    }
+
+
+def _number_slot(slot: str, rng: random.Random) -> str | None:
+    """Fillers that are numbers or built from numbers; None when `slot` is a word-list slot."""
+    if slot == "dose":
+        return f"{rng.choice(W.DOSE_AMOUNTS)} {rng.choice(W.DOSE_UNITS)}"
+    if slot == "patient":
+        return f"a {rng.randint(18, 96)}-year-old {rng.choice(W.PATIENTS)}"
+    if slot == "lab_value":
+        name, low, high, decimals = rng.choice(W.LABS)
+        value = round(rng.uniform(low, high), decimals)
+        return f"{name} is {value if decimals else int(value)}"
+    lab = rng.choice(W.LABS)[0] if slot == "lab" else None
+    ranges = {"n_days": (2, 14), "n_small": (2, 9), "sys": (88, 188), "dia": (46, 108),
+              "hr": (44, 136), "sat": (84, 99), "n_big": (20, 400), "price": (5, 900),
+              "minutes": (15, 60)}
+    if lab:
+        return lab
+    if slot in ranges:
+        return str(rng.randint(*ranges[slot]))
+    if slot == "size":
+        return f"{rng.randint(1, 9)}.{rng.randint(1, 9)}"
+    if slot == "ebl":
+        return str(50 * rng.randint(1, 18))
+    if slot == "clock":
+        return f"{rng.randint(1, 12)} {rng.choice(['in the morning', 'at night'])}"
+    if slot == "sys_low":
+        return rng.choice(["90", "95", "100", "110"])
+    return None
+
+
+def make_sentence(template: str, rng: random.Random, lists: dict[str, list[str]]) -> str:
+    """Fill a template's `{slot}` fields; repeated slots (`{drug}`, `{drug2}`) get distinct fillers."""
+    he = rng.choice(W.HE)  # one pronoun per sentence, so "he ... his" agree
+    values: dict[str, str] = {"he": he, "his": W.HIS[he], "him": W.HIM[he]}
+    for _, field, _, _ in string.Formatter().parse(template):
+        if not field or field in values:
+            continue
+        slot = field.rstrip("0123456789")
+        for _ in range(20):  # redraw until it differs from the slot's other fillers
+            value = _number_slot(slot, rng)
+            value = value if value is not None else rng.choice(lists[slot])
+            if value not in values.values():
+                break
+        values[field] = value
+    text = re.sub(r"\b([Aa]) ([\w.]+)", _article, template.format(**values))
+    return text[0].upper() + text[1:]
+
+
+def _article(match: re.Match) -> str:
+    """'a old' -> 'an old', 'a 8.5' -> 'an 8.5', 'a 18-year-old' -> 'an 18-year-old'."""
+    a, word = match.groups()
+    vowel_sound = word[0] in "aeioAEIO" or word.startswith("8") or re.match(r"1[18](\D|$)", word)
+    return f"{a}n {word}" if vowel_sound else match.group(0)
+
+
+def _term_in(term: str, text: str) -> bool:
+    """Whole-word, case-insensitive: 'amoxicillin' is in 'amoxicillin-clavulanate', not in 'amoxicillinx'."""
+    return re.search(rf"(?<![\w]){re.escape(term.lower())}(?![\w])", text.lower()) is not None
+
+
+def choose_domain_only_terms(rng: random.Random) -> list[str]:
+    """Drug names and procedures kept out of train; only terms that no other list entry contains."""
+    vocabulary = W.DRUGS + W.PROCEDURES + W.CONDITIONS + W.ANATOMY + W.FINDINGS + W.REACTIONS
+    vocabulary += W.CLINICAL_TEMPLATES + W.GENERAL_TEMPLATES
+
+    def separable(term: str) -> bool:
+        return not any(_term_in(term, other) for other in vocabulary if other != term)
+
+    chosen = []
+    for words, share in ((W.DRUGS, DOMAIN_ONLY_DRUG_SHARE), (W.PROCEDURES, DOMAIN_ONLY_PROCEDURE_SHARE)):
+        candidates = [t for t in words if separable(t)]
+        chosen += sorted(rng.sample(candidates, round(share * len(words))))
+    return chosen
+
+
+# ------------------------------------------------------------------------------------------ audio
+def check_binaries() -> None:
+    """Raise a RuntimeError naming the first missing synthesis binary and how to install it."""
+    for binary in BINARIES:
+        if shutil.which(binary) is None:
+            raise RuntimeError(
+                f"'{binary}' is not on PATH; the demo corpus needs espeak-ng, flite and sox. "
+                f"`make demo` installs them (apt-get install -y espeak-ng flite sox)."
+            )
+
+
+def _run(cmd: list[str], stdin: bytes | None = None) -> bytes:
+    done = subprocess.run(cmd, input=stdin, capture_output=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed ({done.returncode}): {done.stderr.decode(errors='replace')}")
+    return done.stdout
+
+
+def _tool_version(binary: str) -> str:
+    done = subprocess.run([binary, "--version"], capture_output=True, check=False)  # flite exits 1 here
+    lines = (done.stdout + done.stderr).decode(errors="replace").splitlines()
+    return next((line.strip() for line in lines if re.search(r"\d+\.\d+", line)), "unknown")
+
+
+def _sox_effects(channel: str) -> list[str]:
+    effects = ["highpass", "60"]
+    if channel == "phone":  # narrowband telephone: band-limit, compress, round trip through 8 kHz
+        effects += ["sinc", "300-3400", "compand", "0.02,0.20", "-60,-60,-30,-16,0,-8", "-6",
+                    "rate", "8000"]
+    return effects + ["gain", "-n", "-3", "pad", str(PAD_SECONDS[0]), str(PAD_SECONDS[1])]
+
+
+def render(utt: Utterance, out_dir: Path) -> float:
+    """Synthesize one utterance to a 16 kHz mono 16-bit WAV file; return its duration in seconds."""
+    v = utt.voice
+    if v.engine == "espeak":
+        wav = _run(["espeak-ng", "--stdout", "-v", v.name, "-s", str(int(utt.speed)),
+                    "-p", str(utt.pitch), utt.text])
+    else:
+        wav = _run(["flite", "-voice", v.name, "--setf", f"duration_stretch={utt.speed:.2f}",
+                    "-t", utt.text, "-o", "/dev/stdout"])
+    raw = _run(["sox", "-D", "-t", "wav", "-", "-t", "raw", "-e", "signed", "-b", "16",
+                "-r", str(SAMPLE_RATE), "-c", "1", "-", *_sox_effects(v.channel)], stdin=wav)
+    audio = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
+    if v.channel == "noise":
+        rng = np.random.default_rng(utt.noise_seed)
+        snr_db = rng.uniform(*NOISE_SNR_DB)
+        rms = float(np.sqrt(np.mean(audio**2)))
+        audio = audio + rng.normal(0.0, rms * 10 ** (-snr_db / 20), audio.shape).astype(np.float32)
+    path = out_dir / utt.path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, np.clip(audio, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16")
+    return sf.info(path).frames / SAMPLE_RATE
+
+
+# ----------------------------------------------------------------------------------------- corpus
+def _pick_voice(rng: random.Random, voices: dict[Voice, int]) -> Voice:
+    return rng.choices(list(voices), weights=list(voices.values()))[0]
+
+
+def plan_corpus(seed: int, n_train: int, n_domain: int, n_heldout: int) -> tuple[list[Utterance], list[str]]:
+    """Decide every utterance (text, voice, prosody, path) from the seed; return them and the domain-only terms."""
+    rng = random.Random(seed)
+    domain_only = choose_domain_only_terms(rng)
+    train_lists = _lists(set(domain_only), allow_domain_only=False)
+    all_lists = _lists(set(domain_only), allow_domain_only=True)
+    n_general = round(GENERAL_SHARE_TRAIN * n_train)
+    groups = [  # (split, count, templates, word lists, voices)
+        ("train", n_train - n_general, W.CLINICAL_TEMPLATES, train_lists, TRAIN_CLINICAL_VOICES),
+        ("train", n_general, W.GENERAL_TEMPLATES, train_lists, TRAIN_GENERAL_VOICES),
+        ("domain", n_domain, W.CLINICAL_TEMPLATES, all_lists, DOMAIN_VOICES),
+        ("heldout", n_heldout, W.GENERAL_TEMPLATES, all_lists, HELDOUT_VOICES),
+    ]
+    seen: set[str] = set()  # every sentence is used once across all splits
+    planned: dict[str, list[tuple[str, Voice]]] = {"train": [], "domain": [], "heldout": []}
+    for split, count, templates, lists, voices in groups:
+        for _ in range(count):
+            text = make_sentence(rng.choice(templates), rng, lists)
+            while text.lower() in seen:
+                text = make_sentence(rng.choice(templates), rng, lists)
+            seen.add(text.lower())
+            planned[split].append((text, _pick_voice(rng, voices)))
+    rng.shuffle(planned["train"])  # interleave clinical and everyday speech in file order
+
+    utterances = []
+    for split, items in planned.items():
+        for i, (text, voice) in enumerate(items):
+            if voice.engine == "espeak":
+                speed, pitch = float(rng.randint(140, 175)), rng.randint(35, 65)
+            else:
+                speed, pitch = round(rng.uniform(0.95, 1.10), 2), 0
+            path = f"audio/{split}/{split[0]}{i:05d}.wav"
+            utterances.append(Utterance(split, path, text, voice, speed, pitch, rng.randrange(2**32)))
+    return utterances, domain_only
+
+
+def check_splits(utterances: list[Utterance], domain_only: list[str]) -> None:
+    """Assert the corpus properties the evaluation relies on: no shared sentence, held-out terms and voices."""
+    texts = {s: {u.text.lower() for u in utterances if u.split == s} for s in ("train", "domain", "heldout")}
+    assert not (texts["train"] & texts["domain"]), "a sentence occurs in train and domain"
+    assert not (texts["train"] & texts["heldout"]), "a sentence occurs in train and heldout"
+    assert not (texts["domain"] & texts["heldout"]), "a sentence occurs in domain and heldout"
+    train_text = "\n".join(texts["train"])
+    leaked = [t for t in domain_only if _term_in(t, train_text)]
+    assert not leaked, f"domain-only terms occur in train: {leaked}"
+    train_voices = {u.voice.speaker_id for u in utterances if u.split == "train"}
+    assert not train_voices & {v.speaker_id for v in DOMAIN_ONLY_VOICES}, "a domain-only voice is in train"
+
+
+def _is_complete(out_dir: Path, summary: dict) -> bool:
+    try:
+        old = json.loads((out_dir / "corpus.json").read_text())
+    except (OSError, ValueError):
+        return False
+    keys = ("version", "seed", "sizes")
+    if any(old.get(k) != summary[k] for k in keys):
+        return False
+    names = ["train.jsonl", "domain.jsonl", "heldout.jsonl", "terms.txt"]
+    if not all((out_dir / n).is_file() for n in names):
+        return False
+    for split in ("train", "domain", "heldout"):
+        rows = [json.loads(line) for line in (out_dir / f"{split}.jsonl").read_text().splitlines()]
+        if len(rows) != summary["sizes"][split] or not all((out_dir / r["audio_filepath"]).is_file() for r in rows):
+            return False
+    return True
+
+
+def build_corpus(
+    out_dir: Path = Path("data/demo"), seed: int = 0, n_train: int = 1200, n_domain: int = 520,
+    n_heldout: int = 320, jobs: int = 2, force: bool = False,
+) -> dict[str, Path]:
+    """Synthesize the demo corpus into `out_dir`; return the manifest paths by split name.
+
+    Skips the work when `out_dir/corpus.json` records the same version, seed and sizes and every file is
+    present, unless `force`. `jobs` is the number of parallel synthesis processes.
+    """
+    out_dir = Path(out_dir)
+    sizes = {"train": n_train, "domain": n_domain, "heldout": n_heldout}
+    manifests = {split: out_dir / f"{split}.jsonl" for split in sizes}
+    if not force and _is_complete(out_dir, {"version": CORPUS_VERSION, "seed": seed, "sizes": sizes}):
+        return manifests
+    check_binaries()
+    start = time.perf_counter()
+    utterances, domain_only = plan_corpus(seed, n_train, n_domain, n_heldout)
+    check_splits(utterances, domain_only)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "corpus.json").unlink(missing_ok=True)  # written last: its presence marks a finished build
+    shutil.rmtree(out_dir / "audio", ignore_errors=True)
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        durations = list(pool.map(lambda u: render(u, out_dir), utterances))
+
+    for split, path in manifests.items():
+        rows = [
+            {"audio_filepath": u.path, "text": u.text, "duration": round(d, 4), "speaker_id": u.voice.speaker_id}
+            for u, d in zip(utterances, durations) if u.split == split
+        ]
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    terms = W.DRUGS + W.PROCEDURES + W.CONDITIONS + W.ANATOMY
+    (out_dir / "terms.txt").write_text("\n".join(terms) + "\n")
+
+    def voice_counts(split: str) -> dict[str, int]:
+        ids = [u.voice.speaker_id for u in utterances if u.split == split]
+        return {v: ids.count(v) for v in sorted(set(ids))}
+
+    hours = {s: round(sum(d for u, d in zip(utterances, durations) if u.split == s) / 3600, 3) for s in sizes}
+    summary = {
+        "version": CORPUS_VERSION, "seed": seed, "sizes": sizes, "hours": hours,
+        "voices": {split: voice_counts(split) for split in sizes},
+        "domain_only_voices": sorted(v.speaker_id for v in DOMAIN_ONLY_VOICES),
+        "domain_only_terms": domain_only,
+        "train_general_share": GENERAL_SHARE_TRAIN,
+        "build_seconds": round(time.perf_counter() - start, 1), "jobs": jobs,
+        "tools": {b: _tool_version(b) for b in BINARIES},
+    }
+    (out_dir / "corpus.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return manifests
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`lorakit demo-data` / `python -m lorakit.corpus`: build the demo corpus."""
+    parser = argparse.ArgumentParser(prog="lorakit demo-data", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("data/demo"), help="corpus folder (default data/demo)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=2, help="parallel synthesis processes")
+    parser.add_argument("--force", action="store_true", help="rebuild even if a matching corpus exists")
+    parser.add_argument("--n-train", type=int, default=1200)
+    parser.add_argument("--n-domain", type=int, default=520)
+    parser.add_argument("--n-heldout", type=int, default=320)
+    args = parser.parse_args(argv)
+    manifests = build_corpus(args.out, args.seed, args.n_train, args.n_domain, args.n_heldout,
+                             jobs=args.jobs, force=args.force)
+    summary = json.loads((args.out / "corpus.json").read_text())
+    print(f"demo corpus in {args.out} (built in {summary['build_seconds']} s):")
+    for split, path in manifests.items():
+        print(f"  {path}: {summary['sizes'][split]} utterances, {summary['hours'][split]} h")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

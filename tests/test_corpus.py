@@ -1,0 +1,134 @@
+"""The demo corpus: determinism, split hygiene, audio format. Uses the real espeak-ng, flite and sox."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from lorakit import corpus, corpus_words
+
+SIZES = {"n_train": 40, "n_domain": 30, "n_heldout": 20}
+FILES = ["train.jsonl", "domain.jsonl", "heldout.jsonl", "terms.txt"]
+
+
+def _rows(folder: Path, split: str) -> list[dict]:
+    return [json.loads(line) for line in (folder / f"{split}.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, Path]:
+    """The same small corpus built twice into separate folders."""
+    a, b = tmp_path_factory.mktemp("a"), tmp_path_factory.mktemp("b")
+    corpus.build_corpus(a, seed=0, **SIZES)
+    corpus.build_corpus(b, seed=0, **SIZES, jobs=1)  # other thread count, same bytes
+    return a, b
+
+
+def test_same_seed_gives_identical_files(built):
+    a, b = built
+    for name in FILES:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_sizes_and_manifest_keys(built):
+    a, _ = built
+    summary = json.loads((a / "corpus.json").read_text())
+    assert summary["sizes"] == {"train": 40, "domain": 30, "heldout": 20}
+    for split, n in summary["sizes"].items():
+        rows = _rows(a, split)
+        assert len(rows) == n
+        for row in rows:
+            assert set(row) == {"audio_filepath", "text", "duration", "speaker_id"}
+            assert row["audio_filepath"].startswith(f"audio/{split}/") and isinstance(row["duration"], float)
+
+
+def test_no_sentence_in_two_splits(built):
+    a, _ = built
+    texts = {s: {r["text"].lower() for r in _rows(a, s)} for s in ("train", "domain", "heldout")}
+    assert sum(len(t) for t in texts.values()) == 90  # also unique within each split
+    assert not texts["train"] & texts["domain"]
+    assert not texts["train"] & texts["heldout"]
+    assert not texts["domain"] & texts["heldout"]
+
+
+def test_domain_only_terms_and_voices_stay_out_of_train(built):
+    a, _ = built
+    summary = json.loads((a / "corpus.json").read_text())
+    train, domain = _rows(a, "train"), _rows(a, "domain")
+    train_text = "\n".join(r["text"] for r in train)
+    domain_text = "\n".join(r["text"] for r in domain)
+    terms = summary["domain_only_terms"]
+    assert 0.15 <= sum(t in corpus_words.DRUGS for t in terms) / len(corpus_words.DRUGS) <= 0.20
+    assert not [t for t in terms if corpus._term_in(t, train_text)]
+    assert any(corpus._term_in(t, domain_text) for t in terms)
+    only = set(summary["domain_only_voices"])
+    assert only and not only & {r["speaker_id"] for r in train}
+    assert only & {r["speaker_id"] for r in domain}
+
+
+def test_heldout_is_spoken_by_flite_and_train_mixes_everyday_speech(built):
+    a, _ = built
+    assert all(r["speaker_id"].startswith("flite:") for r in _rows(a, "heldout"))
+    assert any(r["speaker_id"].startswith("flite:") for r in _rows(a, "train"))
+
+
+def test_audio_is_16k_mono_pcm16_and_durations_match(built):
+    a, _ = built
+    for split in ("train", "domain", "heldout"):
+        for row in _rows(a, split):
+            info = sf.info(a / row["audio_filepath"])
+            assert (info.samplerate, info.channels, info.subtype) == (16_000, 1, "PCM_16")
+            assert abs(info.frames / 16_000 - row["duration"]) < 1e-3
+            assert 1.0 < row["duration"] < 20.0
+
+
+def test_rebuild_is_skipped_unless_forced(built):
+    a, _ = built
+    stamp = (a / "corpus.json").stat().st_mtime_ns
+    corpus.build_corpus(a, seed=0, **SIZES)
+    assert (a / "corpus.json").stat().st_mtime_ns == stamp
+    # a missing clip makes the corpus incomplete, so it is rebuilt
+    first = a / _rows(a, "heldout")[0]["audio_filepath"]
+    first.unlink()
+    assert corpus.main(["--out", str(a), "--n-train", "40", "--n-domain", "30", "--n-heldout", "20"]) == 0
+    assert first.is_file() and (a / "corpus.json").stat().st_mtime_ns != stamp
+
+
+def test_other_seed_gives_other_sentences():
+    one, _ = corpus.plan_corpus(0, **SIZES)
+    two, _ = corpus.plan_corpus(1, **SIZES)
+    assert [u.text for u in one] != [u.text for u in two]
+
+
+@pytest.mark.parametrize("templates", [corpus_words.CLINICAL_TEMPLATES, corpus_words.GENERAL_TEMPLATES])
+def test_sentence_generator_has_variety(templates):
+    rng = random.Random(0)
+    lists = corpus._lists(set(), allow_domain_only=True)
+    sentences = [corpus.make_sentence(rng.choice(templates), rng, lists) for _ in range(2000)]
+    assert len(set(sentences)) >= 0.95 * len(sentences)
+    assert all("{" not in s and s[0].isupper() for s in sentences)
+
+
+def test_default_sizes_meet_the_protocol():
+    defaults = inspect.signature(corpus.build_corpus).parameters
+    assert defaults["n_domain"].default >= 500
+    assert defaults["n_heldout"].default >= 300
+    assert defaults["n_train"].default >= 1000
+
+
+def test_missing_binary_is_named(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no espeak-ng, flite or sox
+    with pytest.raises(RuntimeError, match=r"espeak-ng.*make demo"):
+        corpus.build_corpus(tmp_path / "demo", seed=0, **SIZES)
+
+
+def test_module_entry_point():
+    done = subprocess.run([sys.executable, "-m", "lorakit.corpus", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "--seed" in done.stdout and "--force" in done.stdout
