@@ -279,14 +279,15 @@ def test_error_browser_in_jupyterlab_with_headless_chromium(project, tmp_path_fa
     assert screenshot.stat().st_size > 10_000
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # the two training runs: ~45 s on an idle 2-core machine, minutes under load
 def test_notebook_over_real_runs_from_this_session(tiny_cfg, tmp_path):
     """Two tiny real runs (LoRA and DoRA) written by lorakit.run, analysed by the notebook."""
     from lorakit import RunConfig, run
 
     out = Path(tiny_cfg["output_dir"])
-    run(RunConfig(**{**tiny_cfg, "max_steps": 2}, run_id="real-lora"))
-    run(RunConfig(**{**tiny_cfg, "max_steps": 2, "use_dora": True}, run_id="real-dora"))
+    small = {**tiny_cfg, "max_steps": 2, "max_eval_utterances": 8, "max_train_utterances": 8, "min_train_clips": 4}
+    run(RunConfig(**small, run_id="real-lora"))
+    run(RunConfig(**small, use_dora=True, run_id="real-dora"))
     nb = _run_notebook(tmp_path / "out.ipynb", runs_dir=str(out), figures_dir=str(tmp_path / "figures"),
                        n_resamples=200)
     rows = {r["Run ID"]: r for r in csv.DictReader(open(out / "run_matrix.csv", newline=""))}
