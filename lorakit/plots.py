@@ -16,7 +16,7 @@ from typing import Sequence
 from matplotlib.figure import Figure
 
 from lorakit.breakdown import RunBreakdown
-from lorakit.runs import Run, RunMatrix, format_lr, load_run, project_path, select_runs
+from lorakit.runs import NAMING_FIELDS, Run, RunMatrix, format_lr, load_run, project_path, select_runs
 
 PathLike = str | os.PathLike
 
@@ -84,7 +84,7 @@ def plot_run_curves(run: Run | PathLike, save: bool = False, figures_dir: PathLi
 
 def run_labels(runs: Sequence[Run]) -> dict[str, str]:
     """Legend labels: the run id plus the config fields that differ between the runs."""
-    keys = sorted({k for r in runs for k in r.config if k not in ("run_id", "notes")})
+    keys = sorted({k for r in runs for k in r.config} - NAMING_FIELDS)
     varying = [k for k in keys if len({repr(r.config.get(k)) for r in runs}) > 1]
     labels = {}
     for r in runs:

@@ -154,7 +154,7 @@ def load_runs(runs_dir: PathLike, run_ids: Sequence[str] | str | None = None,
             raise ValueError(f"{e} (no run record under {runs_dir})") from None
     if not include_archived:
         runs = active(runs)
-    return sorted(runs, key=lambda r: (str(r.get("date", _folder_date(r.path))), r.run_id))
+    return sorted(runs, key=lambda r: (str(r.get("date") or _folder_date(r.path)), r.run_id))
 
 
 def select_runs(runs: Sequence[Run], run_ids: Sequence[str] | str | None) -> list[Run]:
@@ -339,8 +339,7 @@ def matrix_row(run: Run, n_resamples: int = 2000, seed: int = 0) -> dict:
         "best_step": run.best_step(), "stop_reason": g("stop_reason"),
         "adapter": None if g("use_dora") is None else ("DoRA" if g("use_dora") else "LoRA"),
         "rank": g("lora_r"), "status": run.status, "error": None, "seed": g("seed"),
-        "config_key": json.dumps({k: v for k, v in run.config.items() if k not in _NOT_CONFIG},
-                                 sort_keys=True, default=str),
+        "config_key": _config_key(run.config, ignore={"seed"}),
     }
     for split, base_key, tuned_key in [("domain", "baseline_wer", "tuned_wer"),
                                        ("heldout", "heldout_baseline_wer", "heldout_tuned_wer")]:
@@ -358,7 +357,13 @@ def matrix_row(run: Run, n_resamples: int = 2000, seed: int = 0) -> dict:
     return row
 
 
-_NOT_CONFIG = {"run_id", "seed"}
+NAMING_FIELDS = {"run_id", "notes"}  # name or describe a run; not part of what was tried
+
+
+def _config_key(config: dict, ignore: Iterable[str] = ()) -> str:
+    """The config as comparable text, without the naming fields and `ignore`."""
+    drop = NAMING_FIELDS | set(ignore)
+    return json.dumps({k: v for k, v in config.items() if k not in drop}, sort_keys=True, default=str)
 
 
 @dataclass
@@ -524,22 +529,16 @@ def seeds_markdown(matrix: RunMatrix) -> str:
         return "_No seed groups yet (finished runs that differ only in seed)._"
     return markdown_table(rows, SEED_COLUMNS)
 
-_SWEEP_IGNORE = {"run_id", "notes", "device"}
-
-
-def sweep_groups(runs: Sequence[Run], ignore: Iterable[str] = _SWEEP_IGNORE) -> list[tuple[str, list[Run]]]:
+def sweep_groups(runs: Sequence[Run]) -> list[tuple[str, list[Run]]]:
     """Groups of runs whose configs differ in exactly one field: ("lr", [runs]) is an LR sweep,
     ("use_dora", [runs]) LoRA against DoRA. Runs without a config are left out."""
-    ignore = set(ignore)
     with_config = [r for r in runs if r.config]
-    keys = sorted({k for r in with_config for k in r.config} - ignore)
+    keys = sorted({k for r in with_config for k in r.config} - NAMING_FIELDS)
     groups = []
     for key in keys:
         by_rest: dict[str, list[Run]] = {}
         for r in with_config:
-            rest = json.dumps({k: v for k, v in r.config.items() if k != key and k not in ignore},
-                              sort_keys=True, default=str)
-            by_rest.setdefault(rest, []).append(r)
+            by_rest.setdefault(_config_key(r.config, ignore={key}), []).append(r)
         for members in by_rest.values():
             if len({json.dumps(r.config.get(key), default=str) for r in members}) > 1:
                 groups.append((key, sorted(members, key=lambda r: _sort_key(r.config.get(key)))))
