@@ -231,6 +231,11 @@ def term_errors(rows: Sequence[dict], terms: Sequence[str],
         return []
     out = align(rows)
     stats = {t: {"term": t, "occurrences": 0, "misses": 0, "heard_as": Counter()} for t in terms}
+    by_first_word: dict[str, list[tuple[str, list[str]]]] = {}  # a few hundred terms: look up, don't scan
+    for term in terms:
+        words = normalize(term).split()
+        if words:
+            by_first_word.setdefault(words[0], []).append((term, words))
     for i, chunks in enumerate(out.alignments):
         ref, hyp = out.references[i], out.hypotheses[i]
         ok = [False] * len(ref)
@@ -243,10 +248,9 @@ def term_errors(rows: Sequence[dict], terms: Sequence[str],
                     to_hyp[c.ref_start_idx + k] = c.hyp_start_idx + k
             elif c.type == "insert":
                 inserted_before.setdefault(c.ref_start_idx, []).extend(range(c.hyp_start_idx, c.hyp_end_idx))
-        for term in terms:
-            words = normalize(term).split()
-            k = len(words)
-            for start in range(len(ref) - k + 1):
+        for start, word in enumerate(ref):
+            for term, words in by_first_word.get(word, ()):
+                k = len(words)
                 if ref[start:start + k] != words:
                     continue
                 s = stats[term]
