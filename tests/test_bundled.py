@@ -1,0 +1,79 @@
+"""The offline default model: CTranslate2 export -> transformers, tensor for tensor, and it hears."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from lorakit import bundled
+
+
+@pytest.fixture(scope="module")
+def converted():
+    from transformers import WhisperForConditionalGeneration
+
+    path = bundled.bundled_model_dir()
+    return path, WhisperForConditionalGeneration.from_pretrained(path).eval()
+
+
+def test_every_converted_tensor_equals_its_source(converted):
+    _, model = converted
+    source = bundled.read_ct2_model(bundled.source_dir() / "model.bin")
+    mapped = bundled.ct2_to_hf_state_dict(source)
+    state = model.state_dict()
+    assert set(mapped) | {"proj_out.weight"} == set(state)
+    for name, array in mapped.items():
+        assert torch.equal(state[name], torch.from_numpy(array.astype(np.float32))), name
+    # the output projection is tied to the token embedding, as in the CTranslate2 alias
+    assert model.proj_out.weight.data_ptr() == model.model.decoder.embed_tokens.weight.data_ptr()
+    # fused q/k/v were split on the output axis: q is the first third, v the last
+    fused = source["encoder/layer_0/self_attention/linear_0/weight"]
+    assert np.array_equal(mapped["model.encoder.layers.0.self_attn.q_proj.weight"], fused[:384])
+    assert np.array_equal(mapped["model.encoder.layers.0.self_attn.v_proj.weight"], fused[768:])
+    # Whisper's key projections have no bias; CTranslate2 stores zeros there
+    assert not source["encoder/layer_0/self_attention/linear_0/bias"][384:768].any()
+
+
+def test_reader_rejects_a_foreign_file(tmp_path):
+    bad = tmp_path / "model.bin"
+    bad.write_bytes(b"\x05\x00\x00\x00garbage")
+    with pytest.raises(ValueError, match="version 5"):
+        bundled.read_ct2_model(bad)
+
+
+def test_conversion_is_cached(converted):
+    path, _ = converted
+    marker = path / "lorakit_bundled.json"
+    before = marker.stat().st_mtime_ns
+    assert bundled.bundled_model_dir() == path
+    assert marker.stat().st_mtime_ns == before
+
+
+def test_generation_config_is_english_without_timestamps(converted):
+    _, model = converted
+    gc = model.generation_config
+    assert gc.is_multilingual is False and gc.return_timestamps is False
+    assert gc.no_timestamps_token_id == 50362 and gc.decoder_start_token_id == 50257
+    assert 50357 in gc.suppress_tokens and gc.begin_suppress_tokens == [220, 50256]
+
+
+def test_bundled_model_transcribes_a_flite_recording(tmp_path):
+    from lorakit.evaluate import normalize
+    from lorakit.manifests import read_manifest
+    from lorakit.models import load_model
+    from lorakit.data import Inputs
+
+    sentence = "The weather is nice today, so we should take a walk in the park."
+    wav = tmp_path / "slt.wav"
+    subprocess.run(["flite", "-voice", "slt", "-t", sentence, "-o", str(wav)], check=True)
+    (tmp_path / "m.jsonl").write_text('{"audio_filepath": "slt.wav", "text": "%s"}\n' % sentence)
+    utts = read_manifest(tmp_path / "m.jsonl").utterances
+    sm = load_model(bundled.BUNDLED_NAME)
+    from lorakit.evaluate import evaluate
+
+    result = evaluate(sm, utts, Inputs(sm, 0.075, None, torch.device("cpu")), batch_size=1, max_new_tokens=64)
+    print(result.rows[0]["hyp"])
+    assert result.wer <= 0.10, (result.rows[0]["hyp"], normalize(sentence))
