@@ -246,7 +246,7 @@ NAMES = [
 RELATIONS = ["sister", "brother", "mother", "father", "aunt", "uncle", "cousin", "neighbor",
              "grandmother", "grandfather", "best friend", "roommate", "boss", "daughter", "son"]
 PLACES = ["library", "train station", "bakery", "park", "museum", "post office", "supermarket",
-          "coffee shop", "beach", "cinema", "gym", "hardware store", "airport", "farmers market",
+          "coffee shop", "beach", "cinema", "gym", "hardware store", "airport", "flower market",
           "swimming pool", "bookstore", "town hall", "football stadium", "bus stop", "garden center"]
 CITIES = ["London", "Chicago", "Boston", "Denver", "Paris", "Berlin", "Dublin", "Seattle",
           "Toronto", "Madrid", "Sydney", "Miami", "Atlanta", "Glasgow", "Vienna", "Houston"]
@@ -278,17 +278,17 @@ GENERAL_TEMPLATES = [
     "{name} is meeting {name2} at the {place} {day}.",
     "Could you pick up some {food} and {food2} on your way home?",
     "The {transport} to {city} leaves at {time} from platform {n_small}.",
-    "We spent the weekend in {city} {activity} with my {relation}.",
+    "We spent the weekend {activity} with my {relation} near {city}.",
     "My {relation} just adopted a {adjective} {animal} called {name}.",
     "Please remember to {chore} before {time} {day}.",
-    "It is supposed to be {weather} in {city} {day}.",
+    "The forecast for {city} says it will be {weather} {day}.",
     "The {object} in {name}'s {room} needs to be replaced.",
     "{name} bought a {adjective} {object} for {price} dollars.",
     "I think the {place} closes at {time} {day}.",
     "Have you seen my {adjective} {object}? I left it in the {room}.",
     "{name} and her {relation} are flying to {city} {day}.",
     "There were about {n_big} people at the {place} this morning.",
-    "If it stays {weather}, we could try {activity} {day}.",
+    "If it stays {weather}, {name} wants to spend {day_plain} {activity}.",
     "The recipe calls for {n_small} cups of {food} and some {food2}.",
     "{name} has been {activity} every {day_plain} for {n_small} years.",
     "Let's meet outside the {place} at {time} {day}.",
@@ -300,11 +300,28 @@ GENERAL_TEMPLATES = [
     "{name} says the new {place} near the {place2} is really {adjective_plain}.",
     "Can you believe the {object} cost {price} dollars?",
     "We ran out of {food}, so {name} went to the {place}.",
-    "Nobody told my {relation} the {place} was closed on {day_plain}s.",
+    "No one told my {relation} the {place} was closed on {day_plain}s.",
     "{name} fell asleep on the {object} while watching television.",
-    "The weather in {city} was {weather} all week, so we stayed inside {activity}.",
+    "{city} was {weather} all week, so we stayed inside {activity}.",
     "Would you like {food} or {food2} with your breakfast?",
     "My {relation} lives {n_small} streets away from the {place}.",
 ]
 DAY_NAMES = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 PLAIN_ADJECTIVES = ["nice", "busy", "crowded", "cozy", "expensive", "quiet", "good", "popular"]
+
+# Slot name -> word list, for the templates above ({drug}, {drug2}, ... all draw from "drug").
+WORD_SLOTS = {
+    "drug": DRUGS, "procedure": PROCEDURES, "route": ROUTES, "freq": FREQUENCIES, "anatomy": ANATOMY,
+    "condition": CONDITIONS, "finding": FINDINGS, "exam_finding": EXAM_FINDINGS, "reaction": REACTIONS,
+    "specialty": SPECIALTIES, "anesthesia": ANESTHESIA, "complication": COMPLICATIONS,
+    "family": FAMILY, "when": WHEN, "name": NAMES, "relation": RELATIONS, "place": PLACES,
+    "city": CITIES, "day": DAYS, "day_plain": DAY_NAMES, "time": TIMES, "food": FOODS,
+    "activity": ACTIVITIES, "object": OBJECTS, "room": ROOMS, "adjective": ADJECTIVES,
+    "adjective_plain": PLAIN_ADJECTIVES, "animal": ANIMALS, "weather": WEATHER,
+    "transport": TRANSPORT, "chore": CHORES,
+}
+# Slot name -> inclusive integer range.
+NUMBER_RANGES = {
+    "n_days": (2, 14), "n_small": (2, 9), "sys": (88, 188), "dia": (46, 108), "hr": (44, 136),
+    "sat": (84, 99), "n_big": (20, 400), "price": (5, 900), "minutes": (15, 60),
+}

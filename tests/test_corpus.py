@@ -14,7 +14,7 @@ import soundfile as sf
 
 from lorakit import corpus, corpus_words
 
-SIZES = {"n_train": 40, "n_domain": 30, "n_heldout": 20}
+SIZES = {"n_train": 30, "n_domain": 24, "n_heldout": 16}
 FILES = ["train.jsonl", "domain.jsonl", "heldout.jsonl", "terms.txt"]
 
 
@@ -27,7 +27,7 @@ def built(tmp_path_factory) -> tuple[Path, Path]:
     """The same small corpus built twice into separate folders."""
     a, b = tmp_path_factory.mktemp("a"), tmp_path_factory.mktemp("b")
     corpus.build_corpus(a, seed=0, **SIZES)
-    corpus.build_corpus(b, seed=0, **SIZES, jobs=1)  # other thread count, same bytes
+    corpus.build_corpus(b, seed=0, **SIZES, jobs=4)  # other thread count, same bytes
     return a, b
 
 
@@ -40,7 +40,7 @@ def test_same_seed_gives_identical_files(built):
 def test_sizes_and_manifest_keys(built):
     a, _ = built
     summary = json.loads((a / "corpus.json").read_text())
-    assert summary["sizes"] == {"train": 40, "domain": 30, "heldout": 20}
+    assert summary["sizes"] == {"train": 30, "domain": 24, "heldout": 16}
     for split, n in summary["sizes"].items():
         rows = _rows(a, split)
         assert len(rows) == n
@@ -52,7 +52,7 @@ def test_sizes_and_manifest_keys(built):
 def test_no_sentence_in_two_splits(built):
     a, _ = built
     texts = {s: {r["text"].lower() for r in _rows(a, s)} for s in ("train", "domain", "heldout")}
-    assert sum(len(t) for t in texts.values()) == 90  # also unique within each split
+    assert sum(len(t) for t in texts.values()) == 70  # also unique within each split
     assert not texts["train"] & texts["domain"]
     assert not texts["train"] & texts["heldout"]
     assert not texts["domain"] & texts["heldout"]
@@ -97,7 +97,7 @@ def test_rebuild_is_skipped_unless_forced(built):
     # a missing clip makes the corpus incomplete, so it is rebuilt
     first = a / _rows(a, "heldout")[0]["audio_filepath"]
     first.unlink()
-    assert corpus.main(["--out", str(a), "--n-train", "40", "--n-domain", "30", "--n-heldout", "20"]) == 0
+    assert corpus.main(["--out", str(a), "--n-train", "30", "--n-domain", "24", "--n-heldout", "16"]) == 0
     assert first.is_file() and (a / "corpus.json").stat().st_mtime_ns != stamp
 
 
