@@ -17,6 +17,7 @@ rendered, so the same seed gives byte-identical manifests however the rendering 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import re
@@ -235,39 +236,43 @@ def _pick_voice(rng: random.Random, voices: dict[Voice, int]) -> Voice:
 
 
 def plan_corpus(seed: int, n_train: int, n_domain: int, n_heldout: int) -> tuple[list[Utterance], list[str]]:
-    """Decide every utterance (text, voice, prosody, path) from the seed; return them and the domain-only terms."""
-    rng = random.Random(seed)
-    domain_only = choose_domain_only_terms(rng)
+    """Decide every utterance (text, voice, prosody, path) from the seed; return them and the domain-only terms.
+
+    Each group draws from its own stream (`Random(f"{seed}/domain/clinical")`, ...), so editing the
+    everyday templates does not reshuffle the domain set. String seeds are hashed with SHA-512 by
+    `random`, independent of PYTHONHASHSEED.
+    """
+    domain_only = choose_domain_only_terms(random.Random(f"{seed}/terms"))
     train_lists = _lists(set(domain_only), allow_domain_only=False)
     all_lists = _lists(set(domain_only), allow_domain_only=True)
     n_general = round(GENERAL_SHARE_TRAIN * n_train)
-    groups = [  # (split, count, templates, word lists, voices)
-        ("train", n_train - n_general, W.CLINICAL_TEMPLATES, train_lists, TRAIN_CLINICAL_VOICES),
-        ("train", n_general, W.GENERAL_TEMPLATES, train_lists, TRAIN_GENERAL_VOICES),
-        ("domain", n_domain, W.CLINICAL_TEMPLATES, all_lists, DOMAIN_VOICES),
-        ("heldout", n_heldout, W.GENERAL_TEMPLATES, all_lists, HELDOUT_VOICES),
+    groups = [  # (split, kind, count, templates, word lists, voices)
+        ("train", "clinical", n_train - n_general, W.CLINICAL_TEMPLATES, train_lists, TRAIN_CLINICAL_VOICES),
+        ("train", "everyday", n_general, W.GENERAL_TEMPLATES, train_lists, TRAIN_GENERAL_VOICES),
+        ("domain", "clinical", n_domain, W.CLINICAL_TEMPLATES, all_lists, DOMAIN_VOICES),
+        ("heldout", "everyday", n_heldout, W.GENERAL_TEMPLATES, all_lists, HELDOUT_VOICES),
     ]
     seen: set[str] = set()  # every sentence is used once across all splits
-    planned: dict[str, list[tuple[str, Voice]]] = {"train": [], "domain": [], "heldout": []}
-    for split, count, templates, lists, voices in groups:
+    planned: dict[str, list[Utterance]] = {"train": [], "domain": [], "heldout": []}
+    for split, kind, count, templates, lists, voices in groups:
+        rng = random.Random(f"{seed}/{split}/{kind}")
         for _ in range(count):
             text = make_sentence(rng.choice(templates), rng, lists)
             while text.lower() in seen:
                 text = make_sentence(rng.choice(templates), rng, lists)
             seen.add(text.lower())
-            planned[split].append((text, _pick_voice(rng, voices)))
-    rng.shuffle(planned["train"])  # interleave clinical and everyday speech in file order
-
-    utterances = []
-    for split, items in planned.items():
-        for i, (text, voice) in enumerate(items):
+            voice = _pick_voice(rng, voices)
             if voice.engine == "espeak":
-                speed, pitch = float(rng.randint(140, 175)), rng.randint(35, 65)
+                speed, pitch = float(rng.randint(140, 175)), rng.randint(35, 65)  # words/minute, 0-99
             else:
-                speed, pitch = round(rng.uniform(0.95, 1.10), 2), 0
-            path = f"audio/{split}/{split[0]}{i:05d}.wav"
-            utterances.append(Utterance(split, path, text, voice, speed, pitch, rng.randrange(2**32)))
-    return utterances, domain_only
+                speed, pitch = round(rng.uniform(0.95, 1.10), 2), 0  # duration stretch
+            planned[split].append(Utterance(split, "", text, voice, speed, pitch, rng.randrange(2**32)))
+    random.Random(f"{seed}/train/order").shuffle(planned["train"])  # interleave clinical and everyday
+
+    return [
+        dataclasses.replace(u, path=f"audio/{split}/{split[0]}{i:05d}.wav")
+        for split, items in planned.items() for i, u in enumerate(items)
+    ], domain_only
 
 
 def check_splits(utterances: list[Utterance], domain_only: list[str]) -> None:

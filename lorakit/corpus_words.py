@@ -286,7 +286,7 @@ GENERAL_TEMPLATES = [
     "{name} bought a {adjective} {object} for {price} dollars.",
     "I think the {place} closes at {time} {day}.",
     "Have you seen my {adjective} {object}? I left it in the {room}.",
-    "{name} and her {relation} are flying to {city} {day}.",
+    "{name} and {name2} are flying to {city} {day}.",
     "There were about {n_big} people at the {place} this morning.",
     "If it stays {weather}, {name} wants to spend {day_plain} {activity}.",
     "The recipe calls for {n_small} cups of {food} and some {food2}.",
