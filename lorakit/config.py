@@ -47,9 +47,9 @@ class RunConfig:
     on_bad_audio: str = "error"  # error | skip (skips are counted in the run record)
     rms_target: float = 0.075  # linear amplitude, every path
     # optimisation
-    max_steps: int = 200  # optimizer steps
+    max_steps: int = 150  # optimizer steps
     eval_interval: int = 50  # steps between evaluations of domain + heldout
-    lr: float = 1e-4  # peak learning rate (AdamW)
+    lr: float = 1e-3  # peak learning rate (AdamW)
     scheduler: str = "linear"  # linear | cosine | constant (all with warmup)
     warmup_ratio: float = 0.1  # fraction of max_steps spent warming up
     batch_size: int = 8  # clips per micro-batch
@@ -63,7 +63,7 @@ class RunConfig:
     lora_r: int = 16  # adapter rank
     lora_alpha: float = 32.0  # adapter scaling numerator (scale = alpha / r)
     lora_dropout: float = 0.05  # dropout on the adapter input
-    target_modules: str = ""  # "": every attention/MLP linear; "decoder"/"encoder": one side; or "q_proj,v_proj"
+    target_modules: str = "decoder"  # "decoder" (frozen encoder, cached), "encoder", "" (both sides), or "q_proj,v_proj"
     # selection and stopping
     wer_stop_threshold: float = 0.0  # stop when domain WER > baseline x this; 0 disables
     guardrail: float = 0.2  # max heldout regression (WER points) for best-checkpoint selection

@@ -47,8 +47,8 @@ def test_recipes_hold_only_deltas_and_validate():
     assert old_team | {"demo"} <= names
     for path in recipes:
         values = yaml.safe_load(path.read_text()) or {}
-        RunConfig.from_dict(values, source=path.name)
-        same = {k for k, v in values.items() if RunConfig.from_dict({k: v}) == RunConfig.from_dict({k: defaults[k]})}
+        cfg = RunConfig.from_dict(values, source=path.name)
+        same = {k for k in values if getattr(cfg, k) == getattr(RunConfig(), k)}
         assert not same, f"{path.name} repeats defaults: {same}"
 
 
