@@ -14,7 +14,7 @@ import soundfile as sf
 
 from lorakit import corpus, corpus_words
 
-SIZES = {"n_train": 30, "n_domain": 24, "n_heldout": 16}
+SIZES = {"n_train": 24, "n_domain": 20, "n_heldout": 12}
 FILES = ["train.jsonl", "domain.jsonl", "heldout.jsonl", "terms.txt"]
 
 
@@ -40,7 +40,7 @@ def test_same_seed_gives_identical_files(built):
 def test_sizes_and_manifest_keys(built):
     a, _ = built
     summary = json.loads((a / "corpus.json").read_text())
-    assert summary["sizes"] == {"train": 30, "domain": 24, "heldout": 16}
+    assert summary["sizes"] == {"train": 24, "domain": 20, "heldout": 12}
     for split, n in summary["sizes"].items():
         rows = _rows(a, split)
         assert len(rows) == n
@@ -52,7 +52,7 @@ def test_sizes_and_manifest_keys(built):
 def test_no_sentence_in_two_splits(built):
     a, _ = built
     texts = {s: {r["text"].lower() for r in _rows(a, s)} for s in ("train", "domain", "heldout")}
-    assert sum(len(t) for t in texts.values()) == 70  # also unique within each split
+    assert sum(len(t) for t in texts.values()) == 56  # also unique within each split
     assert not texts["train"] & texts["domain"]
     assert not texts["train"] & texts["heldout"]
     assert not texts["domain"] & texts["heldout"]
@@ -89,16 +89,29 @@ def test_audio_is_16k_mono_pcm16_and_durations_match(built):
             assert 1.0 < row["duration"] < 20.0
 
 
-def test_rebuild_is_skipped_unless_forced(built):
-    a, _ = built
-    stamp = (a / "corpus.json").stat().st_mtime_ns
-    corpus.build_corpus(a, seed=0, **SIZES)
-    assert (a / "corpus.json").stat().st_mtime_ns == stamp
+def test_rebuild_is_skipped_unless_the_corpus_is_incomplete(tmp_path):
+    tiny = ["--out", str(tmp_path), "--n-train", "6", "--n-domain", "4", "--n-heldout", "4"]
+    assert corpus.main(tiny) == 0
+    stamp = (tmp_path / "corpus.json").stat().st_mtime_ns
+    assert corpus.main(tiny) == 0
+    assert (tmp_path / "corpus.json").stat().st_mtime_ns == stamp
     # a missing clip makes the corpus incomplete, so it is rebuilt
-    first = a / _rows(a, "heldout")[0]["audio_filepath"]
+    first = tmp_path / _rows(tmp_path, "heldout")[0]["audio_filepath"]
     first.unlink()
-    assert corpus.main(["--out", str(a), "--n-train", "30", "--n-domain", "24", "--n-heldout", "16"]) == 0
-    assert first.is_file() and (a / "corpus.json").stat().st_mtime_ns != stamp
+    assert corpus.main(tiny) == 0
+    assert first.is_file() and (tmp_path / "corpus.json").stat().st_mtime_ns != stamp
+
+
+def test_changed_generator_invalidates_the_cache(built, monkeypatch):
+    a, _ = built
+    summary = json.loads((a / "corpus.json").read_text())
+    planned, _ = corpus.plan_corpus(0, **SIZES)
+    assert summary["plan_sha256"] == corpus.plan_sha256(planned)
+    identity = {k: summary[k] for k in ("version", "seed", "sizes", "plan_sha256")}
+    assert corpus._is_complete(a, identity)
+    monkeypatch.setattr(corpus_words, "DOSE_UNITS", ["units"])  # e.g. someone edits a word list
+    replanned, _ = corpus.plan_corpus(0, **SIZES)
+    assert not corpus._is_complete(a, {**identity, "plan_sha256": corpus.plan_sha256(replanned)})
 
 
 def test_other_seed_gives_other_sentences():
