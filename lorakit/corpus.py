@@ -387,10 +387,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-domain", type=int, default=520)
     parser.add_argument("--n-heldout", type=int, default=320)
     args = parser.parse_args(argv)
+    started = time.time()
     manifests = build_corpus(args.out, args.seed, args.n_train, args.n_domain, args.n_heldout,
                              jobs=args.jobs, force=args.force)
     summary = json.loads((args.out / "corpus.json").read_text())
-    print(f"demo corpus in {args.out} (built in {summary['build_seconds']} s):")
+    fresh = (args.out / "corpus.json").stat().st_mtime >= started
+    state = f"built in {summary['build_seconds']} s" if fresh else "up to date, nothing to do; --force rebuilds"
+    print(f"demo corpus in {args.out} ({state}):")
     for split, path in manifests.items():
         print(f"  {path}: {summary['sizes'][split]} utterances, {summary['hours'][split]} h")
     return 0
