@@ -33,7 +33,12 @@ def _replace_dir(tmp: Path, dst: Path) -> None:
         shutil.rmtree(old)
     if dst.exists():
         os.replace(dst, old)
-    os.replace(tmp, dst)
+    try:
+        os.replace(tmp, dst)
+    except BaseException:
+        if old.exists() and not dst.exists():
+            os.replace(old, dst)  # put the previous checkpoint back rather than leave none
+        raise
     if old.exists():
         shutil.rmtree(old)
 

@@ -99,6 +99,12 @@ def resolve_model(name: str) -> str:
     if p.exists():
         if not (p / "config.json").exists():
             raise FileNotFoundError(f"model folder {p} has no config.json: not a transformers model directory")
+        pickles = sorted(f.name for f in p.iterdir() if f.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl"))
+        if pickles and not any(p.glob("*.safetensors")):
+            raise FileNotFoundError(
+                f"model folder {p} holds only pickle weights ({', '.join(pickles)}): lorakit loads safetensors only, "
+                "because unpickling can run arbitrary code. Convert it once where you trust the file: "
+                "AutoModelForSpeechSeq2Seq.from_pretrained(folder).save_pretrained(folder, safe_serialization=True)")
         return str(p.resolve())
     if name.startswith((".", "/", "~")):
         raise FileNotFoundError(f"model folder not found: {name}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ from .audio import AudioError
 from .config import ConfigError, RunConfig, check_inputs_exist, project_root
 from .data import Inputs, subset, train_batches
 from .evaluate import EvalResult, baseline_key, cached_baseline, evaluate, store_baseline
-from .manifests import Manifest, Utterance, check_leakage, filter_by_duration, read_manifest
+from .manifests import Manifest, ManifestError, Utterance, check_leakage, filter_by_duration, read_manifest
 from .models import SpeechModel, add_adapters, encoder_is_frozen, load_model, pick_autocast, pick_device, resolve_target_modules
 from .records import RunRecord, default_command, git_sha, now, today, versions, write_json
 
@@ -53,27 +54,74 @@ class Splits:
     warnings: list[str] = field(default_factory=list)
 
 
-def _usable_audio(utts: list[Utterance], policy: str, sampling_rate: int, rms_target: float, skipped: list) -> list[Utterance]:
-    """Decode every clip once up front, so a bad file fails (or is skipped) before training starts."""
+MIN_CLIP_SECONDS = 0.1  # no word fits in less; Moonshine's first convolution needs ~0.06 s of input
+SILENCE_RMS = 1e-8  # linear amplitude: below it `rms_normalize` leaves a clip as it is (digital silence)
+DURATION_TOLERANCE = 0.25  # seconds (or 10 % of the clip): manifests round durations; truncated copies lose more
+
+
+def _clip_problem(u: Utterance, sampling_rate: int, rms_target: float) -> tuple[str, str] | None:
+    """(field, problem) when a clip cannot be used as it is listed, else None."""
     from .audio import load_audio
 
+    try:
+        x = load_audio(u.audio_filepath, sampling_rate=sampling_rate, rms_target=rms_target)
+    except AudioError as exc:
+        return "audio_filepath", str(exc)
+    seconds = x.size / sampling_rate
+    if seconds < MIN_CLIP_SECONDS:
+        return "audio_filepath", f"{u.audio_filepath}: too short ({seconds:.3f} s < {MIN_CLIP_SECONDS} s)"
+    if float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) < SILENCE_RMS:
+        # a transcript paired with silence teaches the model to hallucinate it
+        return "audio_filepath", f"{u.audio_filepath}: silent audio (RMS < {SILENCE_RMS:g}) for the text {u.text!r}"
+    if abs(seconds - u.duration) > max(DURATION_TOLERANCE, 0.1 * u.duration):
+        # a truncated copy, or a wrong field that the duration filter trusted
+        return "duration", f"says {u.duration:g} s but {u.audio_filepath} lasts {seconds:.2f} s (truncated file or wrong field)"
+    return None
+
+
+def _usable_audio(utts: list[Utterance], policy: str, sampling_rate: int, rms_target: float, skipped: list) -> list[Utterance]:
+    """Decode every clip once up front, so a bad file fails (or is skipped) before training starts."""
     good = []
     for u in utts:
-        try:
-            load_audio(u.audio_filepath, sampling_rate=sampling_rate, rms_target=rms_target)
-        except AudioError as exc:
-            if policy == "error":
-                raise AudioError(f"{u.manifest}:{u.line}: field 'audio_filepath': {exc}") from exc
-            skipped.append({"manifest": u.manifest, "line": u.line, "reason": str(exc)})
+        problem = _clip_problem(u, sampling_rate, rms_target)
+        if problem is None:
+            good.append(u)
             continue
-        good.append(u)
+        name, reason = problem
+        if policy == "error":
+            raise AudioError(f"{u.manifest}:{u.line}: field '{name}': {reason}", u.audio_filepath)
+        skipped.append({"manifest": u.manifest, "line": u.line, "field": name, "reason": reason})
     return good
 
 
-def prepare_data(cfg: RunConfig, sampling_rate: int = 16_000) -> Splits:
+def _fitting_labels(utts: list[Utterance], sm: SpeechModel | None, policy: str, skipped: list) -> list[Utterance]:
+    """Training texts the decoder can take: Whisper refuses labels over `max_target_positions`
+    tokens, which would otherwise stop the run at whichever step first draws that clip."""
+    limit = getattr(sm.base.config, "max_target_positions", None) if sm is not None else None
+    if not limit:
+        return list(utts)
+    good = []
+    for u in utts:
+        n = len(sm.label_ids(u.text))
+        if n <= limit:
+            good.append(u)
+            continue
+        err = ManifestError(u.manifest, u.line, "text", f"{n} tokens, over the model's limit of {limit} ({u.text[:40]!r}...)")
+        if policy == "error":
+            raise err
+        skipped.append({"manifest": u.manifest, "line": u.line, "field": "text", "reason": err.reason})
+    return good
+
+
+def prepare_data(cfg: RunConfig, sampling_rate: int = 16_000, sm: SpeechModel | None = None) -> Splits:
+    """Read, filter and check every manifest and clip before any training: bad input is an error
+    naming file, line and field, or (on_bad_audio='skip') a skip counted in `report`. With `sm`,
+    training texts are also checked against the model's label limit."""
     paths = {"train": cfg.path("train_manifest"), "domain": cfg.path("domain_manifest"), "heldout": cfg.path("heldout_manifest")}
     manifests = {name: read_manifest(p, on_bad=cfg.on_bad_audio) for name, p in paths.items() if p is not None}
-    report: dict = {name: {"lines": len(m.utterances) + len(m.skipped), "bad_lines_skipped": len(m.skipped)} for name, m in manifests.items()}
+    report: dict = {name: {"lines": len(m.utterances) + len(m.skipped), "bad_lines_skipped": len(m.skipped),
+                           "bad_lines": [{"line": line, "reason": reason} for line, reason in m.skipped]}
+                    for name, m in manifests.items()}
     warnings: list[str] = []
     for name, m in manifests.items():
         if m.skipped:
@@ -92,12 +140,21 @@ def prepare_data(cfg: RunConfig, sampling_rate: int = 16_000) -> Splits:
     evals = {name: _usable_audio(subset(manifests[name].utterances, cfg.max_eval_utterances, cfg.seed), cfg.on_bad_audio,
                                  sampling_rate, cfg.rms_target, skipped_audio)
              for name in ("domain", "heldout") if name in manifests}
+    skipped_text: list[dict] = []
+    train = _fitting_labels(train, sm, cfg.on_bad_audio, skipped_text)
     report["train"]["used"] = len(train)
     for name, utts in evals.items():
         report[name]["used"] = len(utts)
+        if not utts:  # a WER over nothing would read 0.0
+            raise ManifestError(manifests[name].path, None, None, f"no usable clips in the {name} set "
+                                f"({sum(s['manifest'] == manifests[name].path for s in skipped_audio)} bad clips skipped)")
     if skipped_audio:
         report["bad_audio_skipped"] = skipped_audio
-        warnings.append(f"skipped {len(skipped_audio)} unreadable clip(s) (on_bad_audio='skip'), e.g. {skipped_audio[0]['reason']}")
+        warnings.append(f"skipped {len(skipped_audio)} unusable clip(s) (on_bad_audio='skip'), e.g. line {skipped_audio[0]['line']} "
+                        f"of {skipped_audio[0]['manifest']}: field '{skipped_audio[0]['field']}': {skipped_audio[0]['reason']}")
+    if skipped_text:
+        report["train"]["too_long_text_skipped"] = skipped_text
+        warnings.append(f"train: skipped {len(skipped_text)} clip(s) whose text is too long for the model, e.g. line {skipped_text[0]['line']}")
     if len(train) < cfg.min_train_clips:
         raise ConfigError(f"only {len(train)} usable training clips remain (min_train_clips={cfg.min_train_clips}); refusing to train")
     if len(train) < cfg.batch_size:
@@ -105,8 +162,9 @@ def prepare_data(cfg: RunConfig, sampling_rate: int = 16_000) -> Splits:
 
     leakage = check_leakage(train, evals)
     report["leakage"] = leakage.to_dict()
-    if not leakage.is_clean:
-        warnings.append("LEAKAGE: " + leakage.summary())
+    if not leakage.is_clean:  # the summary starts with "LEAKAGE:" and has the counts; add what leaked
+        examples = [f"{e['eval_id']} ~ {e['train_id']} ({e['kind']}: {e['text']!r})" for s in leakage.sets.values() for e in s.examples]
+        warnings.append(f"{leakage.summary()}; e.g. {'; '.join(examples)}")
     for w in warnings:
         print("WARNING:", w)
     return Splits(train=train, evals=evals, manifests=manifests, report=report, warnings=warnings)
@@ -201,8 +259,11 @@ def run(cfg: RunConfig) -> RunResult:
         return _run(cfg, run_id, record, started)
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        record.update_metrics(status=status, error=f"{type(exc).__name__}: {exc}", elapsed_s=round(time.time() - started, 1),
-                              traceback=traceback.format_exc(limit=8))
+        try:
+            record.update_metrics(status=status, error=f"{type(exc).__name__}: {exc}", elapsed_s=round(time.time() - started, 1),
+                                  traceback=traceback.format_exc(limit=8))
+        except OSError as write_error:  # e.g. the full disk that failed the run: raise the run's own error, not this one
+            print(f"WARNING: could not record the failure in {record.metrics_path}: {write_error}", file=sys.stderr)
         raise
 
 
@@ -211,7 +272,7 @@ def _run(cfg: RunConfig, run_id: str, record: RunRecord, started: float) -> RunR
     device = pick_device(cfg.device)
     autocast = pick_autocast(cfg.precision, device)
     sm = load_model(cfg.model, device=device)
-    splits = prepare_data(cfg, sampling_rate=sm.sampling_rate)
+    splits = prepare_data(cfg, sampling_rate=sm.sampling_rate, sm=sm)
     write_json(record.folder / "config.json", {
         "config": {**cfg.to_dict(), "run_id": run_id}, "versions": versions(), "git_sha": git_sha(project_root()),
         "command": default_command(cfg.deltas()), "device": str(device), "autocast": str(autocast), "model_path": sm.path,
