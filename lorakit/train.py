@@ -5,6 +5,12 @@
     -> reload the best adapter from disk -> re-evaluate: those are the reported numbers.
 
 The loop is on one screen; `train_step` is the whole of optimisation.
+
+It runs under `accelerate`: one process on CPU or one GPU (as plain `python`, papermill or a notebook:
+nothing changes), or one process per GPU under `accelerate launch` / torchrun (data-parallel). Then
+each process trains on its own slice of every batch (gradients all-reduced once per step), evaluates
+its own slice of each eval set (hypotheses gathered, so every process scores the whole set and takes
+the same best/stop decisions), and only the main process writes the run record and checkpoints.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import random
 import sys
 import time
 import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +33,7 @@ from . import checkpoint as ckpt
 from .audio import AudioError
 from .config import ConfigError, RunConfig, check_inputs_exist, project_root
 from .data import Inputs, subset, train_batches
-from .evaluate import EvalResult, baseline_key, cached_baseline, evaluate, store_baseline
+from .evaluate import EvalResult, baseline_key, cached_baseline, evaluate, score, store_baseline, transcribe
 from .manifests import Manifest, ManifestError, Utterance, check_leakage, filter_by_duration, read_manifest
 from .models import SpeechModel, add_adapters, encoder_is_frozen, load_model, pick_autocast, pick_device, resolve_target_modules
 from .records import RunRecord, default_command, git_sha, now, today, versions, write_json
@@ -42,6 +49,64 @@ def cache_root() -> Path:
     from .bundled import cache_root as root
 
     return root()
+
+
+# --- processes (accelerate) ----------------------------------------------------------------------
+def make_accelerator(cfg: RunConfig):
+    """The `accelerate.Accelerator` of a run. Mixed precision follows `cfg.precision` through
+    `pick_autocast` (bf16 -> "bf16", fp16 -> "fp16" with a gradient scaler, fp32 -> "no"); placement
+    stays ours (`device_placement=False`): the model is loaded straight onto the run's device."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate launch / torchrun
+    if world == 1:
+        # one process may run several experiments (a notebook kernel, the tests); accelerate keeps the
+        # first one's precision in a singleton and refuses another, so each run starts afresh
+        AcceleratorState._reset_state()
+    device = pick_device(cfg.device)
+    mixed = {None: "no", torch.bfloat16: "bf16", torch.float16: "fp16"}[pick_autocast(cfg.precision, device)]
+    # cpu=True on a CPU-only machine too: accelerate forms a CPU (gloo) process group only when told so
+    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=mixed, device_placement=False)
+    if accelerator.num_processes != world:
+        raise RuntimeError(f"launched as {world} processes but accelerate set up {accelerator.num_processes}: "
+                           "every process would write the same run record")
+    return accelerator
+
+
+class FollowerRecord(RunRecord):
+    """The run record as a non-main process holds it: it reads the folder and writes nothing."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        self._metrics: dict = {}
+
+    def update_metrics(self, **values) -> dict:
+        self._metrics.update(values)
+        return dict(self._metrics)
+
+    def append_history(self, row: dict) -> None:
+        pass
+
+    def truncate_history(self, step: int) -> None:
+        pass
+
+    def write_predictions(self, split: str, tag: str, rows: list[dict]) -> Path:
+        return self.predictions / f"{split}_{tag}.jsonl"
+
+
+def evaluate_all(sm: SpeechModel, utts: list[Utterance], inputs: Inputs, cfg: RunConfig, desc: str, autocast,
+                 accelerator=None) -> EvalResult:
+    """`evaluate` over every process: each transcribes utts[rank::N], the (id, hypothesis) pairs are
+    gathered, and every process scores the whole set (so all of them take the same decisions)."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return evaluate(sm, utts, inputs, cfg.eval_batch_size, cfg.max_new_tokens, desc=desc, autocast=autocast)
+    from accelerate.utils import gather_object
+
+    mine = utts[accelerator.process_index :: accelerator.num_processes]
+    hyps = transcribe(sm, mine, inputs, cfg.eval_batch_size, cfg.max_new_tokens, desc, autocast) if mine else []
+    by_id = dict(gather_object([(u.id, h) for u, h in zip(mine, hyps)]))
+    return score(utts, [by_id[u.id] for u in utts])
 
 
 # --- data ----------------------------------------------------------------------------------------
@@ -182,24 +247,38 @@ def make_optimizer(model: torch.nn.Module, cfg: RunConfig):
 
 
 def train_step(sm: SpeechModel, inputs: Inputs, micro_batches: list[list[Utterance]], optimizer, scheduler,
-               max_grad_norm: float, autocast: torch.dtype | None = None) -> dict:
-    """forward -> loss -> backward (accumulated over micro-batches) -> clip -> optimizer step -> schedule."""
-    sm.model.train()
+               max_grad_norm: float, autocast: torch.dtype | None = None, accelerator=None, model=None) -> dict:
+    """forward -> loss -> backward (accumulated over micro-batches) -> clip -> optimizer step -> schedule.
+
+    Under accelerate, `model` is the prepared (data-parallel) model, the micro-batches are this
+    process's slices, and gradients are all-reduced once, at the last micro-batch's backward.
+    """
+    model = model if model is not None else sm.model
+    model.train()
     total = 0.0
-    for batch in micro_batches:
+    for i, batch in enumerate(micro_batches):
         model_in, labels = inputs.model_inputs(batch), inputs.labels(batch)
-        with torch.autocast(inputs.device.type, dtype=autocast, enabled=autocast is not None):
-            loss = sm.model(**model_in, labels=labels).loss / len(micro_batches)
-        loss.backward()
+        accumulating = accelerator is not None and i < len(micro_batches) - 1
+        with accelerator.no_sync(model) if accumulating else nullcontext():
+            with torch.autocast(inputs.device.type, dtype=autocast, enabled=autocast is not None):
+                loss = model(**model_in, labels=labels).loss / len(micro_batches)
+            accelerator.backward(loss) if accelerator is not None else loss.backward()
         total += loss.item()
+    if accelerator is not None and accelerator.num_processes > 1:
+        total = accelerator.reduce(torch.tensor(total, device=accelerator.device), "mean").item()
     params = [p for p in sm.model.parameters() if p.requires_grad]
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
+    clip = accelerator.clip_grad_norm_ if accelerator is not None else torch.nn.utils.clip_grad_norm_
+    grad_norm = float(clip(params, max_grad_norm))  # after unscaling, when fp16 has a gradient scaler
     lr = scheduler.get_last_lr()[0]
+    out = {"loss": total, "grad_norm": grad_norm, "lr": lr}
     if math.isfinite(total) and math.isfinite(grad_norm):
         optimizer.step()
         scheduler.step()
+    elif math.isfinite(total) and accelerator is not None and accelerator.scaler is not None:
+        optimizer.step()  # fp16 overflow: the gradient scaler skips this update and lowers its scale
+        out["overflow"] = True
     optimizer.zero_grad(set_to_none=True)
-    return {"loss": total, "grad_norm": grad_norm, "lr": lr}
+    return out
 
 
 # --- checkpoint selection --------------------------------------------------------------------------
@@ -247,16 +326,21 @@ def run(cfg: RunConfig) -> RunResult:
         cfg = cfg.smoke()
         print("LORAKIT_SMOKE=1: smoke profile (a few steps on a few clips); unset it for the real experiment")
     check_inputs_exist(cfg)
+    accelerator = make_accelerator(cfg)
     run_id = cfg.run_id or default_run_id(cfg)
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        run_id = broadcast_object_list([run_id])[0]  # the timestamp of the main process names the run
     folder = cfg.path("output_dir") / run_id
-    record = RunRecord(folder)
+    record = RunRecord(folder) if accelerator.is_main_process else FollowerRecord(folder)
     previous = record.metrics()
     if previous.get("status") == "finished":
         raise ConfigError(f"run {run_id!r} already finished in {folder}; choose another run_id (or `lorakit run --force`)")
     started = time.time()
     record.update_metrics(run_id=run_id, status="running", date=today(), started=now(), error=None)
     try:
-        return _run(cfg, run_id, record, started)
+        return _run(cfg, run_id, record, started, accelerator)
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         try:
@@ -267,18 +351,24 @@ def run(cfg: RunConfig) -> RunResult:
         raise
 
 
-def _run(cfg: RunConfig, run_id: str, record: RunRecord, started: float) -> RunResult:
+def _run(cfg: RunConfig, run_id: str, record: RunRecord, started: float, accelerator) -> RunResult:
     seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
+    main, n_proc = accelerator.is_main_process, accelerator.num_processes
+    if n_proc > 1 and cfg.batch_size % n_proc:
+        raise ConfigError(f"parameter 'batch_size' = {cfg.batch_size}: must be a multiple of the {n_proc} processes, "
+                          "which each train on an equal slice of every batch")
+    device = pick_device(cfg.device) if n_proc == 1 else accelerator.device
     autocast = pick_autocast(cfg.precision, device)
     sm = load_model(cfg.model, device=device)
     splits = prepare_data(cfg, sampling_rate=sm.sampling_rate, sm=sm)
-    write_json(record.folder / "config.json", {
-        "config": {**cfg.to_dict(), "run_id": run_id}, "versions": versions(), "git_sha": git_sha(project_root()),
-        "command": default_command(cfg.deltas()), "device": str(device), "autocast": str(autocast), "model_path": sm.path,
-        "manifests": {name: {"path": str(m.path), "sha256": m.sha256, "n_lines": splits.report[name]["lines"],
-                             "n_used": splits.report[name].get("used")} for name, m in splits.manifests.items()},
-    })
+    if main:
+        write_json(record.folder / "config.json", {
+            "config": {**cfg.to_dict(), "run_id": run_id}, "versions": versions(), "git_sha": git_sha(project_root()),
+            "command": default_command(cfg.deltas()), "device": str(device), "autocast": str(autocast), "model_path": sm.path,
+            "processes": n_proc,
+            "manifests": {name: {"path": str(m.path), "sha256": m.sha256, "n_lines": splits.report[name]["lines"],
+                                 "n_used": splits.report[name].get("used")} for name, m in splits.manifests.items()},
+        })
 
     # frozen-encoder mode is decided by the targets, before the adapters exist, so the baseline can use it too
     targets = resolve_target_modules(sm.model, cfg.target_module_list())
@@ -286,7 +376,7 @@ def _run(cfg: RunConfig, run_id: str, record: RunRecord, started: float) -> RunR
     frozen = sm.family == "whisper" and cfg.encoder_cache and all(".encoder." not in f".{t}" for t in target_names)
     inputs = Inputs(sm, cfg.rms_target, Inputs.cache_dir_for(cache_root(), sm, cfg.rms_target) if frozen else None, device)
 
-    baselines = {name: shared_baseline(sm, inputs, name, utts, splits.manifests[name].sha256, cfg, autocast)
+    baselines = {name: shared_baseline(sm, inputs, name, utts, splits.manifests[name].sha256, cfg, autocast, accelerator)
                  for name, utts in splits.evals.items()}
     for name, res in baselines.items():
         record.write_predictions(name, "baseline", res.rows)
@@ -307,7 +397,9 @@ def _run(cfg: RunConfig, run_id: str, record: RunRecord, started: float) -> RunR
     # resume
     step, evals = 0, []
     last = record.folder / ckpt.LAST
-    ckpt.recover(record.folder)
+    if main:
+        ckpt.recover(record.folder)
+    accelerator.wait_for_everyone()
     if last.exists():
         state = ckpt.load_training_state(last)
         ckpt.load_adapter_weights(sm.model, last)
@@ -316,8 +408,9 @@ def _run(cfg: RunConfig, run_id: str, record: RunRecord, started: float) -> RunR
         ckpt.set_rng_state(state["rng"])
         step = int(state["step"])
         record.truncate_history(step)
-        evals = [r for r in record.history() if r.get("kind") == "eval"]
+        evals = [r for r in record.history() if r.get("kind") == "eval" and r["step"] <= step]
         print(f"resuming from {last} at step {step}")
+    model, optimizer = accelerator.prepare(sm.model, optimizer)  # sm.model stays the unwrapped peft model
 
     metrics = record.update_metrics(
         command=default_command(cfg.deltas()), dataset=cfg.train_manifest, manifest=cfg.domain_manifest,
@@ -328,28 +421,30 @@ def _run(cfg: RunConfig, run_id: str, record: RunRecord, started: float) -> RunR
     )
     stop_reason = "max_steps"
     batches = train_batches(splits.train, cfg.batch_size, cfg.seed, start=step * cfg.grad_accum)
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="train")
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="train", disable=not main)
     while step < cfg.max_steps:
-        out = train_step(sm, inputs, [next(batches) for _ in range(cfg.grad_accum)], optimizer, scheduler, cfg.max_grad_norm, autocast)
+        mine = [next(batches)[accelerator.process_index :: n_proc] for _ in range(cfg.grad_accum)]  # this process's slices
+        out = train_step(sm, inputs, mine, optimizer, scheduler, cfg.max_grad_norm, autocast, accelerator, model)
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{out['loss']:.3f}")
-        if not math.isfinite(out["loss"]) or not math.isfinite(out["grad_norm"]):
+        if not math.isfinite(out["loss"]) or (not math.isfinite(out["grad_norm"]) and not out.get("overflow")):
             record.append_history({"kind": "train", "step": step, **out, "elapsed_s": round(time.time() - started, 1)})
             stop_reason = f"non-finite loss ({out['loss']}) at step {step}"
             break
         if step % cfg.log_interval == 0 or step == 1:
             record.append_history({"kind": "train", "step": step, **out, "elapsed_s": round(time.time() - started, 1)})
         if step % cfg.eval_interval == 0 or step == cfg.max_steps:
-            row = evaluate_step(sm, inputs, splits, cfg, step, record, autocast)
+            row = evaluate_step(sm, inputs, splits, cfg, step, record, autocast, accelerator)
             evals.append(row)
             best, qualified = select_best(evals, base_held, cfg.guardrail)
             row["best"] = best == len(evals) - 1
             record.append_history({**row, "elapsed_s": round(time.time() - started, 1)})
-            if row["best"]:
+            if row["best"] and main:
                 ckpt.save_adapter(sm.model, record.folder / ckpt.BEST, {"step": step, "domain_wer": row["domain_wer"],
                                   "heldout_wer": row["heldout_wer"], "guardrail_ok": qualified, "run_id": run_id})
-            ckpt.save_training_state(sm.model, optimizer, scheduler, step, last, {"run_id": run_id})
+            if main:
+                ckpt.save_training_state(sm.model, optimizer, scheduler, step, last, {"run_id": run_id})
             print(f"step {step}: domain WER {row['domain_wer']:.4f} (baseline {base_dom:.4f})"
                   + (f", heldout {row['heldout_wer']:.4f} (baseline {base_held:.4f})" if base_held is not None else "")
                   + ("  <- best" if row["best"] else ""))
@@ -367,7 +462,8 @@ def _run(cfg: RunConfig, run_id: str, record: RunRecord, started: float) -> RunR
     if not qualified and base_held is not None:
         warnings.append(f"no evaluation kept heldout regression within the guardrail ({cfg.guardrail} pts); "
                         "best_step falls back to the lowest domain WER")
-    final = reevaluate_best(cfg, splits, record, autocast, device)
+    accelerator.wait_for_everyone()  # adapter_best/ is on disk for every process
+    final = reevaluate_best(cfg, splits, record, autocast, device, accelerator)
     metrics = record.update_metrics(
         status="finished", steps=step, stop_reason=stop_reason, best_step=evals[best]["step"], guardrail_ok=qualified,
         tuned_wer=final["domain"].wer, heldout_tuned_wer=final["heldout"].wer if "heldout" in final else None,
@@ -375,6 +471,7 @@ def _run(cfg: RunConfig, run_id: str, record: RunRecord, started: float) -> RunR
         baseline_sdi=baselines["domain"].summary(), warnings=warnings, finished=now(),
         elapsed_s=round(time.time() - started, 1), encoder_cache_hits=inputs.encoder_hits, encoder_cache_misses=inputs.encoder_misses,
     )
+    accelerator.wait_for_everyone()  # no process returns before the record is complete
     print(f"best step {metrics['best_step']}: domain WER {base_dom:.4f} -> {metrics['tuned_wer']:.4f}"
           + (f", heldout {base_held:.4f} -> {metrics['heldout_tuned_wer']:.4f}" if base_held is not None else "")
           + f" (reloaded from {ckpt.BEST}/)")
@@ -382,28 +479,37 @@ def _run(cfg: RunConfig, run_id: str, record: RunRecord, started: float) -> RunR
 
 
 def shared_baseline(sm: SpeechModel, inputs: Inputs, name: str, utts: list[Utterance], manifest_sha: str, cfg: RunConfig,
-                    autocast) -> EvalResult:
-    """Step-0 WER, computed once per (model, manifest, preprocessing, generation) and shared by every run."""
+                    autocast, accelerator=None) -> EvalResult:
+    """Step-0 WER, computed once per (model, manifest, preprocessing, generation) and shared by every run.
+
+    Under several processes the main one looks in the cache for all (another run may store the
+    entry between two processes' looks), they compute it together, and the main one stores it.
+    """
     key = baseline_key(sm, manifest_sha, [u.id for u in utts], cfg.rms_target, cfg.max_new_tokens)
     cached = cached_baseline(cache_root(), key)
+    if accelerator is not None and accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        cached = broadcast_object_list([cached])[0]
     if cached is not None:
         print(f"baseline {name}: from the shared cache ({key})")
         return cached
-    result = evaluate(sm, utts, inputs, cfg.eval_batch_size, cfg.max_new_tokens, desc=f"baseline {name}", autocast=autocast)
-    store_baseline(cache_root(), key, result)
+    result = evaluate_all(sm, utts, inputs, cfg, f"baseline {name}", autocast, accelerator)
+    if accelerator is None or accelerator.is_main_process:
+        store_baseline(cache_root(), key, result)
     return result
 
 
-def evaluate_step(sm, inputs, splits: Splits, cfg: RunConfig, step: int, record: RunRecord, autocast) -> dict:
+def evaluate_step(sm, inputs, splits: Splits, cfg: RunConfig, step: int, record: RunRecord, autocast, accelerator=None) -> dict:
     row: dict = {"kind": "eval", "step": step, "heldout_wer": None}
     for name, utts in splits.evals.items():
-        res = evaluate(sm, utts, inputs, cfg.eval_batch_size, cfg.max_new_tokens, desc=f"eval {name} @ {step}", autocast=autocast)
+        res = evaluate_all(sm, utts, inputs, cfg, f"eval {name} @ {step}", autocast, accelerator)
         record.write_predictions(name, f"step{step:06d}", res.rows)
         row[f"{name}_wer"] = res.wer
     return row
 
 
-def reevaluate_best(cfg: RunConfig, splits: Splits, record: RunRecord, autocast, device) -> dict[str, EvalResult]:
+def reevaluate_best(cfg: RunConfig, splits: Splits, record: RunRecord, autocast, device, accelerator=None) -> dict[str, EvalResult]:
     """Load the best adapter from disk onto a fresh copy of the model and evaluate it: these are the
     reported numbers (never the in-memory weights of the last step)."""
     from peft import PeftModel
@@ -415,6 +521,6 @@ def reevaluate_best(cfg: RunConfig, splits: Splits, record: RunRecord, autocast,
     inputs = Inputs(sm, cfg.rms_target, Inputs.cache_dir_for(cache_root(), sm, cfg.rms_target) if frozen else None, device)
     out = {}
     for name, utts in splits.evals.items():
-        out[name] = evaluate(sm, utts, inputs, cfg.eval_batch_size, cfg.max_new_tokens, desc=f"best {name}", autocast=autocast)
+        out[name] = evaluate_all(sm, utts, inputs, cfg, f"best {name}", autocast, accelerator)
         record.write_predictions(name, "best", out[name].rows)
     return out
