@@ -49,30 +49,46 @@ def run_status(folder: Path) -> str | None:
         return "corrupt"
 
 
+def launch_rank() -> int:
+    """This process's rank under `accelerate launch` / torchrun (0 when started plainly)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def execute(params: dict[str, Any], run_id: str, force: bool = False, quiet: bool = False, command: str | None = None) -> str:
-    """Run the train notebook for one run id; returns the run's final status ('skipped' if finished)."""
+    """Run the train notebook for one run id; returns the run's final status ('skipped' if finished).
+
+    Under `accelerate launch` / torchrun every rank executes the notebook (its kernel inherits the
+    launcher's environment and joins the process group in `train.run`); only rank 0 touches the run
+    folder and writes run.ipynb there, the others write their notebook to a scratch folder.
+    """
+    import tempfile
+
     import papermill
 
     root = project_root()
     cfg = RunConfig.from_dict({**params, "run_id": run_id})
     folder = cfg.path("output_dir") / run_id
+    rank = launch_rank()
     status = run_status(folder)
     if status == "finished" and not force:
         print(f"{run_id}: already finished in {folder} (use --force to run again)")
         return "skipped"
-    if force and folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        if force and folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
     if status in ("running", "failed", "interrupted") and not force:
         print(f"{run_id}: resuming an unfinished run ({status})")
+    output = folder / "run.ipynb" if rank == 0 else Path(tempfile.mkdtemp(prefix=f"lorakit-{run_id}-rank{rank}-")) / "run.ipynb"
+    quiet = quiet or rank > 0
     os.environ["LORAKIT_COMMAND"] = command or " ".join(shlex.quote(a) for a in ["lorakit", *sys.argv[1:]])
     try:
         papermill.execute_notebook(
-            str(root / "notebooks" / "train.ipynb"), str(folder / "run.ipynb"),
+            str(root / "notebooks" / "train.ipynb"), str(output),
             parameters={**params, "run_id": run_id}, cwd=str(root), progress_bar=not quiet, log_output=not quiet,
         )
     except papermill.PapermillExecutionError as exc:
-        print(f"{run_id}: failed: {exc.ename}: {exc.evalue} (notebook: {folder / 'run.ipynb'})", file=sys.stderr)
+        print(f"{run_id}: failed: {exc.ename}: {exc.evalue} (notebook: {output})", file=sys.stderr)
         return "failed"
     finally:
         os.environ.pop("LORAKIT_COMMAND", None)
@@ -157,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("sweep", help="expand params/sweeps/<name>.yaml into runs and execute them")
     p.add_argument("sweep")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel on this machine")
-    p.add_argument("--ray", default=None, metavar="auto|ADDRESS", help="run each run as a Ray task")
+    p.add_argument("--ray", default=None, metavar="auto|local|ADDRESS",
+                   help="run each run as a Ray task: auto (the running cluster), local (a fresh one here) or host:port")
     p.add_argument("--force", action="store_true")
     p.add_argument("--no-analysis", action="store_true", help="skip the analysis notebook afterwards")
     p.set_defaults(func=cmd_sweep)
