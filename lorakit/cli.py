@@ -203,6 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_import_model)
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demo-data"]:  # its options belong to corpus.main (argparse REMAINDER drops leading --options)
+        from . import corpus
+
+        return corpus.main(argv[1:])
     args = parser.parse_args(argv)
     try:
         return args.func(args)
