@@ -210,19 +210,39 @@ def _thread_env(threads: int) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n}
 
 
+def _visible_gpus() -> list[str]:
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [g.strip() for g in listed.split(",") if g.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
 def _run_parallel(todo: Sequence[SweepRun], jobs: int, force: bool, out_dir: Path) -> dict[str, str]:
-    """`jobs` runs at a time, each a `lorakit run` process; logs go to <output_dir>/.sweep-logs/<id>.log."""
+    """`jobs` runs at a time, each a `lorakit run` process; with GPUs, job slot i gets GPU i mod #GPUs
+    (CUDA_VISIBLE_DEVICES). Logs go to <output_dir>/.sweep-logs/<id>.log."""
+    import queue
+
     from .cli import run_status
 
     env = _thread_env((os.cpu_count() or 1) // jobs)
+    gpus = _visible_gpus()
+    slots: queue.Queue = queue.Queue()
+    for i in range(jobs):
+        slots.put(gpus[i % len(gpus)] if gpus else None)
     logs = out_dir / ".sweep-logs"
     logs.mkdir(parents=True, exist_ok=True)
 
     def one(run: SweepRun) -> tuple[str, str]:
         log = logs / f"{run.run_id}.log"
-        with open(log, "w") as fh:
-            proc = subprocess.run(_subprocess_command(run, force), cwd=project_root(), env=env, stdout=fh,
-                                  stderr=subprocess.STDOUT)
+        gpu = slots.get()
+        try:
+            with open(log, "w") as fh:
+                proc = subprocess.run(_subprocess_command(run, force), cwd=project_root(), stdout=fh, stderr=subprocess.STDOUT,
+                                      env={**env, **({"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {})})
+        finally:
+            slots.put(gpu)
         status = run_status(out_dir / run.run_id) or "unknown"
         if proc.returncode != 0 and status == "finished":
             status = f"exit {proc.returncode}"

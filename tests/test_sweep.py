@@ -165,3 +165,63 @@ def test_seed_verdict_edges():
                          "heldout_tuned_wer": 0.103}).startswith("reject (heldout regression 0.30 pt")
     assert seed_verdict({"baseline_wer": 0.2, "tuned_wer": 0.18}) == "inconclusive (no heldout WER)"
     assert seed_verdict({"baseline_wer": 0.2, "tuned_wer": 0.2}).startswith("reject (domain gain 0.00 pt")
+
+
+# --- execution plumbing (no training: the runs are faked) ------------------------------------------
+def tiny_sweep(tmp_path: Path) -> Path:
+    for name in ("train", "domain", "heldout"):
+        (tmp_path / f"{name}.jsonl").write_text("")
+    return write(tmp_path, f"""
+name: t
+fixed: {{train_manifest: {tmp_path}/train.jsonl, domain_manifest: {tmp_path}/domain.jsonl,
+        heldout_manifest: {tmp_path}/heldout.jsonl, output_dir: {tmp_path}/runs, max_steps: 2, eval_interval: 2}}
+grid: {{lr: [1.0e-3, 2.0e-3], seed: [1, 2]}}
+""")
+
+
+def test_finished_runs_are_skipped_without_starting_anything(tmp_path, monkeypatch, capsys):
+    from lorakit import sweep as sweep_mod
+
+    path = tiny_sweep(tmp_path)
+    runs = load_sweep(path).runs
+    for r in runs[:3]:
+        (tmp_path / "runs" / r.run_id).mkdir(parents=True)
+        (tmp_path / "runs" / r.run_id / "metrics.json").write_text('{"status": "finished"}')
+    started = []
+    monkeypatch.setattr(sweep_mod, "_run_sequential", lambda todo, force: started.extend(todo) or {r.run_id: "finished" for r in todo})
+    assert sweep_mod.run_sweep(path, analysis=False) == 0
+    assert [r.run_id for r in started] == [runs[3].run_id]
+    assert "4 runs, 3 already finished, 1 to run" in capsys.readouterr().out
+    started.clear()
+    assert sweep_mod.run_sweep(path, analysis=False, force=True) == 0
+    assert len(started) == 4  # --force runs every one again
+
+
+def test_parallel_jobs_split_threads_and_gpus(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from lorakit import sweep as sweep_mod
+
+    runs = load_sweep(tiny_sweep(tmp_path)).runs
+    seen, lock, active = [], threading.Lock(), []
+
+    def fake_run(cmd, cwd, stdout, stderr, env):
+        with lock:
+            active.append(env["CUDA_VISIBLE_DEVICES"])
+            seen.append((env["CUDA_VISIBLE_DEVICES"], env["OMP_NUM_THREADS"], list(active)))
+        time.sleep(0.05)
+        with lock:
+            active.remove(env["CUDA_VISIBLE_DEVICES"])
+        assert cmd[1:4] == ["-m", "lorakit.cli", "run"] and "--quiet" in cmd
+        return type("Done", (), {"returncode": 0})()
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    monkeypatch.setattr(sweep_mod.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(sweep_mod.subprocess, "run", fake_run)
+    statuses = sweep_mod._run_parallel(runs, 2, False, tmp_path / "runs")
+    assert set(statuses) == {r.run_id for r in runs}
+    assert {threads for _, threads, _ in seen} == {"4"}  # 8 cores / 2 jobs
+    assert {gpu for gpu, *_ in seen} == {"0", "1"}
+    assert all(len(busy) <= 2 and len(set(busy)) == len(busy) for *_, busy in seen)  # never two runs on one GPU
+    assert sorted(p.stem for p in (tmp_path / "runs" / ".sweep-logs").glob("*.log")) == sorted(statuses)
