@@ -38,7 +38,7 @@ def test_load_runs_reads_every_status(runs_dir):
 
 
 def test_recent_run_without_metrics_is_running_and_stale_running_is_interrupted(tmp_path):
-    shutil.copytree(RUNS, tmp_path / "ex")  # fresh mtimes
+    shutil.copytree(RUNS, tmp_path / "ex", copy_function=shutil.copy)  # fresh mtimes (copy2 would keep the checkout's)
     assert runs.load_run(tmp_path / "ex" / INTERRUPTED).status == "running"
     run_dir = copy_runs(tmp_path / "old") / DORA
     metrics = json.loads((run_dir / "metrics.json").read_text())
