@@ -7,6 +7,7 @@ See docs/run_record.md for the format.
 from __future__ import annotations
 
 import datetime as dt
+import importlib.metadata
 import json
 import os
 import platform
@@ -63,10 +64,11 @@ def _jsonable(value: Any) -> Any:
 
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
+    # package metadata, not imports: importing papermill (nbformat, jsonschema) cost ~8 s per run under load
     for name in ("torch", "transformers", "peft", "accelerate", "jiwer", "numpy", "papermill", "lorakit"):
         try:
-            out[name] = __import__(name).__version__
-        except Exception:  # noqa: BLE001 - a missing optional package is just not listed
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:  # a missing optional package is just not listed
             pass
     return out
 
