@@ -12,8 +12,9 @@ import os
 import random
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -62,12 +63,13 @@ def recover(folder: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def save_adapter(model, dst: Path, meta: dict[str, Any]) -> None:
-    """peft `save_pretrained` (safetensors) + meta.json, atomically."""
+@contextmanager
+def _atomic_folder(dst: Path) -> Iterator[Path]:
+    """Yield a staging folder; on success it replaces `dst` whole, on any failure it is removed and
+    `dst` is left as it was (an OSError, e.g. a full disk, becomes a CheckpointError saying so)."""
     tmp = _staging(dst)
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        yield tmp
         _replace_dir(tmp, dst)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -75,6 +77,13 @@ def save_adapter(model, dst: Path, meta: dict[str, Any]) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def save_adapter(model, dst: Path, meta: dict[str, Any]) -> None:
+    """peft `save_pretrained` (safetensors) + meta.json, atomically."""
+    with _atomic_folder(dst) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
 def rng_state() -> dict[str, Any]:
@@ -105,18 +114,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_training_state(model, optimizer, scheduler, step: int, dst: Path, meta: dict[str, Any]) -> None:
     """Adapter weights + optimizer/scheduler/RNG state + step, atomically."""
-    tmp = _staging(dst)
-    try:
+    with _atomic_folder(dst) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(), "step": step}, tmp / "training_state.pt")
         (tmp / "meta.json").write_text(json.dumps({**meta, "step": step}, indent=2))
-        _replace_dir(tmp, dst)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise CheckpointError(f"could not save {dst} ({exc.strerror or exc}); the previous checkpoint is intact") from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def load_adapter_weights(model, folder: Path) -> None:
