@@ -26,6 +26,13 @@ def _isolated_cache(tmp_path_factory):
     yield
 
 
+@pytest.fixture(autouse=True)
+def _no_smoke_profile(monkeypatch):
+    """`make test` sets LORAKIT_SMOKE=1 for the notebooks under notebooks/; tests here choose their own
+    sizes (and set the variable themselves where they want the smoke profile, as test_notebooks does)."""
+    monkeypatch.delenv("LORAKIT_SMOKE", raising=False)
+
+
 @pytest.fixture(scope="session")
 def small_corpus(tmp_path_factory) -> dict[str, Path]:
     """A small synthesized corpus: real speech from the demo builder, same code path, tiny sizes."""
