@@ -89,9 +89,11 @@ def transcribe(sm: SpeechModel, utts: list[Utterance], inputs: Inputs, batch_siz
     device_type = inputs.device.type
     try:
         for batch in tqdm(eval_batches(utts, batch_size), desc=desc, leave=False):
-            with torch.autocast(device_type, dtype=autocast, enabled=autocast is not None):
-                if inputs.cache_dir is not None:
+            with torch.no_grad(), torch.autocast(device_type, dtype=autocast, enabled=autocast is not None):
+                if inputs.cache_dir is not None:  # frozen encoder: its outputs come from the disk cache
                     ids = sm.generate({}, max_new_tokens, encoder_hidden=inputs.encoder_hidden(batch))
+                elif sm.family == "whisper":  # the encoder (adapters active) first, in `encode`'s chunks
+                    ids = sm.generate({}, max_new_tokens, encoder_hidden=sm.encode(inputs.features(batch)))
                 else:
                     ids = sm.generate(inputs.features(batch), max_new_tokens)
             for u, text in zip(batch, sm.decode(ids)):

@@ -8,6 +8,7 @@ becomes labels, and how to generate.
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,12 +69,24 @@ class SpeechModel:
 
     # --- frozen-encoder support -----------------------------------------------------------
     def encode(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Encoder hidden states (Whisper only: fixed length, so they can be cached per clip)."""
-        return self.base.get_encoder()(inputs["input_features"]).last_hidden_state
+        """Encoder hidden states (Whisper only: fixed length, so they can be cached per clip).
+
+        On a CPU the encoder runs one clip at a time: its 1500-position activations then stay in cache,
+        and batch 1 measured 0.39 s/clip against 0.48 at 8 and 0.51 at 32 (whisper-tiny, 2 cores; the
+        outputs are bit-identical). On a GPU the whole batch goes at once.
+        """
+        feats = inputs["input_features"]
+        chunk = 1 if feats.device.type == "cpu" else len(feats)
+        encoder = self.base.get_encoder()
+        return torch.cat([encoder(feats[i : i + chunk]).last_hidden_state for i in range(0, len(feats), chunk)])
 
     @torch.no_grad()
     def generate(self, inputs: dict[str, torch.Tensor], max_new_tokens: int, encoder_hidden: torch.Tensor | None = None) -> torch.Tensor:
         """Greedy decoding with whatever adapters are injected, active (never merged or unwrapped)."""
+        with _quiet_transformers():  # per-batch notices (max_length vs max_new_tokens, no attention mask) drown the output
+            return self._generate(inputs, max_new_tokens, encoder_hidden)
+
+    def _generate(self, inputs: dict[str, torch.Tensor], max_new_tokens: int, encoder_hidden: torch.Tensor | None) -> torch.Tensor:
         if self.family == "whisper":
             if encoder_hidden is not None:
                 from transformers.modeling_outputs import BaseModelOutput
@@ -89,6 +102,18 @@ class SpeechModel:
         seconds = inputs["attention_mask"].sum(-1).max().item() / self.sampling_rate
         limit = min(max_new_tokens, int(seconds * 6.5) + 8)
         return self.model.generate(**inputs, max_new_tokens=limit, num_beams=1, do_sample=False)
+
+
+@contextmanager
+def _quiet_transformers():
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def resolve_model(name: str) -> str:
