@@ -61,14 +61,15 @@ class RunConfig:
     use_dora: bool = False  # DoRA (weight-decomposed LoRA) instead of LoRA
     init_lora_weights: Any = True  # True | False | "gaussian" | "pissa" | "olora" ...
     lora_r: int = 16  # adapter rank
-    lora_alpha: float = 32.0  # adapter scaling numerator (scale = alpha / r)
+    lora_alpha: float = 32.0  # adapter scaling numerator: the scale is alpha over r
     lora_dropout: float = 0.05  # dropout on the adapter input
     target_modules: str = "decoder"  # "decoder" (frozen encoder, cached), "encoder", "" (both sides), or "q_proj,v_proj"
     # selection and stopping
     wer_stop_threshold: float = 0.0  # stop when domain WER > baseline x this; 0 disables
     guardrail: float = 0.2  # max heldout regression (WER points) for best-checkpoint selection
+    verify_best: int = 64  # domain clips re-transcribed from the reloaded best adapter; 0: re-evaluate all
     # evaluation and compute
-    eval_batch_size: int = 16  # clips per generation batch
+    eval_batch_size: int = 32  # clips per generation batch
     max_new_tokens: int = 128  # generation limit per clip
     encoder_cache: bool = True  # reuse encoder outputs when the encoder is frozen (Whisper)
     log_interval: int = 10  # steps between training-loss lines in history.jsonl
@@ -263,6 +264,7 @@ def _validate(cfg: RunConfig) -> None:
     need(bool(cfg.domain_manifest), "domain_manifest", "must name a manifest")
     need(cfg.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
     need(cfg.log_interval >= 1, "log_interval", "must be >= 1")
+    need(cfg.verify_best >= 0, "verify_best", "must be >= 0 (0: re-evaluate every clip)")
     if cfg.run_id:
         need(all(c.isalnum() or c in "-_." for c in cfg.run_id), "run_id", "letters, digits, '-', '_' and '.' only")
 

@@ -36,7 +36,7 @@ from .data import Inputs, subset, train_batches
 from .evaluate import EvalResult, baseline_key, cached_baseline, evaluate, score, store_baseline, transcribe
 from .manifests import Manifest, ManifestError, Utterance, check_leakage, filter_by_duration, read_manifest
 from .models import SpeechModel, add_adapters, encoder_is_frozen, load_model, pick_autocast, pick_device, resolve_target_modules
-from .records import RunRecord, default_command, git_sha, now, today, versions, write_json
+from .records import RunRecord, default_command, git_sha, now, read_jsonl, today, versions, write_json
 
 
 def seed_everything(seed: int) -> None:
@@ -463,18 +463,19 @@ def _run(cfg: RunConfig, run_id: str, record: RunRecord, started: float, acceler
         warnings.append(f"no evaluation kept heldout regression within the guardrail ({cfg.guardrail} pts); "
                         "best_step falls back to the lowest domain WER")
     accelerator.wait_for_everyone()  # adapter_best/ is on disk for every process
-    final = reevaluate_best(cfg, splits, record, autocast, device, accelerator)
+    final, verified = reevaluate_best(cfg, splits, record, autocast, device, accelerator, evals[best]["step"])
     metrics = record.update_metrics(
         status="finished", steps=step, stop_reason=stop_reason, best_step=evals[best]["step"], guardrail_ok=qualified,
         tuned_wer=final["domain"].wer, heldout_tuned_wer=final["heldout"].wer if "heldout" in final else None,
         domain_sdi=final["domain"].summary(), heldout_sdi=final["heldout"].summary() if "heldout" in final else None,
         baseline_sdi=baselines["domain"].summary(), warnings=warnings, finished=now(),
-        elapsed_s=round(time.time() - started, 1), encoder_cache_hits=inputs.encoder_hits, encoder_cache_misses=inputs.encoder_misses,
+        best_verified=verified, elapsed_s=round(time.time() - started, 1), encoder_cache_hits=inputs.encoder_hits, encoder_cache_misses=inputs.encoder_misses,
     )
     accelerator.wait_for_everyone()  # no process returns before the record is complete
     print(f"best step {metrics['best_step']}: domain WER {base_dom:.4f} -> {metrics['tuned_wer']:.4f}"
           + (f", heldout {base_held:.4f} -> {metrics['heldout_tuned_wer']:.4f}" if base_held is not None else "")
-          + f" (reloaded from {ckpt.BEST}/)")
+          + (f" ({ckpt.BEST}/ reloaded: {verified['identical']} of {verified['utterances']} re-transcribed clips identical)"
+             if verified["mode"] == "sample" else f" (every clip re-evaluated from {ckpt.BEST}/)"))
     return RunResult(run_id=run_id, folder=record.folder, metrics=metrics)
 
 
@@ -509,9 +510,16 @@ def evaluate_step(sm, inputs, splits: Splits, cfg: RunConfig, step: int, record:
     return row
 
 
-def reevaluate_best(cfg: RunConfig, splits: Splits, record: RunRecord, autocast, device, accelerator=None) -> dict[str, EvalResult]:
-    """Load the best adapter from disk onto a fresh copy of the model and evaluate it: these are the
-    reported numbers (never the in-memory weights of the last step)."""
+def reevaluate_best(cfg: RunConfig, splits: Splits, record: RunRecord, autocast, device, accelerator=None,
+                    best_step: int | None = None) -> tuple[dict[str, EvalResult], dict]:
+    """Load the best adapter from disk onto a fresh copy of the model: the reported numbers come from
+    that file, never from the in-memory weights of the last step.
+
+    With `verify_best` = k > 0, a seeded sample of k domain clips is re-transcribed and must give,
+    word for word, the hypotheses recorded when that step was evaluated; then the step's evaluation
+    is reported (it is the same weights, now shown to read back from disk identically) and a full
+    pass is saved. Any difference, or k = 0, re-evaluates every clip and reports that.
+    """
     from peft import PeftModel
 
     sm = load_model(cfg.model, device=device)
@@ -519,8 +527,23 @@ def reevaluate_best(cfg: RunConfig, splits: Splits, record: RunRecord, autocast,
     sm.model.to(device)
     frozen = sm.family == "whisper" and cfg.encoder_cache and encoder_is_frozen(sm)
     inputs = Inputs(sm, cfg.rms_target, Inputs.cache_dir_for(cache_root(), sm, cfg.rms_target) if frozen else None, device)
-    out = {}
-    for name, utts in splits.evals.items():
-        out[name] = evaluate_all(sm, utts, inputs, cfg, f"best {name}", autocast, accelerator)
-        record.write_predictions(name, "best", out[name].rows)
-    return out
+    out: dict[str, EvalResult] = {}
+    check: dict = {"mode": "full"}
+    if cfg.verify_best and best_step is not None:
+        recorded = {name: read_jsonl(record.predictions / f"{name}_step{best_step:06d}.jsonl") for name in splits.evals}
+        sample = subset(splits.evals["domain"], cfg.verify_best, cfg.seed)
+        again = evaluate_all(sm, sample, inputs, cfg, "verify best", autocast, accelerator)
+        before = {r["id"]: r["hyp"] for r in recorded["domain"]}
+        differ = [r["id"] for r in again.rows if before.get(r["id"]) != r["hyp"]]
+        check = {"mode": "sample", "step": best_step, "utterances": len(sample), "identical": len(sample) - len(differ), "differ": differ[:10]}
+        if not differ:
+            out = {name: EvalResult(rows) for name, rows in recorded.items()}
+        else:
+            print(f"WARNING: the reloaded best adapter changed {len(differ)} of {len(sample)} sampled hypotheses "
+                  f"(e.g. {differ[0]}); re-evaluating every clip from it")
+            check["mode"] = "full after mismatch"
+    if not out:
+        out = {name: evaluate_all(sm, utts, inputs, cfg, f"best {name}", autocast, accelerator) for name, utts in splits.evals.items()}
+    for name, res in out.items():
+        record.write_predictions(name, "best", res.rows)
+    return out, check

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -67,7 +68,7 @@ def _history(folder):
 
 
 def test_run_writes_a_complete_record_and_reports_the_reloaded_best(tiny_cfg):
-    result = run(RunConfig(**tiny_cfg, run_id="full"))
+    result = run(RunConfig(**tiny_cfg, run_id="full", verify_best=0))  # 0: every clip re-evaluated from adapter_best/
     folder = result.folder
     m = json.loads((folder / "metrics.json").read_text())
     assert m["status"] == "finished" and m["steps"] == 4 and m["stop_reason"] == "max_steps"
@@ -95,6 +96,47 @@ def test_run_writes_a_complete_record_and_reports_the_reloaded_best(tiny_cfg):
     PeftModel.from_pretrained(base, str(folder / "adapter_best"))
     meta = json.loads((folder / "adapter_best" / "meta.json").read_text())
     assert meta["step"] == m["best_step"]
+
+
+def test_best_adapter_is_verified_on_a_sample_and_a_mismatch_forces_a_full_pass(tiny_cfg, monkeypatch):
+    from lorakit import train
+
+    sampled = run(RunConfig(**tiny_cfg, run_id="sampled", verify_best=5))
+    m = sampled.metrics
+    assert m["best_verified"]["mode"] == "sample" and m["best_verified"]["utterances"] == 5
+    assert m["best_verified"]["identical"] == 5
+    best = next(r for r in _history(sampled.folder) if r["kind"] == "eval" and r["step"] == m["best_step"])
+    assert m["tuned_wer"] == best["domain_wer"] and m["heldout_tuned_wer"] == best["heldout_wer"]
+
+    real = train.read_jsonl
+
+    def tampered(path):  # what was recorded at the best step no longer matches the adapter on disk
+        rows = real(path)
+        if "domain_step" in path.name:
+            rows[0] = {**rows[0], "hyp": rows[0]["hyp"] + " tampered"}
+        return rows
+
+    monkeypatch.setattr(train, "read_jsonl", tampered)
+    redone = run(RunConfig(**tiny_cfg, run_id="redone", verify_best=16))
+    check = redone.metrics["best_verified"]
+    assert check["mode"] == "full after mismatch" and check["identical"] == check["utterances"] - 1
+    best = next(r for r in _history(redone.folder) if r["kind"] == "eval" and r["step"] == redone.metrics["best_step"])
+    assert redone.metrics["tuned_wer"] == pytest.approx(best["domain_wer"], abs=1e-12)  # recomputed, not copied
+
+
+def test_baseline_cache_misses_when_manifest_preprocessing_or_generation_change(tiny_cfg, capsys):
+    short = {**tiny_cfg, "max_steps": 2}
+    run(RunConfig(**short, run_id="first"))  # computes the baselines (or finds them from an earlier test)
+    capsys.readouterr()
+    run(RunConfig(**short, run_id="again"))
+    assert capsys.readouterr().out.count("from the shared cache") == 2  # domain and heldout
+    lines = open(tiny_cfg["domain_manifest"]).read().splitlines()
+    edited = Path(tiny_cfg["domain_manifest"]).with_name("domain_reversed.jsonl")  # audio paths are relative to it
+    edited.write_text("\n".join(lines[::-1]) + "\n")  # the same clips, other bytes
+    for change in ({"domain_manifest": str(edited)}, {"rms_target": 0.05}, {"max_new_tokens": 10}):
+        run(RunConfig(**{**short, **change}, run_id="changed-" + next(iter(change))))
+        out = capsys.readouterr().out
+        assert "baseline domain: from the shared cache" not in out, change
 
 
 def test_baseline_is_computed_once_and_shared(tiny_cfg, capsys):
