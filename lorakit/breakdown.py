@@ -310,6 +310,8 @@ def run_breakdown(run: Run, split: str = "domain", terms: Sequence[str] = (), to
         term_rows.append({"term": t["term"], "occurrences": t["occurrences"],
                           "baseline_rate": b["rate"] if b else None, "tuned_rate": t["rate"],
                           "heard_as": ", ".join(t["heard_as"])})
+    # the most frequent terms: where a change is measured on enough occurrences to mean something
+    term_rows.sort(key=lambda r: (-r["occurrences"], -r["tuned_rate"], r["term"]))
     return RunBreakdown(run.run_id, split, error_counts(base), error_counts(best), speakers,
                         confusions(best, top), worst_utterances(best, top),
                         utterance_changes(base, best), term_rows[:top])

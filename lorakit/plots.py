@@ -222,7 +222,7 @@ def plot_breakdown(b: RunBreakdown) -> Figure:
         axes[3].barh([i - width / 2 for i in y], [t["baseline_rate"] or 0 for t in terms], width, label="baseline")
         axes[3].barh([i + width / 2 for i in y], [t["tuned_rate"] for t in terms], width, label="tuned")
         axes[3].set_yticks(list(y), [t["term"] for t in terms])
-        axes[3].set(xlabel="error rate", xlim=(0, 1.05), title="domain terms")
+        axes[3].set(xlabel="error rate", xlim=(0, 1.05), title="most frequent domain terms")
         axes[3].legend(fontsize="small")
     fig.suptitle(f"{b.run_id} · {b.split}")
     return fig

@@ -11,7 +11,6 @@ import csv
 import datetime as dt
 import json
 import os
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -496,38 +495,6 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[tuple[str, str]]) -> 
 # ---------------------------------------------------------------------------------------------
 # Seeds and sweeps
 
-
-def aggregate_seeds(matrix: RunMatrix) -> list[dict]:
-    """Finished runs that share everything but seed and run id: mean ± sd of their numbers."""
-    groups: dict[str, list[dict]] = {}
-    for row in matrix.rows:
-        if row["status"] == "finished":
-            groups.setdefault(row["config_key"], []).append(row)
-    out = []
-    for rows in groups.values():
-        if len(rows) < 2:
-            continue
-        agg = {"runs": ", ".join(r["run_id"] for r in rows), "n": len(rows),
-               "seeds": ", ".join(str(r["seed"]) for r in rows)}
-        for key, label, digits in [("tuned_wer", "tuned WER", 4), ("domain_delta_pts", "domain Δ pts", 2),
-                                   ("heldout_delta_pts", "heldout Δ pts", 2)]:
-            vals = [r[key] for r in rows if r[key] is not None]
-            if len(vals) >= 2:
-                agg[label] = f"{statistics.mean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
-        out.append(agg)
-    return out
-
-
-SEED_COLUMNS = [("runs", "Runs"), ("n", "n"), ("seeds", "Seeds"), ("tuned WER", "Tuned WER"),
-                ("domain Δ pts", "Domain Δ pts"), ("heldout Δ pts", "Heldout Δ pts")]
-
-
-def seeds_markdown(matrix: RunMatrix) -> str:
-    """`aggregate_seeds` as a Markdown table (mean ± sd)."""
-    rows = aggregate_seeds(matrix)
-    if not rows:
-        return "_No seed groups yet (finished runs that differ only in seed)._"
-    return markdown_table(rows, SEED_COLUMNS)
 
 def sweep_groups(runs: Sequence[Run]) -> list[tuple[str, list[Run]]]:
     """Groups of runs whose configs differ in exactly one field: ("lr", [runs]) is an LR sweep,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fixtures.records import RUNS, copy_runs
-from lorakit import runs
+from lorakit import runs, sweep
 
 DORA, LORA, FAILED, INTERRUPTED, ARCHIVED = (
     "dora-r8-lr5e-5", "lora-r8-lr3e-4", "lora-r8-lr1e-3", "dora-r8-lr1e-4", "lora-r8-lr1e-4-old")
@@ -217,11 +217,11 @@ def test_aggregate_seeds_groups_runs_that_differ_only_in_seed(runs_dir):
             target.update(seed=seed, run_id=dest.name)
             (dest / name).write_text(json.dumps(data))
     matrix = runs.run_matrix(runs.load_runs(runs_dir), n_resamples=100)
-    groups = runs.aggregate_seeds(matrix)
+    groups = sweep.aggregate_seeds(matrix.rows)
     assert len(groups) == 1
-    assert groups[0]["n"] == 3 and groups[0]["seeds"] == "42, 1, 2"
-    assert groups[0]["tuned WER"] == "0.0500 ± 0.0000"
-    assert "Seeds" in runs.seeds_markdown(matrix)
+    assert groups[0]["n"] == 3 and sorted(groups[0]["seeds"]) == [1, 2, 42]
+    assert groups[0]["tuned_wer_mean"] == pytest.approx(0.05) and groups[0]["tuned_wer_sd"] == pytest.approx(0.0)
+    assert "s42: " in sweep.seeds_markdown(groups)
 
 
 def test_sweep_groups_find_runs_differing_in_one_field(runs_dir):
