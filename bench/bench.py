@@ -1,0 +1,448 @@
+"""lorakit against what a user would run instead, side by side on one machine, same model, data and settings.
+
+    python bench/bench.py                 # the figures in bench/README.md (about 25 min on 2 CPU cores)
+    python bench/bench.py --quick         # a minute or two: checks that every section still works (CI)
+    python bench/bench.py --model openai/whisper-small --train my/train.jsonl --domain my/dev.jsonl --device cuda
+
+Every measurement runs in a fresh subprocess (`--worker NAME`), so each has its own peak RSS, its own
+warm-up and no cache left in memory by another. Sections:
+
+  train-hf        HF Seq2SeqTrainer + peft, log-mel features precomputed with `datasets.map` (as in the
+                  transformers speech-recognition example), same model, LoRA config, clips, batch, steps, LR
+  train-lorakit   lorakit's loop (train_step), decoder-only LoRA: encoder cache cold (first epoch computes
+                  encoder outputs), then the same number of steps warm
+  train-nocache   lorakit's loop with the encoder cache off: the same work per step as train-hf
+  train-full      lorakit's loop with LoRA on encoder and decoder (the encoder trains: nothing to cache)
+  eval-batch1     generate() one clip at a time, features extracted per clip (the old team's runner)
+  eval-lorakit    lorakit's evaluation (batched, length-sorted), encoder cache off, then frozen-encoder
+                  cold and warm; hypotheses compared with eval-batch1
+  baseline-cache  the shared baseline: first run (miss), second run (hit), and the keys of a changed
+                  manifest, RMS target and generation limit (must miss)
+  profile         torch.profiler over one training step (cache off, and frozen) and one eval batch
+
+Results: a table on stdout and `bench/results/latest.json` (`--out` to change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKERS = ["train-hf", "train-lorakit", "train-nocache", "train-full", "eval-batch1", "eval-lorakit", "baseline-cache", "profile"]
+
+
+# --- shared set-up ---------------------------------------------------------------------------------
+def _cfg(args, **over):
+    from lorakit import RunConfig
+
+    base = dict(model=args.model, train_manifest=args.train, domain_manifest=args.domain, heldout_manifest="",
+                lr=args.lr, batch_size=args.batch_size, max_steps=args.steps, lora_r=16, lora_alpha=32.0,
+                lora_dropout=0.05, warmup_ratio=0.1, seed=0, device=args.device, precision=args.precision,
+                eval_batch_size=args.eval_batch_size, min_train_clips=1)
+    merged = {**base, **over}
+    return RunConfig(**merged, eval_interval=merged["max_steps"])
+
+
+def _utts(manifest: str, n: int):
+    from lorakit.data import subset
+    from lorakit.manifests import read_manifest
+
+    return subset(read_manifest(manifest).utterances, n, seed=0)
+
+
+def _device_and_autocast(cfg):
+    from lorakit.models import pick_autocast, pick_device
+
+    device = pick_device(cfg.device)
+    return device, pick_autocast(cfg.precision, device)
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+# --- training ---------------------------------------------------------------------------------------
+def _lorakit_loop(args, target_modules: str, encoder_cache: bool, passes: int) -> dict:
+    """`passes` runs of args.steps steps each, one model: pass 1 is cold (empty caches), later ones warm."""
+    import torch
+
+    from lorakit.data import Inputs, train_batches
+    from lorakit.models import add_adapters, load_model
+    from lorakit.train import make_optimizer, seed_everything, train_step
+
+    # every lorakit loop schedules two passes, so the cache-on and cache-off loss curves are comparable
+    cfg = _cfg(args, target_modules=target_modules, encoder_cache=encoder_cache, max_steps=args.steps * 2)
+    device, autocast = _device_and_autocast(cfg)
+    seed_everything(cfg.seed)
+    sm = load_model(cfg.model, device=device)
+    add_adapters(sm, cfg)
+    optimizer, scheduler = make_optimizer(sm.model, cfg)
+    cache = Path(tempfile.mkdtemp(prefix="lorakit-bench-enc-")) if encoder_cache else None
+    inputs = Inputs(sm, cfg.rms_target, cache, device)
+    utts = _utts(args.train, args.train_n)
+    batches = train_batches(utts, cfg.batch_size, cfg.seed)
+    out: dict = {"losses": [], "passes": []}
+    for _ in range(passes):
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            out["losses"].append(train_step(sm, inputs, [next(batches)], optimizer, scheduler, cfg.max_grad_norm, autocast)["loss"])
+        _sync(device)
+        seconds = time.perf_counter() - start
+        out["passes"].append({"seconds": seconds, "utt_per_s": args.steps * cfg.batch_size / seconds})
+    out["trainable_params"] = sum(p.numel() for p in sm.model.parameters() if p.requires_grad)
+    return out
+
+
+def worker_train_lorakit(args) -> dict:
+    return _lorakit_loop(args, "decoder", encoder_cache=True, passes=2)
+
+
+def worker_train_nocache(args) -> dict:
+    return _lorakit_loop(args, "decoder", encoder_cache=False, passes=1)
+
+
+def worker_train_full(args) -> dict:
+    return _lorakit_loop(args, "", encoder_cache=False, passes=1)
+
+
+def worker_train_hf(args) -> dict:
+    """The usual alternative: transformers' Seq2SeqTrainer over a `datasets` dataset of precomputed
+    log-mel features, peft LoRA on the same modules. lorakit supplies only the model loading (same
+    weights) and `load_audio` (same RMS-normalized samples), so both train on identical inputs."""
+    import datasets
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
+
+    from lorakit.audio import load_audio
+    from lorakit.models import load_model, resolve_target_modules
+
+    cfg = _cfg(args)
+    device, autocast = _device_and_autocast(cfg)
+    torch.manual_seed(cfg.seed)
+    sm = load_model(cfg.model, device=device)
+    fe = sm.processor.feature_extractor
+    utts = _utts(args.train, args.train_n)
+
+    def prepare(example):
+        audio = load_audio(example["audio_filepath"], sampling_rate=fe.sampling_rate, rms_target=cfg.rms_target)
+        example["input_features"] = fe(audio, sampling_rate=fe.sampling_rate).input_features[0]
+        example["labels"] = sm.label_ids(example["text"])
+        return example
+
+    start = time.perf_counter()
+    ds = datasets.Dataset.from_list([{"audio_filepath": u.audio_filepath, "text": u.text} for u in utts])
+    ds = ds.map(prepare, remove_columns=["audio_filepath", "text"])
+    map_seconds = time.perf_counter() - start
+
+    def collate(rows):  # DataCollatorSpeechSeq2SeqWithPadding of the example
+        feats = fe.pad([{"input_features": r["input_features"]} for r in rows], return_tensors="pt")
+        width = max(len(r["labels"]) for r in rows)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        for i, r in enumerate(rows):
+            labels[i, : len(r["labels"])] = torch.tensor(r["labels"])
+        return {"input_features": feats["input_features"], "labels": labels}
+
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=resolve_target_modules(sm.model, cfg.target_module_list()), bias="none")
+    model = get_peft_model(sm.model, lora)
+    out_dir = tempfile.mkdtemp(prefix="lorakit-bench-hf-")
+    targs = Seq2SeqTrainingArguments(
+        output_dir=out_dir, per_device_train_batch_size=cfg.batch_size, max_steps=cfg.max_steps, learning_rate=cfg.lr,
+        warmup_steps=int(cfg.warmup_ratio * cfg.max_steps), lr_scheduler_type="linear", max_grad_norm=cfg.max_grad_norm,
+        weight_decay=0.0, logging_steps=1, save_strategy="no", eval_strategy="no", report_to=[], seed=cfg.seed,
+        dataloader_num_workers=0, remove_unused_columns=False, label_names=["labels"], use_cpu=device.type == "cpu",
+        bf16=autocast == torch.bfloat16, fp16=autocast == torch.float16, disable_tqdm=True,
+    )
+
+    class Clock(TrainerCallback):  # training time only: not the trainer's set-up
+        def on_train_begin(self, *a, **k):
+            _sync(device)
+            self.start = time.perf_counter()
+
+        def on_train_end(self, *a, **k):
+            _sync(device)
+            self.seconds = time.perf_counter() - self.start
+
+    clock = Clock()
+    trainer = Seq2SeqTrainer(model=model, args=targs, train_dataset=ds, data_collator=collate, callbacks=[clock])
+    trainer.train()
+    losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
+    return {"map_seconds": map_seconds, "losses": losses,
+            "passes": [{"seconds": clock.seconds, "utt_per_s": cfg.max_steps * cfg.batch_size / clock.seconds}]}
+
+
+# --- evaluation -------------------------------------------------------------------------------------
+def worker_eval_batch1(args) -> dict:
+    """How the old runner evaluated: one clip at a time, features extracted for each call."""
+    import torch
+
+    from lorakit.evaluate import score
+    from lorakit.models import load_model
+
+    cfg = _cfg(args)
+    device, autocast = _device_and_autocast(cfg)
+    sm = load_model(cfg.model, device=device)
+    sm.model.eval()
+    utts = _utts(args.domain, args.eval_n)
+    from lorakit.audio import load_audio
+
+    hyps = []
+    _sync(device)
+    start = time.perf_counter()
+    for u in utts:
+        audio = load_audio(u.audio_filepath, sampling_rate=sm.sampling_rate, rms_target=cfg.rms_target)
+        feats = {k: v.to(device) for k, v in sm.features([audio]).items()}
+        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+            hyps += sm.decode(sm.generate(feats, cfg.max_new_tokens))
+    _sync(device)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "utt_per_s": len(utts) / seconds, "n": len(utts), "wer": score(utts, hyps).wer, "hyps": hyps}
+
+
+def worker_eval_lorakit(args) -> dict:
+    """lorakit's `evaluate`: plain (features each time), then frozen-encoder mode cold and warm."""
+    from lorakit.data import Inputs
+    from lorakit.evaluate import transcribe, score
+    from lorakit.models import load_model
+
+    cfg = _cfg(args)
+    device, autocast = _device_and_autocast(cfg)
+    sm = load_model(cfg.model, device=device)
+    utts = _utts(args.domain, args.eval_n)
+    cache = Path(tempfile.mkdtemp(prefix="lorakit-bench-enc-"))
+    out = {"n": len(utts)}
+    for label, inputs in (("plain", Inputs(sm, cfg.rms_target, None, device)), ("frozen_cold", Inputs(sm, cfg.rms_target, cache, device)),
+                          ("frozen_warm", Inputs(sm, cfg.rms_target, cache, device))):
+        _sync(device)
+        start = time.perf_counter()
+        hyps = transcribe(sm, utts, inputs, cfg.eval_batch_size, cfg.max_new_tokens, desc=label, autocast=autocast)
+        _sync(device)
+        seconds = time.perf_counter() - start
+        out[label] = {"seconds": seconds, "utt_per_s": len(utts) / seconds, "wer": score(utts, hyps).wer, "hyps": hyps}
+    return out
+
+
+def worker_baseline_cache(args) -> dict:
+    """The shared baseline's cache: miss, hit, and the keys that must change."""
+    import hashlib
+
+    from lorakit import train
+    from lorakit.data import Inputs
+    from lorakit.evaluate import baseline_key, cached_baseline
+    from lorakit.models import load_model
+
+    cache = Path(tempfile.mkdtemp(prefix="lorakit-bench-cache-"))
+    os.environ["LORAKIT_CACHE"] = str(cache)
+    cfg = _cfg(args)
+    device, autocast = _device_and_autocast(cfg)
+    sm = load_model(cfg.model, device=device)
+    utts = _utts(args.domain, args.eval_n)
+    sha = hashlib.sha256(Path(args.domain).read_bytes()).hexdigest()
+    inputs = Inputs(sm, cfg.rms_target, None, device)
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        result = train.shared_baseline(sm, inputs, "domain", utts, sha, cfg, autocast)
+        times.append(time.perf_counter() - start)
+    ids = [u.id for u in utts]
+    key = baseline_key(sm, sha, ids, cfg.rms_target, cfg.max_new_tokens)
+    changed = {
+        "manifest": baseline_key(sm, hashlib.sha256(Path(args.domain).read_bytes() + b"\n").hexdigest(), ids, cfg.rms_target, cfg.max_new_tokens),
+        "utterances": baseline_key(sm, sha, ids[:-1], cfg.rms_target, cfg.max_new_tokens),
+        "rms_target": baseline_key(sm, sha, ids, cfg.rms_target * 1.1, cfg.max_new_tokens),
+        "max_new_tokens": baseline_key(sm, sha, ids, cfg.rms_target, cfg.max_new_tokens // 2),
+    }
+    return {"miss_seconds": times[0], "hit_seconds": times[1], "wer": result.wer, "n": len(utts),
+            "changed_key_misses": {k: k2 != key and cached_baseline(cache, k2) is None for k, k2 in changed.items()}}
+
+
+def worker_profile(args) -> dict:
+    """Top operators of one training step (encoder cache off, and frozen-encoder) and one eval batch."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from lorakit.data import Inputs
+    from lorakit.evaluate import transcribe
+    from lorakit.models import add_adapters, load_model
+    from lorakit.train import make_optimizer, train_step
+
+    cfg = _cfg(args)
+    device, autocast = _device_and_autocast(cfg)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    sm = load_model(cfg.model, device=device)
+    add_adapters(sm, cfg)
+    optimizer, scheduler = make_optimizer(sm.model, cfg)
+    batch = _utts(args.train, cfg.batch_size)
+    cache = Path(tempfile.mkdtemp(prefix="lorakit-bench-enc-"))
+    tables = {}
+
+    def top(prof, n=10):
+        rows = sorted(prof.key_averages(group_by_input_shape=True), key=lambda e: -getattr(e, sort))
+        total = sum(getattr(e, sort) for e in prof.key_averages()) or 1
+        return [{"op": e.key, "shapes": str(e.input_shapes)[:90], "ms": round(getattr(e, sort) / 1000, 1),
+                 "share": round(getattr(e, sort) / total, 3), "calls": e.count} for e in rows[:n]]
+
+    for label, inputs in (("train_step_nocache", Inputs(sm, cfg.rms_target, None, device)), ("train_step_frozen", Inputs(sm, cfg.rms_target, cache, device))):
+        inputs.model_inputs(batch)  # warm-up (and fills the encoder cache for the frozen case)
+        with profile(activities=activities, record_shapes=True) as prof:
+            train_step(sm, inputs, [batch], optimizer, scheduler, cfg.max_grad_norm, autocast)
+        tables[label] = top(prof)
+    batch = _utts(args.domain, cfg.eval_batch_size)
+    for label, inputs in (("eval_batch_nocache", Inputs(sm, cfg.rms_target, None, device)), ("eval_batch_frozen", Inputs(sm, cfg.rms_target, cache, device))):
+        inputs.model_inputs(batch)  # warm-up (fills the encoder cache for the frozen case)
+        with profile(activities=activities, record_shapes=True) as prof:
+            transcribe(sm, batch, inputs, cfg.eval_batch_size, cfg.max_new_tokens, desc=label, autocast=autocast)
+        tables[label] = top(prof)
+    return tables
+
+
+# --- driver -----------------------------------------------------------------------------------------
+def run_worker(name: str, argv: list[str]) -> dict:
+    cmd = [sys.executable, __file__, "--worker", name, *argv]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        sys.stderr.write(proc.stderr[-4000:])
+        raise SystemExit(f"bench worker {name} failed (exit {proc.returncode})")
+    result = json.loads(lines[-1][len("RESULT "):])
+    result["wall_seconds"] = time.perf_counter() - start
+    return result
+
+
+def summarize(r: dict, args) -> tuple[list[tuple[str, str, str]], dict]:
+    """(measurement, value, target) rows and the ratios."""
+    rows, ratios = [], {}
+    hf = r["train-hf"]["passes"][0]["utt_per_s"]
+    lk_cold, lk_warm = (p["utt_per_s"] for p in r["train-lorakit"]["passes"])
+    nocache = r["train-nocache"]["passes"][0]["utt_per_s"]
+    full = r["train-full"]["passes"][0]["utt_per_s"]
+    ratios["train_lorakit_cold_vs_hf"] = lk_cold / hf
+    ratios["train_lorakit_warm_vs_hf"] = lk_warm / hf
+    ratios["train_nocache_vs_hf"] = nocache / hf
+    ratios["frozen_warm_vs_full_lora"] = lk_warm / full
+    ratios["frozen_cold_vs_full_lora"] = lk_cold / full
+    la, lb = r["train-lorakit"]["losses"][: args.steps], r["train-nocache"]["losses"]
+    ratios["frozen_vs_nocache_max_rel_loss_diff"] = max(abs(a - b) / abs(b) for a, b in zip(la, lb))
+    rows += [
+        ("train: HF Seq2SeqTrainer + peft (utt/s)", f"{hf:.2f}", ""),
+        ("train: lorakit, encoder cache cold (utt/s)", f"{lk_cold:.2f}  ({ratios['train_lorakit_cold_vs_hf']:.2f}x HF)", ">= 1.2x"),
+        ("train: lorakit, encoder cache warm (utt/s)", f"{lk_warm:.2f}  ({ratios['train_lorakit_warm_vs_hf']:.2f}x HF)", ">= 1.2x"),
+        ("train: lorakit, encoder cache off (utt/s)", f"{nocache:.2f}  ({ratios['train_nocache_vs_hf']:.2f}x HF)", "(same work as HF)"),
+        ("train: lorakit, full LoRA enc+dec (utt/s)", f"{full:.2f}", ""),
+        ("frozen-encoder vs full LoRA, warm / cold", f"{ratios['frozen_warm_vs_full_lora']:.1f}x / {ratios['frozen_cold_vs_full_lora']:.1f}x", ">= 5x"),
+        ("loss curve, cache on vs off (max rel. diff)", f"{ratios['frozen_vs_nocache_max_rel_loss_diff']:.1e}", "<= 1e-4"),
+    ]
+    b1, ev = r["eval-batch1"], r["eval-lorakit"]
+    for label in ("plain", "frozen_cold", "frozen_warm"):
+        ratios[f"eval_{label}_vs_batch1"] = ev[label]["utt_per_s"] / b1["utt_per_s"]
+        same = sum(a == b for a, b in zip(ev[label]["hyps"], b1["hyps"]))
+        rows.append((f"eval: lorakit {label.replace('_', ' ')} (utt/s)",
+                     f"{ev[label]['utt_per_s']:.2f}  ({ratios[f'eval_{label}_vs_batch1']:.2f}x batch-1; "
+                     f"WER {100 * ev[label]['wer']:.2f} vs {100 * b1['wer']:.2f}; {same}/{b1['n']} hyps identical)",
+                     {"plain": ">= 1.5x (CPU)", "frozen_cold": "", "frozen_warm": ">= 4x (CPU)"}[label]))
+    rows.insert(len(rows) - 3, ("eval: batch-1 generate (utt/s)", f"{b1['utt_per_s']:.2f}  (WER {100 * b1['wer']:.2f}, n={b1['n']})", ""))
+    bc = r["baseline-cache"]
+    rows.append(("baseline: miss / hit (s)", f"{bc['miss_seconds']:.1f} / {bc['hit_seconds']:.3f}", "hit ~ 0 s"))
+    rows.append(("baseline: changed key misses", ", ".join(f"{k} {'miss' if v else 'HIT (wrong)'}" for k, v in bc["changed_key_misses"].items()), "all miss"))
+    for name in ("train-hf", "train-lorakit", "train-nocache", "train-full"):
+        rows.append((f"peak RSS {name} (MB)", f"{r[name]['peak_rss_mb']:.0f}", "<= 3000 (batch 8)"))
+    return rows, ratios
+
+
+def machine() -> dict:
+    import torch
+
+    info = {"python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine()}
+    try:
+        info["cpu"] = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes: checks that every section works, figures mean nothing")
+    p.add_argument("--model", default="bundled:whisper-tiny.en")
+    p.add_argument("--train", default="data/demo/train.jsonl")
+    p.add_argument("--domain", default="data/demo/domain.jsonl")
+    p.add_argument("--train-n", type=int, default=None, help="training clips (default 64; quick 8)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps per measured pass (default 16; quick 2)")
+    p.add_argument("--batch-size", type=int, default=None, help="default 8; quick 4")
+    p.add_argument("--eval-n", type=int, default=None, help="domain clips evaluated (default 160; quick 6; 0 = all)")
+    p.add_argument("--eval-batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto")
+    p.add_argument("--only", default="", help="comma-separated sections (default: all); the others are kept from --out")
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    quick = args.quick
+    for name, full, small in (("train_n", 64, 8), ("steps", 16, 2), ("batch_size", 8, 4), ("eval_n", 160, 6)):
+        if getattr(args, name) is None:
+            setattr(args, name, small if quick else full)
+    if quick:
+        args.eval_batch_size = min(args.eval_batch_size, 4)
+    os.chdir(ROOT)
+
+    if args.worker:
+        result = globals()["worker_" + args.worker.replace("-", "_")](args)
+        result["peak_rss_mb"] = _peak_rss_mb()
+        print("RESULT " + json.dumps(result))
+        return 0
+
+    forwarded = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("quick", "only", "out", "worker")]
+    chosen = [w for w in WORKERS if not args.only or w in args.only.split(",")]
+    out = Path(args.out)
+    results: dict = {}
+    if args.only and out.exists():  # re-run some sections: keep the others from the last report
+        results = json.loads(out.read_text()).get("results", {})
+    for name in chosen:
+        print(f"[bench] {name} ...", flush=True)
+        results[name] = run_worker(name, forwarded)
+        print(f"[bench] {name}: {results[name]['wall_seconds']:.0f} s wall, peak RSS {results[name]['peak_rss_mb']:.0f} MB", flush=True)
+    report = {"machine": machine(), "settings": {k: v for k, v in vars(args).items() if k != "worker"}, "results": results,
+              "date": time.strftime("%Y-%m-%d %H:%M")}
+    if set(WORKERS) - {"profile"} <= set(results):
+        rows, ratios = summarize(results, args)
+        report["ratios"] = ratios
+        width = max(len(r[0]) for r in rows)
+        print("\n" + "\n".join(f"{a:<{width}}  {b}   {c}" for a, b, c in rows))
+    if "profile" in results:
+        for label, table in results["profile"].items():
+            if isinstance(table, list):
+                print(f"\nprofile {label}:")
+                for row in table[:8]:
+                    print(f"  {row['share']:6.1%}  {row['ms']:9.1f} ms  {row['calls']:5d}x  {row['op']}  {row['shapes']}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    print(f"\n[bench] results written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

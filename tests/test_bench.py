@@ -1,0 +1,38 @@
+"""bench/bench.py in its quick mode: every section runs and reports (the figures mean nothing at this
+size; the real ones are in bench/README.md). Benchmarks are not timed tests: nothing here asserts a speed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_quick_mode_runs_every_section(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench.py"), "--quick", "--out", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    report = json.loads(out.read_text())
+    results = report["results"]
+    assert set(results) == {"train-hf", "train-lorakit", "train-nocache", "train-full", "eval-batch1", "eval-lorakit",
+                            "baseline-cache", "profile"}
+    steps = report["settings"]["steps"]
+    assert len(results["train-hf"]["losses"]) == steps and len(results["train-lorakit"]["losses"]) == 2 * steps
+    assert all(0 < x < 100 for x in results["train-hf"]["losses"] + results["train-lorakit"]["losses"])
+    # frozen encoder, cache on or off: the same loss curve
+    assert report["ratios"]["frozen_vs_nocache_max_rel_loss_diff"] < 1e-4
+    assert all(results["baseline-cache"]["changed_key_misses"].values())
+    assert results["baseline-cache"]["hit_seconds"] < results["baseline-cache"]["miss_seconds"]
+    n = results["eval-batch1"]["n"]
+    assert len(results["eval-lorakit"]["frozen_warm"]["hyps"]) == n
+    assert {"train_step_nocache", "train_step_frozen", "eval_batch_nocache", "eval_batch_frozen"} <= set(results["profile"])
+    assert all(r["peak_rss_mb"] > 0 for r in results.values())
+    assert "x HF" in proc.stdout  # the summary table was printed
