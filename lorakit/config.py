@@ -72,6 +72,7 @@ class RunConfig:
     eval_batch_size: int = 32  # clips per generation batch
     max_new_tokens: int = 128  # generation limit per clip
     encoder_cache: bool = True  # reuse encoder outputs when the encoder is frozen (Whisper)
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~1.5x slower steps
     log_interval: int = 10  # steps between training-loss lines in history.jsonl
     device: str = "auto"  # auto: cuda, then mps, then cpu
     precision: str = "auto"  # auto: bf16 on capable GPUs, else fp32

@@ -195,11 +195,12 @@ def resolve_target_modules(model: torch.nn.Module, spec: list[str]) -> list[str]
     return spec
 
 
-def add_adapters(sm: SpeechModel, cfg) -> list[str]:
-    """Wrap the model with a peft LoRA/DoRA adapter from the run config; returns the target names."""
+def add_adapters(sm: SpeechModel, cfg, targets: list[str] | str | None = None) -> list[str]:
+    """Wrap the model with a peft LoRA/DoRA adapter from the run config (on `targets` when already
+    resolved by `resolve_target_modules`); returns the target names."""
     from peft import LoraConfig, get_peft_model
 
-    targets = resolve_target_modules(sm.model, cfg.target_module_list())
+    targets = targets if targets is not None else resolve_target_modules(sm.model, cfg.target_module_list())
     lora = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,

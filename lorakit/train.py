@@ -385,7 +385,12 @@ def _run(cfg: RunConfig, run_id: str, record: RunRecord, started: float, acceler
     base_held = baselines["heldout"].wer if "heldout" in baselines else None
 
     torch.manual_seed(cfg.seed)  # adapter init does not depend on whether the baseline was cached
-    add_adapters(sm, cfg)
+    if cfg.gradient_checkpointing:  # non-reentrant: works when the layer inputs need no gradient (frozen base)
+        if hasattr(sm.base, "activation_checkpointing_enable"):  # transformers >= 5 renamed it
+            sm.base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            sm.base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    add_adapters(sm, cfg, targets)
     if frozen and not encoder_is_frozen(sm):
         raise RuntimeError("internal: encoder cache enabled but the encoder has trainable parameters")
     n_train = sum(p.numel() for p in sm.model.parameters() if p.requires_grad)

@@ -33,6 +33,13 @@ def test_train_step_lowers_loss_on_a_fixed_batch(family, small_corpus, whisper_d
     assert trainable and all("lora_" in n for n in trainable)  # only adapters train
 
 
+def test_gradient_checkpointing_gives_the_same_losses(tiny_cfg):
+    plain = run(RunConfig(**tiny_cfg, run_id="plain", target_modules=""))
+    ckpt_run = run(RunConfig(**tiny_cfg, run_id="recompute", target_modules="", gradient_checkpointing=True))
+    losses = [[r["loss"] for r in _history(x.folder) if r["kind"] == "train"] for x in (plain, ckpt_run)]
+    assert len(losses[0]) == 4 and losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+
 def test_decoder_targets_freeze_the_encoder(whisper_dir):
     sm = load_model(str(whisper_dir))
     add_adapters(sm, RunConfig(target_modules="decoder"))
