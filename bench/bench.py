@@ -319,7 +319,8 @@ def worker_profile(args) -> dict:
 def run_worker(name: str, argv: list[str]) -> dict:
     cmd = [sys.executable, __file__, "--worker", name, *argv]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    with tempfile.TemporaryDirectory(prefix="lorakit-bench-") as tmp:  # the worker's caches (GBs), removed after
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "TMPDIR": tmp})
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         sys.stderr.write(proc.stderr[-4000:])
