@@ -47,7 +47,7 @@ def _cfg(args, **over):
     base = dict(model=args.model, train_manifest=args.train, domain_manifest=args.domain, heldout_manifest="",
                 lr=args.lr, batch_size=args.batch_size, max_steps=args.steps, lora_r=16, lora_alpha=32.0,
                 lora_dropout=0.05, warmup_ratio=0.1, seed=0, device=args.device, precision=args.precision,
-                eval_batch_size=args.eval_batch_size, min_train_clips=1)
+                eval_batch_size=args.eval_batch_size, max_new_tokens=args.max_new_tokens, min_train_clips=1)
     merged = {**base, **over}
     return RunConfig(**merged, eval_interval=merged["max_steps"])
 
@@ -395,6 +395,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=None, help="default 8; quick 4")
     p.add_argument("--eval-n", type=int, default=None, help="domain clips evaluated (default 160; quick 6; 0 = all)")
     p.add_argument("--eval-batch-size", type=int, default=32)
+    p.add_argument("--max-new-tokens", type=int, default=128, help="generation limit per clip (as the run parameter)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto")
