@@ -88,16 +88,16 @@ class SpeechModel:
 
     def _generate(self, inputs: dict[str, torch.Tensor], max_new_tokens: int, encoder_hidden: torch.Tensor | None) -> torch.Tensor:
         if self.family == "whisper":
-            if encoder_hidden is not None:
-                from transformers.modeling_outputs import BaseModelOutput
+            from transformers.modeling_outputs import BaseModelOutput
 
-                return self.model.generate(
-                    encoder_outputs=BaseModelOutput(last_hidden_state=encoder_hidden),
-                    max_new_tokens=max_new_tokens,
-                    num_beams=1,
-                    do_sample=False,
-                )
-            return self.model.generate(**inputs, max_new_tokens=max_new_tokens, num_beams=1, do_sample=False)
+            if encoder_hidden is None:  # the encoder (adapters active) in `encode`'s chunks: one clip at a time on CPU
+                encoder_hidden = self.encode(inputs)
+            return self.model.generate(
+                encoder_outputs=BaseModelOutput(last_hidden_state=encoder_hidden),
+                max_new_tokens=max_new_tokens,
+                num_beams=1,
+                do_sample=False,
+            )
         # Moonshine: about 6.5 tokens per second of audio at most, as its authors suggest
         seconds = inputs["attention_mask"].sum(-1).max().item() / self.sampling_rate
         limit = min(max_new_tokens, int(seconds * 6.5) + 8)
