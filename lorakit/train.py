@@ -2,7 +2,7 @@
 
     manifests -> filter (starvation guard) -> leakage check -> model -> shared baseline
     -> adapters -> [train_step x eval_interval -> evaluate domain+heldout -> best/last checkpoints]
-    -> reload the best adapter from disk -> re-evaluate: those are the reported numbers.
+    -> reload the best adapter from disk -> verify it reproduces that step (or re-evaluate): the reported numbers.
 
 The loop is on one screen; `train_step` is the whole of optimisation.
 
@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt
 from .audio import AudioError
 from .config import ConfigError, RunConfig, check_inputs_exist, project_root
-from .data import Inputs, subset, train_batches
+from .data import Inputs, subset, tensor_fingerprint, train_batches
 from .evaluate import EvalResult, baseline_key, cached_baseline, evaluate, score, store_baseline, transcribe
 from .manifests import Manifest, ManifestError, Utterance, check_leakage, filter_by_duration, read_manifest
 from .models import SpeechModel, add_adapters, encoder_is_frozen, load_model, pick_autocast, pick_device, resolve_target_modules
@@ -49,6 +49,13 @@ def cache_root() -> Path:
     from .bundled import cache_root as root
 
     return root()
+
+
+def make_inputs(sm: SpeechModel, cfg: RunConfig, device, frozen_encoder: bool) -> Inputs:
+    """The run's `Inputs`: with the Whisper encoder frozen (and `encoder_cache` on), encoder outputs
+    come from the disk cache keyed by that encoder and the preprocessing."""
+    cached = sm.family == "whisper" and cfg.encoder_cache and frozen_encoder
+    return Inputs(sm, cfg.rms_target, Inputs.cache_dir_for(cache_root(), sm, cfg.rms_target) if cached else None, device)
 
 
 # --- processes (accelerate) ----------------------------------------------------------------------
@@ -372,11 +379,10 @@ def _run(cfg: RunConfig, run_id: str, record: RunRecord, started: float, acceler
 
     # frozen-encoder mode is decided by the targets, before the adapters exist, so the baseline can use it too
     targets = resolve_target_modules(sm.model, cfg.target_module_list())
-    target_names = targets if isinstance(targets, list) else [targets]
-    frozen = sm.family == "whisper" and cfg.encoder_cache and all(".encoder." not in f".{t}" for t in target_names)
-    inputs = Inputs(sm, cfg.rms_target, Inputs.cache_dir_for(cache_root(), sm, cfg.rms_target) if frozen else None, device)
+    inputs = make_inputs(sm, cfg, device, frozen_encoder=all(".encoder." not in f".{t}" for t in targets))
 
-    baselines = {name: shared_baseline(sm, inputs, name, utts, splits.manifests[name].sha256, cfg, autocast, accelerator)
+    model_fp = tensor_fingerprint(sm.base)  # once: part of every eval set's baseline key
+    baselines = {name: shared_baseline(sm, inputs, name, utts, splits.manifests[name].sha256, cfg, autocast, accelerator, model_fp)
                  for name, utts in splits.evals.items()}
     for name, res in baselines.items():
         record.write_predictions(name, "baseline", res.rows)
@@ -391,12 +397,12 @@ def _run(cfg: RunConfig, run_id: str, record: RunRecord, started: float, acceler
         else:
             sm.base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     add_adapters(sm, cfg, targets)
-    if frozen and not encoder_is_frozen(sm):
+    if inputs.cache_dir is not None and not encoder_is_frozen(sm):
         raise RuntimeError("internal: encoder cache enabled but the encoder has trainable parameters")
     n_train = sum(p.numel() for p in sm.model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in sm.model.parameters())
-    print(f"adapters: {'DoRA' if cfg.use_dora else 'LoRA'} r={cfg.lora_r} on {len(target_names)} modules; "
-          f"{n_train:,} trainable of {n_all:,} parameters ({100 * n_train / n_all:.2f} %); encoder cache: {'on' if frozen else 'off'}")
+    print(f"adapters: {'DoRA' if cfg.use_dora else 'LoRA'} r={cfg.lora_r} on {len(targets)} modules; "
+          f"{n_train:,} trainable of {n_all:,} parameters ({100 * n_train / n_all:.2f} %); encoder cache: {'on' if inputs.cache_dir is not None else 'off'}")
     optimizer, scheduler = make_optimizer(sm.model, cfg)
 
     # resume
@@ -422,7 +428,7 @@ def _run(cfg: RunConfig, run_id: str, record: RunRecord, started: float, acceler
         heldout_manifest=cfg.heldout_manifest or None, max_steps=cfg.max_steps, lr=cfg.lr, scheduler=cfg.scheduler,
         use_dora=cfg.use_dora, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, seed=cfg.seed, model=cfg.model, notes=cfg.notes,
         baseline_wer=base_dom, heldout_baseline_wer=base_held, data=splits.report, leakage=splits.report["leakage"],
-        warnings=list(splits.warnings), target_modules=len(target_names), trainable_params=n_train,
+        warnings=list(splits.warnings), target_modules=len(targets), trainable_params=n_train,
     )
     stop_reason = "max_steps"
     batches = train_batches(splits.train, cfg.batch_size, cfg.seed, start=step * cfg.grad_accum)
@@ -485,13 +491,13 @@ def _run(cfg: RunConfig, run_id: str, record: RunRecord, started: float, acceler
 
 
 def shared_baseline(sm: SpeechModel, inputs: Inputs, name: str, utts: list[Utterance], manifest_sha: str, cfg: RunConfig,
-                    autocast, accelerator=None) -> EvalResult:
+                    autocast, accelerator=None, model_fingerprint: str | None = None) -> EvalResult:
     """Step-0 WER, computed once per (model, manifest, preprocessing, generation) and shared by every run.
 
     Under several processes the main one looks in the cache for all (another run may store the
     entry between two processes' looks), they compute it together, and the main one stores it.
     """
-    key = baseline_key(sm, manifest_sha, [u.id for u in utts], cfg.rms_target, cfg.max_new_tokens)
+    key = baseline_key(sm, manifest_sha, [u.id for u in utts], cfg.rms_target, cfg.max_new_tokens, model_fingerprint)
     cached = cached_baseline(cache_root(), key)
     if accelerator is not None and accelerator.num_processes > 1:
         from accelerate.utils import broadcast_object_list
@@ -522,16 +528,15 @@ def reevaluate_best(cfg: RunConfig, splits: Splits, record: RunRecord, autocast,
 
     With `verify_best` = k > 0, a seeded sample of k domain clips is re-transcribed and must give,
     word for word, the hypotheses recorded when that step was evaluated; then the step's evaluation
-    is reported (it is the same weights, now shown to read back from disk identically) and a full
-    pass is saved. Any difference, or k = 0, re-evaluates every clip and reports that.
+    is reported (it is the same weights, now shown to read back from disk identically) and saved as
+    the `best` predictions. Any difference, or k = 0, re-evaluates every clip and reports that.
     """
     from peft import PeftModel
 
     sm = load_model(cfg.model, device=device)
     sm.model = PeftModel.from_pretrained(sm.model, str(record.folder / ckpt.BEST), is_trainable=False)
     sm.model.to(device)
-    frozen = sm.family == "whisper" and cfg.encoder_cache and encoder_is_frozen(sm)
-    inputs = Inputs(sm, cfg.rms_target, Inputs.cache_dir_for(cache_root(), sm, cfg.rms_target) if frozen else None, device)
+    inputs = make_inputs(sm, cfg, device, frozen_encoder=encoder_is_frozen(sm))
     out: dict[str, EvalResult] = {}
     check: dict = {"mode": "full"}
     if cfg.verify_best and best_step is not None:
