@@ -80,8 +80,6 @@ def _peak_rss_mb() -> float:
 # --- training ---------------------------------------------------------------------------------------
 def _lorakit_loop(args, target_modules: str, encoder_cache: bool, passes: int) -> dict:
     """`passes` runs of args.steps steps each, one model: pass 1 is cold (empty caches), later ones warm."""
-    import torch
-
     from lorakit.data import Inputs, train_batches
     from lorakit.models import add_adapters, load_model
     from lorakit.train import make_optimizer, seed_everything, train_step
@@ -276,7 +274,6 @@ def worker_baseline_cache(args) -> dict:
 
 def worker_profile(args) -> dict:
     """Top operators of one training step (encoder cache off, and frozen-encoder) and one eval batch."""
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
     from lorakit.data import Inputs
@@ -354,6 +351,7 @@ def summarize(r: dict, args) -> tuple[list[tuple[str, str, str]], dict]:
         ("loss curve, cache on vs off (max rel. diff)", f"{ratios['frozen_vs_nocache_max_rel_loss_diff']:.1e}", "<= 1e-4"),
     ]
     b1, ev = r["eval-batch1"], r["eval-lorakit"]
+    rows.append(("eval: batch-1 generate (utt/s)", f"{b1['utt_per_s']:.2f}  (WER {100 * b1['wer']:.2f}, n={b1['n']})", ""))
     for label in ("plain", "frozen_cold", "frozen_warm"):
         ratios[f"eval_{label}_vs_batch1"] = ev[label]["utt_per_s"] / b1["utt_per_s"]
         same = sum(a == b for a, b in zip(ev[label]["hyps"], b1["hyps"]))
@@ -361,7 +359,6 @@ def summarize(r: dict, args) -> tuple[list[tuple[str, str, str]], dict]:
                      f"{ev[label]['utt_per_s']:.2f}  ({ratios[f'eval_{label}_vs_batch1']:.2f}x batch-1; "
                      f"WER {100 * ev[label]['wer']:.2f} vs {100 * b1['wer']:.2f}; {same}/{b1['n']} hyps identical)",
                      {"plain": ">= 1.5x (CPU)", "frozen_cold": "", "frozen_warm": ">= 4x (CPU)"}[label]))
-    rows.insert(len(rows) - 3, ("eval: batch-1 generate (utt/s)", f"{b1['utt_per_s']:.2f}  (WER {100 * b1['wer']:.2f}, n={b1['n']})", ""))
     bc = r["baseline-cache"]
     rows.append(("baseline: miss / hit (s)", f"{bc['miss_seconds']:.1f} / {bc['hit_seconds']:.3f}", "hit ~ 0 s"))
     rows.append(("baseline: changed key misses", ", ".join(f"{k} {'miss' if v else 'HIT (wrong)'}" for k, v in bc["changed_key_misses"].items()), "all miss"))

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .config import ConfigError, RunConfig, check_inputs_exist, load_yaml, project_root
+from .runs import _delta, verdict
 
 SWEEP_KEYS = {"name", "base", "fixed", "grid", "runs", "description"}
 _ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
@@ -347,7 +348,6 @@ def run_analysis(sweep: Sweep, out_dir: Path) -> bool:
 # --- seeds ---------------------------------------------------------------------------------------
 NOT_CONFIG = ("seed", "run_id", "notes", "output_dir")  # what seed replicates may differ in
 WER_KEYS = ("baseline_wer", "tuned_wer", "heldout_baseline_wer", "heldout_tuned_wer")
-_EPS_PTS = 1e-9
 
 
 def _config_of(row: dict) -> dict:
@@ -360,23 +360,11 @@ def _config_of(row: dict) -> dict:
 
 
 def seed_verdict(row: dict, min_domain_gain_pts: float = 1.0, max_heldout_regression_pts: float = 0.2) -> str:
-    """The protocol's acceptance for one run, on its point estimates: domain WER down by at least
-    `min_domain_gain_pts`, heldout WER up by at most `max_heldout_regression_pts`."""
-    base, tuned = row.get("baseline_wer"), row.get("tuned_wer")
-    if base is None or tuned is None:
-        return "inconclusive (no domain WER)"
-    gain = (base - tuned) * 100
-    reasons = []
-    if gain < min_domain_gain_pts - _EPS_PTS:
-        reasons.append(f"domain gain {gain + 0.0:.2f} pt < {min_domain_gain_pts:g}")
-    hb, ht = row.get("heldout_baseline_wer"), row.get("heldout_tuned_wer")
-    if hb is not None and ht is not None and (ht - hb) * 100 > max_heldout_regression_pts + _EPS_PTS:
-        reasons.append(f"heldout regression {(ht - hb) * 100:.2f} pt > {max_heldout_regression_pts:g}")
-    if reasons:
-        return f"reject ({'; '.join(reasons)})"
-    if hb is None or ht is None:
-        return "inconclusive (no heldout WER)"
-    return "accept"
+    """The protocol's acceptance for one run, on its point estimates (`runs.verdict` without the CI):
+    domain WER down by at least `min_domain_gain_pts`, heldout WER up by at most `max_heldout_regression_pts`."""
+    deltas = {f"{split}_delta_pts": _delta(row.get(base), row.get(tuned)) for split, base, tuned in
+              (("domain", "baseline_wer", "tuned_wer"), ("heldout", "heldout_baseline_wer", "heldout_tuned_wer"))}
+    return verdict({"status": "finished", **deltas}, min_domain_gain_pts, max_heldout_regression_pts, require_ci=False)
 
 
 def _mean_sd(values: list[float]) -> tuple[float | None, float | None]:
