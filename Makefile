@@ -37,16 +37,16 @@ browser-deps:
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 
 demo: setup
-	$(PY) -m lorakit.cli demo-data
-	$(PY) -m lorakit.cli import-model
-	$(PY) -m lorakit.cli run params/demo.yaml
-	$(PY) -m lorakit.cli analysis
+	$(PY) -m lorakit demo-data
+	$(PY) -m lorakit import-model
+	$(PY) -m lorakit run params/demo.yaml
+	$(PY) -m lorakit analysis
 
 # CI and `make test` execute the notebooks in the smoke profile (LORAKIT_SMOKE=1: a few steps on a
 # few clips) so the suite stays within ~20 minutes; the real experiment is `make demo`.
 test: setup browser-deps
-	$(PY) -m lorakit.cli demo-data
-	$(PY) -m lorakit.cli import-model
+	$(PY) -m lorakit demo-data
+	$(PY) -m lorakit import-model
 	LORAKIT_SMOKE=1 $(PY) -m pytest -q --nbmake tests notebooks
 
 lab: setup

@@ -53,14 +53,14 @@ def _cfg(args, **over):
 
 
 def _utts(manifest: str, n: int):
-    from lorakit.data import subset
-    from lorakit.manifests import read_manifest
+    from lorakit.experiment.batches import subset
+    from lorakit.experiment.manifests import read_manifest
 
     return subset(read_manifest(manifest).utterances, n, seed=0)
 
 
 def _device_and_autocast(cfg):
-    from lorakit.models import pick_autocast, pick_device
+    from lorakit.experiment.models import pick_autocast, pick_device
 
     device = pick_device(cfg.device)
     return device, pick_autocast(cfg.precision, device)
@@ -80,9 +80,10 @@ def _peak_rss_mb() -> float:
 # --- training ---------------------------------------------------------------------------------------
 def _lorakit_loop(args, target_modules: str, encoder_cache: bool, passes: int) -> dict:
     """`passes` runs of args.steps steps each, one model: pass 1 is cold (empty caches), later ones warm."""
-    from lorakit.data import Inputs, train_batches
-    from lorakit.models import add_adapters, load_model
-    from lorakit.train import make_optimizer, seed_everything, train_step
+    from lorakit.experiment.batches import train_batches
+    from lorakit.experiment.inputs import Inputs
+    from lorakit.experiment.models import add_adapters, load_model
+    from lorakit.experiment.train import make_optimizer, seed_everything, train_step
 
     # every lorakit loop schedules two passes, so the cache-on and cache-off loss curves are comparable
     cfg = _cfg(args, target_modules=target_modules, encoder_cache=encoder_cache, max_steps=args.steps * 2)
@@ -129,8 +130,8 @@ def worker_train_hf(args) -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
 
-    from lorakit.audio import load_audio
-    from lorakit.models import load_model, resolve_target_modules
+    from lorakit.experiment.audio import load_audio
+    from lorakit.experiment.models import load_model, resolve_target_modules
 
     cfg = _cfg(args)
     device, autocast = _device_and_autocast(cfg)
@@ -192,15 +193,15 @@ def worker_eval_batch1(args) -> dict:
     """How the old runner evaluated: one clip at a time, features extracted for each call."""
     import torch
 
-    from lorakit.evaluate import score
-    from lorakit.models import load_model
+    from lorakit.experiment.evaluate import score
+    from lorakit.experiment.models import load_model
 
     cfg = _cfg(args)
     device, autocast = _device_and_autocast(cfg)
     sm = load_model(cfg.model, device=device)
     sm.model.eval()
     utts = _utts(args.domain, args.eval_n)
-    from lorakit.audio import load_audio
+    from lorakit.experiment.audio import load_audio
 
     hyps = []
     _sync(device)
@@ -217,9 +218,9 @@ def worker_eval_batch1(args) -> dict:
 
 def worker_eval_lorakit(args) -> dict:
     """lorakit's `evaluate`: plain (features each time), then frozen-encoder mode cold and warm."""
-    from lorakit.data import Inputs
-    from lorakit.evaluate import transcribe, score
-    from lorakit.models import load_model
+    from lorakit.experiment.inputs import Inputs
+    from lorakit.experiment.evaluate import transcribe, score
+    from lorakit.experiment.models import load_model
 
     cfg = _cfg(args)
     device, autocast = _device_and_autocast(cfg)
@@ -242,10 +243,9 @@ def worker_baseline_cache(args) -> dict:
     """The shared baseline's cache: miss, hit, and the keys that must change."""
     import hashlib
 
-    from lorakit import train
-    from lorakit.data import Inputs
-    from lorakit.evaluate import baseline_key, cached_baseline
-    from lorakit.models import load_model
+    from lorakit.experiment.baseline import baseline_key, cached_baseline, shared_baseline
+    from lorakit.experiment.inputs import Inputs
+    from lorakit.experiment.models import load_model
 
     cache = Path(tempfile.mkdtemp(prefix="lorakit-bench-cache-"))
     os.environ["LORAKIT_CACHE"] = str(cache)
@@ -258,7 +258,7 @@ def worker_baseline_cache(args) -> dict:
     times = []
     for _ in range(2):
         start = time.perf_counter()
-        result = train.shared_baseline(sm, inputs, "domain", utts, sha, cfg, autocast)
+        result = shared_baseline(sm, inputs, "domain", utts, sha, cfg, autocast)
         times.append(time.perf_counter() - start)
     ids = [u.id for u in utts]
     key = baseline_key(sm, sha, ids, cfg.rms_target, cfg.max_new_tokens)
@@ -276,10 +276,10 @@ def worker_profile(args) -> dict:
     """Top operators of one training step (encoder cache off, and frozen-encoder) and one eval batch."""
     from torch.profiler import ProfilerActivity, profile
 
-    from lorakit.data import Inputs
-    from lorakit.evaluate import transcribe
-    from lorakit.models import add_adapters, load_model
-    from lorakit.train import make_optimizer, train_step
+    from lorakit.experiment.inputs import Inputs
+    from lorakit.experiment.evaluate import transcribe
+    from lorakit.experiment.models import add_adapters, load_model
+    from lorakit.experiment.train import make_optimizer, train_step
 
     cfg = _cfg(args)
     device, autocast = _device_and_autocast(cfg)

@@ -8,11 +8,11 @@ from .config import ConfigError, RunConfig  # noqa: E402  (light: no torch impor
 def __getattr__(name: str):
     # heavy modules (torch, transformers) load only when a notebook asks for them
     if name == "run":
-        from .train import run
+        from .experiment.train import run
 
         return run
     if name == "plot_run_curves":
-        from .plots import plot_run_curves
+        from .analysis.plots import plot_run_curves
 
         return plot_run_curves
     raise AttributeError(name)

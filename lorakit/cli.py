@@ -1,4 +1,9 @@
-"""`lorakit` command line: run / sweep / matrix / archive / demo-data / import-model.
+"""`lorakit` command line: run / sweep / matrix / archive / analysis / demo-data / import-model.
+
+The composition root: the one module that knows every side of the package. Each command parses its
+arguments and calls one entry point of one side (launch, analysis, experiment, demo); the sides never
+import this module. Entry points are imported inside each command, so `lorakit matrix` does not pay
+for torch and `lorakit run` does not pay for matplotlib.
 
 `lorakit run params/<name>.yaml` is exactly a papermill execution of notebooks/train.ipynb with the
 recipe's values as parameters, into executed/<name>/run.ipynb.
@@ -8,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import os
-import shlex
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,64 +39,6 @@ def recipe_parameters(recipe: str | Path | None, overrides: dict[str, Any]) -> d
     return values
 
 
-def run_status(folder: Path) -> str | None:
-    import json
-
-    path = folder / "metrics.json"
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text()).get("status")
-    except json.JSONDecodeError:
-        return "corrupt"
-
-
-def launch_rank() -> int:
-    """This process's rank under `accelerate launch` / torchrun (0 when started plainly)."""
-    return int(os.environ.get("RANK", "0"))
-
-
-def execute(params: dict[str, Any], run_id: str, force: bool = False, quiet: bool = False, command: str | None = None) -> str:
-    """Run the train notebook for one run id; returns the run's final status ('skipped' if finished).
-
-    Under `accelerate launch` / torchrun every rank executes the notebook (its kernel inherits the
-    launcher's environment and joins the process group in `train.run`); only rank 0 touches the run
-    folder and writes run.ipynb there, the others write their notebook to a scratch folder.
-    """
-    import tempfile
-
-    import papermill
-
-    root = project_root()
-    cfg = RunConfig.from_dict({**params, "run_id": run_id})
-    folder = cfg.path("output_dir") / run_id
-    rank = launch_rank()
-    status = run_status(folder)
-    if status == "finished" and not force:
-        print(f"{run_id}: already finished in {folder} (use --force to run again)")
-        return "skipped"
-    if rank == 0:
-        if force and folder.exists():
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-    if status in ("running", "failed", "interrupted") and not force:
-        print(f"{run_id}: resuming an unfinished run ({status})")
-    output = folder / "run.ipynb" if rank == 0 else Path(tempfile.mkdtemp(prefix=f"lorakit-{run_id}-rank{rank}-")) / "run.ipynb"
-    quiet = quiet or rank > 0
-    os.environ["LORAKIT_COMMAND"] = command or " ".join(shlex.quote(a) for a in ["lorakit", *sys.argv[1:]])
-    try:
-        papermill.execute_notebook(
-            str(root / "notebooks" / "train.ipynb"), str(output),
-            parameters={**params, "run_id": run_id}, cwd=str(root), progress_bar=not quiet, log_output=not quiet,
-        )
-    except papermill.PapermillExecutionError as exc:
-        print(f"{run_id}: failed: {exc.ename}: {exc.evalue} (notebook: {output})", file=sys.stderr)
-        return "failed"
-    finally:
-        os.environ.pop("LORAKIT_COMMAND", None)
-    return run_status(folder) or "unknown"
-
-
 def _overrides(pairs: list[list[str]] | None) -> dict[str, Any]:
     return {k: parse_value(v) for k, v in (pairs or [])}
 
@@ -105,18 +49,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     # the run id is the recipe's name; -p overrides make it e.g. demo-lr5e-05, so a variant never
     # collides with (or is skipped as) the plain recipe
     run_id = params.pop("run_id", "") or Path(args.recipe).stem + "".join(f"-{k}{v}" for k, v in overrides.items())
+    from .launch.notebooks import execute
+
     status = execute(params, run_id, force=args.force, quiet=args.quiet)
     return 0 if status in ("finished", "skipped") else 1
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import run_sweep
+    from .launch.sweep import run_sweep
 
     return run_sweep(args.sweep, jobs=args.jobs, ray_address=args.ray, force=args.force, analysis=not args.no_analysis)
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
-    from .runs import write_matrix
+    from .analysis.matrix import write_matrix
 
     paths = write_matrix(Path(args.runs))
     for p in paths:
@@ -125,7 +71,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 
 
 def cmd_archive(args: argparse.Namespace) -> int:
-    from .runs import archive_run
+    from .analysis.archive import archive_run
 
     archive_run(Path(args.runs) / args.run_id, args.reason)
     print(f"archived {args.run_id}: {args.reason}")
@@ -133,24 +79,19 @@ def cmd_archive(args: argparse.Namespace) -> int:
 
 
 def cmd_analysis(args: argparse.Namespace) -> int:
-    import papermill
+    from .launch.notebooks import execute_analysis
 
-    root = project_root()
-    out = root / "executed" / "analysis.ipynb"
-    papermill.execute_notebook(str(root / "notebooks" / "analysis.ipynb"), str(out), parameters={"runs_dir": args.runs},
-                               cwd=str(root / "notebooks"), progress_bar=False)
-    print(out)
-    return 0
+    return 0 if execute_analysis(project_root() / "executed" / "analysis.ipynb", {"runs_dir": args.runs}) else 1
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
-    from . import corpus
+    from .demo import corpus
 
     return corpus.main(args.rest)
 
 
 def cmd_import_model(args: argparse.Namespace) -> int:
-    from .bundled import bundled_model_dir, convert
+    from .experiment.bundled import bundled_model_dir, convert
 
     if args.src:
         print(convert(args.src, args.dst or Path(args.src).with_name(Path(args.src).name + "-hf")))
@@ -205,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["demo-data"]:  # its options belong to corpus.main (argparse REMAINDER drops leading --options)
-        from . import corpus
+        from .demo import corpus
 
         return corpus.main(argv[1:])
     args = parser.parse_args(argv)

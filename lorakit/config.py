@@ -13,7 +13,7 @@ import json
 import math
 import os
 import types
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,7 @@ class RunConfig:
     device: str = "auto"  # auto: cuda, then mps, then cpu
     precision: str = "auto"  # auto: bf16 on capable GPUs, else fp32
     output_dir: str = "executed"  # run records go to <output_dir>/<run_id>/
+    command: str = ""  # how the run was started (`lorakit run` fills it in); empty: the equivalent papermill command
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -95,7 +96,9 @@ class RunConfig:
         """Build from a notebook's globals: every plain value defined there is a parameter.
 
         Papermill injects `-p` values as assignments; a misspelt name would otherwise be silently
-        ignored, so any plain value that is not a field is an error.
+        ignored, so any plain value that is not a field is an error. When the smoke profile is asked
+        for (LORAKIT_SMOKE=1, as `make test` does for the notebooks), it is applied here, so the
+        configuration the notebook shows is the one that runs.
         """
         values = {
             k: v
@@ -105,7 +108,11 @@ class RunConfig:
             and not isinstance(v, (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type))
             and not callable(v)
         }
-        return cls.from_dict(values, source="notebook parameters")
+        cfg = cls.from_dict(values, source="notebook parameters")
+        if smoke_requested():
+            print("LORAKIT_SMOKE=1: smoke profile (a few steps on a few clips); unset it for the real experiment")
+            cfg = cfg.smoke()
+        return cfg
 
     @classmethod
     def from_files(cls, *paths: str | Path, overrides: dict[str, Any] | None = None) -> "RunConfig":
@@ -123,11 +130,11 @@ class RunConfig:
     def deltas(self) -> dict[str, Any]:
         """Only the parameters that differ from the defaults (what a recipe file holds)."""
         default = RunConfig()
-        return {k: v for k, v in self.to_dict().items() if getattr(default, k) != v}
+        return {k: v for k, v in self.to_dict().items() if getattr(default, k) != v and k != "command"}
 
     def config_hash(self) -> str:
         """Short hash of everything that shapes the result (not the run id, notes or output folder)."""
-        relevant = {k: v for k, v in self.to_dict().items() if k not in ("run_id", "notes", "output_dir")}
+        relevant = {k: v for k, v in self.to_dict().items() if k not in NOT_RESULT_FIELDS}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
     def smoke(self) -> "RunConfig":
@@ -152,6 +159,56 @@ class RunConfig:
 
 
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+NOT_RESULT_FIELDS = ("run_id", "notes", "output_dir", "command")  # name, describe or place a run; shape no number
+
+
+def format_lr(lr: float | None, exponent_digits: int = 1) -> str:
+    """A learning rate in exponent form: 1e-05 -> '1e-5', 0.00025 -> '2.5e-4' (the old team's table);
+    `exponent_digits=2` keeps Python's style ('5e-05'), which sweep run ids use."""
+    if lr is None:
+        return ""
+    mantissa, exponent = f"{lr:e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{exponent if exponent_digits == 2 else int(exponent)}"
+
+
+# --- the environment: every variable lorakit reads is read here ----------------------------------
+def smoke_requested() -> bool:
+    """LORAKIT_SMOKE=1: notebooks build their config in the smoke profile (`RunConfig.smoke`)."""
+    return os.environ.get("LORAKIT_SMOKE") == "1"
+
+
+def cache_root() -> Path:
+    """Converted models, encoder outputs and baselines: $LORAKIT_CACHE, else `.cache/lorakit` in the repo."""
+    env = os.environ.get("LORAKIT_CACHE")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / ".cache" / "lorakit"
+
+
+def launch_world_size() -> int:
+    """Processes of this run under `accelerate launch` / torchrun (1 when started plainly)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def launch_rank() -> int:
+    """This process's rank under `accelerate launch` / torchrun (0 when started plainly)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def visible_gpus_listed() -> list[str] | None:
+    """CUDA_VISIBLE_DEVICES as a list, None when unset (then every GPU torch sees is visible)."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return None if listed is None else [g.strip() for g in listed.split(",") if g.strip()]
+
+
+def child_environment(**changes: str) -> dict[str, str]:
+    """The environment for a child process (a run, a worker): this one's, with `changes` on top."""
+    return {**os.environ, **changes}
+
+
+def lorakit_environment() -> dict[str, str]:
+    """The LORAKIT_* variables, handed on to workers on other machines (Ray tasks)."""
+    return {k: v for k, v in os.environ.items() if k.startswith("LORAKIT_")}
 
 
 def project_root() -> Path:

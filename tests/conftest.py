@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def _isolated_cache(tmp_path_factory):
     """Encoder and baseline caches go to a per-session folder, except the converted bundled model,
     which is reused from the project cache (converting it again would only cost time)."""
-    from lorakit import bundled
+    from lorakit.experiment import bundled
 
     bundled_dir = bundled.bundled_model_dir()  # convert (or reuse) under the project cache first
     cache = tmp_path_factory.mktemp("lorakit_cache")
@@ -26,17 +26,10 @@ def _isolated_cache(tmp_path_factory):
     yield
 
 
-@pytest.fixture(autouse=True)
-def _no_smoke_profile(monkeypatch):
-    """`make test` sets LORAKIT_SMOKE=1 for the notebooks under notebooks/; tests here choose their own
-    sizes (and set the variable themselves where they want the smoke profile, as test_notebooks does)."""
-    monkeypatch.delenv("LORAKIT_SMOKE", raising=False)
-
-
 @pytest.fixture(scope="session")
 def small_corpus(tmp_path_factory) -> dict[str, Path]:
     """A small synthesized corpus: real speech from the demo builder, same code path, tiny sizes."""
-    from lorakit.corpus import build_corpus
+    from lorakit.demo.corpus import build_corpus
 
     return build_corpus(tmp_path_factory.mktemp("corpus"), seed=7, n_train=40, n_domain=16, n_heldout=12, jobs=2)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from lorakit.audio import (
+from lorakit.experiment.audio import (
     RMS_TARGET,
     SAMPLE_RATE,
     AudioError,

@@ -37,5 +37,4 @@ def test_bench_quick_mode_runs_every_section(tmp_path, whisper_dir):
     n = results["eval-batch1"]["n"]
     assert len(results["eval-lorakit"]["frozen_warm"]["hyps"]) == n
     assert {"train_step_nocache", "train_step_frozen", "eval_batch_nocache", "eval_batch_frozen"} <= set(results["profile"])
-    assert all(r["peak_rss_mb"] > 0 for r in results.values())
     assert "x HF" in proc.stdout  # the summary table was printed

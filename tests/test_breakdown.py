@@ -3,8 +3,8 @@
 import pytest
 
 from fixtures.records import TERMS, copy_runs
-from lorakit import breakdown as bd
-from lorakit import runs
+from lorakit.analysis import breakdown as bd
+from lorakit.analysis import archive, matrix, runs, stats
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_sdi_counts_on_the_fixture_records(dora):
         "sub": 17, "del": 3, "ins": 2, "ref_words": 120}
     assert {k: bd.error_counts(best)[k] for k in ("sub", "del", "ins")} == {"sub": 4, "del": 1, "ins": 1}
     # the per-utterance counts the record carries agree with the alignment
-    per = {u["id"]: u for u in bd.utterance_errors(base)}
+    per = {u["id"]: u for u in bd.utterance_table(base)}
     assert all(per[r["id"]]["errors"] == r["errors"] for r in base)
 
 
@@ -106,7 +106,7 @@ def test_utterance_changes_between_baseline_and_tuned(dora):
                           "after_errors": 2, "delta": 1, "change": "worse"}
     assert bd.change_summary(changes) == {"better": 11, "worse": 1, "same": 0, "net_errors": -16}
     assert changes[-1]["id"] == "d10" and changes[-1]["delta"] == -3
-    with pytest.raises(runs.PredictionMismatch):
+    with pytest.raises(stats.PredictionMismatch):
         bd.utterance_changes(dora.predictions("domain", "baseline")[:-1], dora.predictions("domain", "best"))
 
 

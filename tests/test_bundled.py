@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lorakit import bundled
+from lorakit.experiment import bundled
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +61,10 @@ def test_generation_config_is_english_without_timestamps(converted):
 
 
 def test_bundled_model_transcribes_a_flite_recording(tmp_path):
-    from lorakit.evaluate import normalize
-    from lorakit.manifests import read_manifest
-    from lorakit.models import load_model
-    from lorakit.data import Inputs
+    from lorakit.experiment.evaluate import normalize
+    from lorakit.experiment.manifests import read_manifest
+    from lorakit.experiment.models import load_model
+    from lorakit.experiment.inputs import Inputs
 
     sentence = "The weather is nice today, so we should take a walk in the park."
     wav = tmp_path / "slt.wav"
@@ -72,7 +72,7 @@ def test_bundled_model_transcribes_a_flite_recording(tmp_path):
     (tmp_path / "m.jsonl").write_text('{"audio_filepath": "slt.wav", "text": "%s"}\n' % sentence)
     utts = read_manifest(tmp_path / "m.jsonl").utterances
     sm = load_model(bundled.BUNDLED_NAME)
-    from lorakit.evaluate import evaluate
+    from lorakit.experiment.evaluate import evaluate
 
     result = evaluate(sm, utts, Inputs(sm, 0.075, None, torch.device("cpu")), batch_size=1, max_new_tokens=64)
     print(result.rows[0]["hyp"])

@@ -17,6 +17,14 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_parameters_cell_holds_one_commented_plain_value_per_line(path):
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code[0].metadata.get("tags") == ["parameters"], f"{path.name}: the first code cell holds the parameters"
+    assert _parameters_cell(path)
+
+
 def _parameters_cell(path: Path) -> dict:
     nb = nbformat.read(path, as_version=4)
     cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
@@ -99,12 +107,28 @@ def test_namespace_rejects_a_misspelt_injected_parameter():
         RunConfig.from_namespace(ns)
 
 
-def test_missing_manifest_fails_before_the_model_loads(tmp_path):
-    from lorakit.train import run
+def test_missing_manifest_fails_before_the_model_loads(tmp_path, monkeypatch):
+    from lorakit.experiment import train
 
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded for a run whose manifest is missing")
+
+    monkeypatch.setattr(train, "load_model", no_model)
     with pytest.raises(ConfigError, match="train_manifest.*not found"):
-        run(RunConfig(train_manifest=str(tmp_path / "nope.jsonl"), output_dir=str(tmp_path)))
-    assert not (tmp_path / "nope.jsonl").exists()
+        train.run(RunConfig(train_manifest=str(tmp_path / "nope.jsonl"), output_dir=str(tmp_path / "runs")))
+    assert not (tmp_path / "runs").exists()  # no run folder, no record for a run that never started
+
+
+def test_the_smoke_profile_is_applied_where_the_notebook_builds_its_config(monkeypatch):
+    """LORAKIT_SMOKE=1 changes what `from_namespace` returns (what the notebook displays), and nothing
+    later: `run` reads no environment switch, so the config shown is the config that runs."""
+    monkeypatch.setenv("LORAKIT_SMOKE", "1")
+    shown = RunConfig.from_namespace({"lr": 5e-4, "max_steps": 150})
+    assert shown == RunConfig(lr=5e-4, max_steps=150).smoke() and shown.max_steps == 4
+    monkeypatch.delenv("LORAKIT_SMOKE")
+    assert RunConfig.from_namespace({"lr": 5e-4}).max_steps == RunConfig().max_steps
+    train_source = (ROOT / "lorakit" / "experiment" / "train.py").read_text()
+    assert "SMOKE" not in train_source and "environ" not in train_source
 
 
 def test_smoke_profile_shrinks_but_keeps_the_protocol():

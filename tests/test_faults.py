@@ -21,13 +21,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import lorakit.train as train_mod
+import lorakit.experiment.train as train_mod
 from lorakit import RunConfig
-from lorakit import checkpoint as ckpt
-from lorakit.models import add_adapters, load_model
-from lorakit.runs import load_runs, run_matrix
-from lorakit.train import make_optimizer, run
-from test_fuzz_audio import cheap
+from lorakit.experiment import checkpoint as ckpt
+from lorakit.experiment.models import add_adapters, load_model
+from lorakit.analysis.matrix import run_matrix
+from lorakit.analysis.runs import load_runs
+from lorakit.experiment.train import make_optimizer, run
+from helpers import cheap
 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
@@ -69,8 +70,9 @@ KILLER = textwrap.dedent('''
     from pathlib import Path
     import torch
     import peft.peft_model
-    from lorakit import RunConfig, checkpoint as ckpt
-    from lorakit.models import add_adapters, load_model
+    from lorakit import RunConfig
+    from lorakit.experiment import checkpoint as ckpt
+    from lorakit.experiment.models import add_adapters, load_model
 
     model_dir, folder, where = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
     sm = load_model(model_dir)
@@ -185,7 +187,7 @@ def test_full_disk_while_saving_the_best_adapter(disk_stays_full, tiny_cfg, monk
     record cannot be written, and the error raised is still the CheckpointError."""
     import peft.peft_model
 
-    import lorakit.records as records
+    import lorakit.record as records
 
     rig_wer(monkeypatch, {1: 0.9, 2: 0.5})
     real_safe_save, real_atomic = peft.peft_model.safe_save_file, records.atomic_write_text

@@ -18,16 +18,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import absolute_lines, cheap, write_manifest
 import soundfile as sf
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from lorakit import RunConfig
-from lorakit.audio import AudioError
+from lorakit.experiment.audio import AudioError
 from lorakit.config import ConfigError
-from lorakit.manifests import ManifestError, StarvationError
-from lorakit.models import load_model
-from lorakit.train import prepare_data, run
+from lorakit.experiment.manifests import ManifestError, StarvationError
+from lorakit.experiment.models import load_model
+from lorakit.experiment.prepare import prepare_data
+from lorakit.experiment.train import run
 
 RATE = 16_000
 MAX_SECONDS = 1.2  # the palette's long clip (1.5 s) is over it, everything else under
@@ -267,24 +269,6 @@ def test_fuzzed_manifests_through_prepare_data(palette_dir, whisper, whisper_dir
 
 
 # --- the same inputs through run(): a few representative cases ----------------------------------
-
-def absolute_lines(manifest: Path, n: int | None = None) -> list[dict]:
-    """A corpus manifest's lines with absolute audio paths, so they can be copied elsewhere."""
-    rows = [json.loads(x) for x in manifest.read_text().splitlines() if x.strip()][:n]
-    return [{**r, "audio_filepath": str(manifest.parent / r["audio_filepath"])} for r in rows]
-
-
-def write_manifest(path: Path, rows: list) -> Path:
-    path.write_bytes(b"".join((r if isinstance(r, bytes) else json.dumps(r).encode()) + b"\n" for r in rows))
-    return path
-
-
-def cheap(tiny_cfg: dict, **changes) -> dict:
-    """The tiny run made cheaper still (shared by the reliability tests): decoder adapters (cached
-    encoder), one step unless changed, few eval clips and tokens, no heldout."""
-    return {**tiny_cfg, "target_modules": "decoder", "max_steps": 1, "eval_interval": 1, "batch_size": 2,
-            "max_eval_utterances": 4, "max_new_tokens": 4, "heldout_manifest": "", **changes}
-
 
 @pytest.mark.parametrize("case", ["nan_clip", "non_utf8_line", "text_too_long"])
 def test_run_refuses_bad_input_naming_file_line_and_field(case, tiny_cfg, small_corpus, tmp_path):

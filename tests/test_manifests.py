@@ -13,14 +13,13 @@ import soundfile as sf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lorakit.manifests import (
+from lorakit.experiment.leakage import check_leakage, normalize_for_leakage
+from lorakit.experiment.manifests import (
     DurationFilter,
     ManifestError,
     StarvationError,
     Utterance,
-    check_leakage,
     filter_by_duration,
-    normalize_for_leakage,
     read_manifest,
 )
 

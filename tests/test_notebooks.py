@@ -19,7 +19,7 @@ PAPERMILL = str(Path(sys.executable).with_name("papermill"))
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    from lorakit.corpus import build_corpus
+    from lorakit.demo.corpus import build_corpus
 
     build_corpus(ROOT / "data" / "demo")  # no-op when `make` already built it
     root = tmp_path_factory.mktemp("project")

@@ -4,8 +4,9 @@ import pytest
 from matplotlib.figure import Figure
 
 from fixtures.records import TERMS, copy_runs
-from lorakit import breakdown as bd
-from lorakit import plots, runs
+from lorakit.analysis import breakdown as bd
+from lorakit.analysis import matrix as matrix_mod
+from lorakit.analysis import plots, runs
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def test_comparison_puts_runs_on_one_figure_with_labels_from_their_differences(l
 
 def test_deltas_and_breakdown_figures(loaded):
     active = runs.active(list(loaded.values()))
-    matrix = runs.run_matrix(active, n_resamples=200)
+    matrix = matrix_mod.run_matrix(active, n_resamples=200)
     fig = plots.plot_deltas(matrix)
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["dora-r8-lr5e-5", "lora-r8-lr3e-4"]
     report = bd.run_breakdown(loaded["dora-r8-lr5e-5"], "domain", bd.read_terms(TERMS))
@@ -65,7 +66,7 @@ def test_deltas_and_breakdown_figures(loaded):
     assert heights == [17, 3, 2, 4, 1, 1]  # S, D, I of baseline then tuned
     no_terms = bd.run_breakdown(loaded["dora-r8-lr5e-5"], "heldout")
     assert len(plots.plot_breakdown(no_terms).axes) == 3
-    assert isinstance(plots.plot_deltas(runs.run_matrix([])), Figure)
+    assert isinstance(plots.plot_deltas(matrix_mod.run_matrix([])), Figure)
 
 
 def test_save_figure_writes_png_and_svg(tmp_path, loaded):

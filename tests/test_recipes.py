@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-LORAKIT = [sys.executable, "-m", "lorakit.cli"]
+LORAKIT = [sys.executable, "-m", "lorakit"]
 ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
 
 
@@ -157,7 +157,7 @@ def test_sweep_2x2_with_two_jobs(project):
 
 def test_sweep_2x2_on_local_ray(project, monkeypatch):
     ray = pytest.importorskip("ray", reason="Ray is the optional extra lorakit[ray]")
-    from lorakit.sweep import run_sweep
+    from lorakit.launch.sweep import run_sweep
 
     path = write_sweep(project, "grid_ray")
     for key, value in project_env(project).items():
@@ -197,7 +197,7 @@ def test_two_process_cpu_data_parallel_writes_one_run_record(project):
     before = {p.name for p in (project / "executed").iterdir()}
     cmd = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
            "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-           "-m", "lorakit.cli", "run", "params/tiny.yaml", "-p", "run_id", "ddp", "--quiet"]
+           "-m", "lorakit", "run", "params/tiny.yaml", "-p", "run_id", "ddp", "--quiet"]
     proc = subprocess.run(cmd, cwd=project, env=project_env(project), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert {p.name for p in (project / "executed").iterdir()} - before == {"ddp"}  # one record, nothing else

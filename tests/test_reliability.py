@@ -14,12 +14,13 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file
 
-import lorakit.train as train_mod
+import lorakit.experiment.train as train_mod
 from lorakit import RunConfig
 from lorakit.config import ConfigError
-from lorakit.runs import load_runs, run_matrix, write_matrix
-from lorakit.train import run
-from test_fuzz_audio import absolute_lines, cheap, write_manifest
+from lorakit.analysis.matrix import run_matrix, write_matrix
+from lorakit.analysis.runs import load_runs
+from lorakit.experiment.train import run
+from helpers import absolute_lines, cheap, write_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -180,7 +181,7 @@ def project(tmp_path, monkeypatch) -> Path:
 
 
 def test_a_failed_notebook_run_keeps_its_notebook_with_the_error(project, tiny_cfg, small_corpus, tmp_path):
-    from lorakit.cli import execute
+    from lorakit.launch.notebooks import execute
 
     x = np.sin(np.arange(16_000) / 7).astype(np.float32) * 0.1
     x[100] = np.inf

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from fixtures.records import RUNS, copy_runs
-from lorakit import runs, sweep
+from lorakit.analysis import archive, runs, stats
+from lorakit.analysis import matrix as matrix_mod
 
 DORA, LORA, FAILED, INTERRUPTED, ARCHIVED = (
     "dora-r8-lr5e-5", "lora-r8-lr3e-4", "lora-r8-lr1e-3", "dora-r8-lr1e-4", "lora-r8-lr1e-4-old")
@@ -57,13 +58,13 @@ def test_run_ids_select_and_unknown_ids_raise(runs_dir):
 def test_no_runs_gives_an_empty_matrix_and_a_helpful_message(tmp_path):
     assert runs.load_runs(tmp_path / "missing") == []
     assert "No run records" in runs.describe([], tmp_path)
-    matrix = runs.run_matrix([])
+    matrix = matrix_mod.run_matrix([])
     assert matrix.rows == [] and matrix.write(tmp_path) == []
     assert "No runs" in matrix.markdown()
 
 
 def test_matrix_rows_hold_the_hand_checked_numbers(runs_dir):
-    matrix = runs.run_matrix(runs.load_runs(runs_dir))
+    matrix = matrix_mod.run_matrix(runs.load_runs(runs_dir))
     rows = by_id(matrix.rows)
     assert ARCHIVED not in rows  # archived runs leave the matrix
     dora = rows[DORA]
@@ -87,7 +88,7 @@ def test_verdict_flips_when_the_thresholds_change(runs_dir):
     loaded = runs.load_runs(runs_dir)
 
     def verdicts(**criteria):
-        rows = by_id(runs.run_matrix(loaded, n_resamples=500, **criteria).rows)
+        rows = by_id(matrix_mod.run_matrix(loaded, n_resamples=500, **criteria).rows)
         return rows[DORA]["verdict"], rows[LORA]["verdict"]
 
     assert verdicts() == ("accept", "reject (heldout regression 2.50 pt > 0.2)")
@@ -101,12 +102,12 @@ def test_verdict_flips_when_the_thresholds_change(runs_dir):
 def test_verdict_thresholds_are_inclusive_despite_float_rounding():
     row = {"status": "finished", "domain_delta_pts": (0.1068 - 0.1168) * 100,
            "heldout_delta_pts": (0.0469 - 0.0449) * 100, "domain_ci_low": -2.0, "domain_ci_high": -0.1}
-    assert runs.verdict(row) == "accept"
-    assert runs.verdict({**row, "domain_ci_high": 0.0}).startswith("inconclusive")
-    assert runs.verdict({**row, "heldout_delta_pts": None}) == "inconclusive (no heldout WER)"
-    assert runs.verdict({**row, "domain_ci_low": None, "domain_ci_high": None}).startswith("inconclusive (no domain")
-    assert runs.verdict({**row, "status": "running"}) == "n/a (running)"
-    assert runs.verdict({**row, "domain_delta_pts": 0.0}) == "reject (domain gain 0.00 pt < 1)"  # not -0.00
+    assert stats.verdict(row) == "accept"
+    assert stats.verdict({**row, "domain_ci_high": 0.0}).startswith("inconclusive")
+    assert stats.verdict({**row, "heldout_delta_pts": None}) == "inconclusive (no heldout WER)"
+    assert stats.verdict({**row, "domain_ci_low": None, "domain_ci_high": None}).startswith("inconclusive (no domain")
+    assert stats.verdict({**row, "status": "running"}) == "n/a (running)"
+    assert stats.verdict({**row, "domain_delta_pts": 0.0}) == "reject (domain gain 0.00 pt < 1)"  # not -0.00
 
 
 def _preds(errors, words=10, prefix="u"):
@@ -119,7 +120,7 @@ def test_bootstrap_ci_contains_the_true_delta_on_a_constructed_example():
     rng = np.random.default_rng(7)
     base = rng.binomial(10, 0.15, size=400)
     tuned = base - rng.binomial(base, 0.2)
-    ci = runs.paired_bootstrap(_preds(base), _preds(tuned), n_resamples=2000, seed=0)
+    ci = stats.paired_bootstrap(_preds(base), _preds(tuned), n_resamples=2000, seed=0)
     assert ci.delta_pts == pytest.approx((tuned.sum() - base.sum()) / 4000 * 100)
     assert ci.low_pts < -3.0 < ci.high_pts
     assert ci.excludes_zero() and ci.n_utterances == 400
@@ -128,34 +129,34 @@ def test_bootstrap_ci_contains_the_true_delta_on_a_constructed_example():
     for rep in range(40):
         base = rng.binomial(10, 0.15, size=400)
         tuned = base - rng.binomial(base, 0.2)
-        ci = runs.paired_bootstrap(_preds(base), _preds(tuned), n_resamples=500, seed=rep)
+        ci = stats.paired_bootstrap(_preds(base), _preds(tuned), n_resamples=500, seed=rep)
         hits += ci.low_pts < -3.0 < ci.high_pts
     assert hits >= 34
 
 
 def test_bootstrap_is_seeded_and_paired():
     base = _preds([3, 0, 2, 5, 1, 0, 4, 2])
-    a = runs.paired_bootstrap(base, base, n_resamples=300, seed=1)
+    a = stats.paired_bootstrap(base, base, n_resamples=300, seed=1)
     assert (a.delta_pts, a.low_pts, a.high_pts) == (0.0, 0.0, 0.0)  # paired: identical -> no spread
     tuned = _preds([2, 0, 1, 4, 1, 0, 3, 2])
-    assert runs.paired_bootstrap(base, tuned, seed=3) == runs.paired_bootstrap(base, tuned, seed=3)
+    assert stats.paired_bootstrap(base, tuned, seed=3) == stats.paired_bootstrap(base, tuned, seed=3)
 
 
 def test_predictions_that_do_not_pair_are_refused_clearly(runs_dir):
-    with pytest.raises(runs.PredictionMismatch, match=r"1 only in baseline \['u2'\]"):
-        runs.paired_bootstrap(_preds([1, 2, 3]), _preds([1, 2]))
-    with pytest.raises(runs.PredictionMismatch, match="repeat id"):
-        runs.pair_predictions(_preds([1, 2]) * 2, _preds([1, 2]))
+    with pytest.raises(stats.PredictionMismatch, match=r"1 only in baseline \['u2'\]"):
+        stats.paired_bootstrap(_preds([1, 2, 3]), _preds([1, 2]))
+    with pytest.raises(stats.PredictionMismatch, match="repeat id"):
+        stats.pair_predictions(_preds([1, 2]) * 2, _preds([1, 2]))
     # in the matrix the run stays, with the reason as its verdict
     best = runs_dir / DORA / "predictions" / "domain_best.jsonl"
     best.write_text("".join(best.read_text().splitlines(keepends=True)[:-1]))
-    row = by_id(runs.run_matrix(runs.load_runs(runs_dir), n_resamples=100).rows)[DORA]
+    row = by_id(matrix_mod.run_matrix(runs.load_runs(runs_dir), n_resamples=100).rows)[DORA]
     assert row["verdict"].startswith("inconclusive (domain predictions: baseline and tuned")
     assert "d12" in row["verdict"]
 
 
 def test_matrix_files_are_written_as_markdown_and_csv(runs_dir):
-    matrix = runs.run_matrix(runs.load_runs(runs_dir), n_resamples=200)
+    matrix = matrix_mod.run_matrix(runs.load_runs(runs_dir), n_resamples=200)
     md, csv_path = matrix.write(runs_dir)
     text = md.read_text()
     old_header = "| Run ID | Date | Command | Dataset | Steps | LR | Manifest | Baseline WER | Tuned WER | Notes |"
@@ -172,37 +173,39 @@ def test_matrix_files_are_written_as_markdown_and_csv(runs_dir):
 
 
 def test_write_matrix_is_one_call_from_a_runs_folder(runs_dir):
-    paths = runs.write_matrix(runs_dir, n_resamples=100)
+    paths = matrix_mod.write_matrix(runs_dir, n_resamples=100)
     assert [p.name for p in paths] == ["run_matrix.md", "run_matrix.csv", "run_archive.md"]
     assert ARCHIVED in paths[2].read_text() and ARCHIVED not in paths[0].read_text()
 
 
 def test_format_lr_matches_the_old_table():
-    assert [runs.format_lr(x) for x in (1e-5, 1e-4, 2e-4, 5e-5, 2.5e-4, None)] == [
+    from lorakit.config import format_lr
+
+    assert [format_lr(x) for x in (1e-5, 1e-4, 2e-4, 5e-5, 2.5e-4, None)] == [
         "1e-5", "1e-4", "2e-4", "5e-5", "2.5e-4", ""]
 
 
 def test_archive_moves_a_run_out_of_the_matrix_and_back(runs_dir):
     with pytest.raises(ValueError, match="reason"):
-        runs.archive_run(runs_dir / LORA, "  ")
-    runs.archive_run(runs_dir / LORA, "superseded by the DoRA runs", date="2026-03-04")
+        archive.archive_run(runs_dir / LORA, "  ")
+    archive.archive_run(runs_dir / LORA, "superseded by the DoRA runs", date="2026-03-04")
     assert json.loads((runs_dir / LORA / "ARCHIVED").read_text()) == {
         "reason": "superseded by the DoRA runs", "date": "2026-03-04"}
     loaded = runs.load_runs(runs_dir)
-    assert LORA not in by_id(runs.run_matrix(loaded, n_resamples=100).rows)
-    table = by_id(runs.archive_table(loaded))
+    assert LORA not in by_id(matrix_mod.run_matrix(loaded, n_resamples=100).rows)
+    table = by_id(archive.archive_table(loaded))
     assert table[LORA]["reason"] == "superseded by the DoRA runs" and ARCHIVED in table
-    path = runs.write_archive(loaded, runs_dir)
+    path = archive.write_archive(loaded, runs_dir)
     assert "superseded by the DoRA runs" in path.read_text()
-    runs.unarchive_run(runs_dir / LORA)
-    assert LORA in by_id(runs.run_matrix(runs.load_runs(runs_dir), n_resamples=100).rows)
+    archive.unarchive_run(runs_dir / LORA)
+    assert LORA in by_id(matrix_mod.run_matrix(runs.load_runs(runs_dir), n_resamples=100).rows)
     with pytest.raises(FileNotFoundError):
-        runs.unarchive_run(runs_dir / LORA)
+        archive.unarchive_run(runs_dir / LORA)
 
 
 def test_archive_requests_from_notebook_parameters(runs_dir):
-    assert runs.archive_requests(runs_dir) == "No archive changes requested."
-    msg = runs.archive_requests(runs_dir, FAILED, "NaN loss, not worth resuming", ARCHIVED)
+    assert archive.archive_requests(runs_dir) == "No archive changes requested."
+    msg = archive.archive_requests(runs_dir, FAILED, "NaN loss, not worth resuming", ARCHIVED)
     assert msg == f"archived {FAILED}: NaN loss, not worth resuming; unarchived {ARCHIVED}"
     assert (runs_dir / FAILED / "ARCHIVED").is_file() and not (runs_dir / ARCHIVED / "ARCHIVED").exists()
 
@@ -216,12 +219,12 @@ def test_aggregate_seeds_groups_runs_that_differ_only_in_seed(runs_dir):
             target = data[key] if key else data
             target.update(seed=seed, run_id=dest.name)
             (dest / name).write_text(json.dumps(data))
-    matrix = runs.run_matrix(runs.load_runs(runs_dir), n_resamples=100)
-    groups = sweep.aggregate_seeds(matrix.rows)
+    matrix = matrix_mod.run_matrix(runs.load_runs(runs_dir), n_resamples=100)
+    groups = stats.aggregate_seeds(matrix.rows)
     assert len(groups) == 1
     assert groups[0]["n"] == 3 and sorted(groups[0]["seeds"]) == [1, 2, 42]
     assert groups[0]["tuned_wer_mean"] == pytest.approx(0.05) and groups[0]["tuned_wer_sd"] == pytest.approx(0.0)
-    assert "s42: " in sweep.seeds_markdown(groups)
+    assert "s42: " in matrix_mod.seeds_markdown(groups)
 
 
 def test_sweep_groups_find_runs_differing_in_one_field(runs_dir):

@@ -12,7 +12,9 @@ import pytest
 from lorakit import RunConfig
 from lorakit.cli import recipe_parameters
 from lorakit.config import ConfigError
-from lorakit.sweep import aggregate_seeds, format_value, load_sweep, seed_verdict, seeds_markdown
+from lorakit.analysis.matrix import seeds_markdown
+from lorakit.analysis.stats import aggregate_seeds, seed_verdict
+from lorakit.launch.sweep import format_value, load_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,7 +57,7 @@ def test_the_recorded_command_reproduces_the_run(tmp_path, monkeypatch):
     assert run.run_id == "x-lr3e-04-target_modulesq_proj_v_proj"
     assert run.command[:3] == ["lorakit", "run", str(base)]
     seen = {}
-    monkeypatch.setattr("lorakit.cli.execute", lambda params, run_id, **kw: seen.update(params=params, run_id=run_id) or "finished")
+    monkeypatch.setattr("lorakit.launch.notebooks.execute", lambda params, run_id, **kw: seen.update(params=params, run_id=run_id) or "finished")
     assert main(run.command[1:]) == 0
     assert seen["run_id"] == run.run_id
     assert RunConfig.from_dict(seen["params"]) == RunConfig.from_dict(run.params)
@@ -149,7 +151,7 @@ def test_aggregate_seeds_mean_sd_and_verdicts():
 
 
 def test_aggregate_seeds_reads_run_matrix_rows():
-    """The rows of `runs.run_matrix(...)` carry the configuration as a JSON `config_key`."""
+    """The rows of `matrix.run_matrix(...)` carry the configuration as a JSON `config_key`."""
     def matrix_row(r):
         config = {k: v for k, v in r.pop("config").items() if k not in ("run_id", "seed")}
         return {**r, "config_key": json.dumps(config, sort_keys=True)}
@@ -180,7 +182,7 @@ grid: {{lr: [1.0e-3, 2.0e-3], seed: [1, 2]}}
 
 
 def test_finished_runs_are_skipped_without_starting_anything(tmp_path, monkeypatch, capsys):
-    from lorakit import sweep as sweep_mod
+    from lorakit.launch import pool, sweep as sweep_mod
 
     path = tiny_sweep(tmp_path)
     runs = load_sweep(path).runs
@@ -188,7 +190,7 @@ def test_finished_runs_are_skipped_without_starting_anything(tmp_path, monkeypat
         (tmp_path / "runs" / r.run_id).mkdir(parents=True)
         (tmp_path / "runs" / r.run_id / "metrics.json").write_text('{"status": "finished"}')
     started = []
-    monkeypatch.setattr(sweep_mod, "_run_sequential", lambda todo, force: started.extend(todo) or {r.run_id: "finished" for r in todo})
+    monkeypatch.setattr(sweep_mod, "run_sequential", lambda todo, force: started.extend(todo) or {r.run_id: "finished" for r in todo})
     assert sweep_mod.run_sweep(path, analysis=False) == 0
     assert [r.run_id for r in started] == [runs[3].run_id]
     assert "4 runs, 3 already finished, 1 to run" in capsys.readouterr().out
@@ -201,7 +203,7 @@ def test_parallel_jobs_split_threads_and_gpus(tmp_path, monkeypatch):
     import threading
     import time
 
-    from lorakit import sweep as sweep_mod
+    from lorakit.launch import pool, sweep as sweep_mod
 
     runs = load_sweep(tiny_sweep(tmp_path)).runs
     seen, lock, active = [], threading.Lock(), []
@@ -213,13 +215,13 @@ def test_parallel_jobs_split_threads_and_gpus(tmp_path, monkeypatch):
         time.sleep(0.05)
         with lock:
             active.remove(env["CUDA_VISIBLE_DEVICES"])
-        assert cmd[1:4] == ["-m", "lorakit.cli", "run"] and "--quiet" in cmd
+        assert cmd[1:4] == ["-m", "lorakit", "run"] and "--quiet" in cmd
         return type("Done", (), {"returncode": 0})()
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
-    monkeypatch.setattr(sweep_mod.os, "cpu_count", lambda: 8)
-    monkeypatch.setattr(sweep_mod.subprocess, "run", fake_run)
-    statuses = sweep_mod._run_parallel(runs, 2, False, tmp_path / "runs")
+    monkeypatch.setattr(pool.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(pool.subprocess, "run", fake_run)
+    statuses = pool.run_parallel(runs, 2, False, tmp_path / "runs")
     assert set(statuses) == {r.run_id for r in runs}
     assert {threads for _, threads, _ in seen} == {"4"}  # 8 cores / 2 jobs
     assert {gpu for gpu, *_ in seen} == {"0", "1"}

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from lorakit import RunConfig
-from lorakit import checkpoint as ckpt
-from lorakit.data import Inputs
-from lorakit.manifests import read_manifest
-from lorakit.models import add_adapters, encoder_is_frozen, load_model
-from lorakit.train import make_optimizer, run, select_best, train_step
+from lorakit.experiment import checkpoint as ckpt
+from lorakit.experiment.inputs import Inputs
+from lorakit.experiment.manifests import read_manifest
+from lorakit.experiment.models import add_adapters, encoder_is_frozen, load_model
+from lorakit.experiment.train import make_optimizer, run, select_best, train_step
 
 
 @pytest.mark.parametrize("family", ["whisper", "moonshine"])
@@ -107,7 +107,7 @@ def test_run_writes_a_complete_record_and_reports_the_reloaded_best(tiny_cfg):
 
 
 def test_best_adapter_is_verified_on_a_sample_and_a_mismatch_forces_a_full_pass(tiny_cfg, monkeypatch):
-    from lorakit import train
+    from lorakit.experiment import train
 
     sampled = run(RunConfig(**tiny_cfg, run_id="sampled", verify_best=5))
     m = sampled.metrics
@@ -133,9 +133,9 @@ def test_best_adapter_is_verified_on_a_sample_and_a_mismatch_forces_a_full_pass(
 
 
 def test_baseline_cache_misses_when_manifest_preprocessing_or_generation_change(tiny_cfg, capsys):
-    from lorakit.data import Inputs
-    from lorakit.manifests import read_manifest
-    from lorakit.train import shared_baseline
+    from lorakit.experiment.inputs import Inputs
+    from lorakit.experiment.manifests import read_manifest
+    from lorakit.experiment.baseline import shared_baseline
 
     sm = load_model(tiny_cfg["model"])
     path = Path(tiny_cfg["domain_manifest"])
@@ -207,7 +207,7 @@ def test_a_finished_run_is_not_overwritten(tiny_cfg):
 
 def test_adapters_are_active_at_evaluation(tiny_cfg, small_corpus):
     """Evaluation goes through the peft-wrapped model: non-zero adapter weights change the output."""
-    from lorakit.evaluate import transcribe
+    from lorakit.experiment.evaluate import transcribe
 
     sm = load_model(tiny_cfg["model"])
     utts = read_manifest(small_corpus["domain"]).utterances[:4]

@@ -1,5 +1,5 @@
-"""JSONL manifests (NeMo keys): reading with file:line errors, the duration filter with its
-starvation guard, and the train/eval leakage check.
+"""JSONL manifests (NeMo keys): reading with file:line errors, and the duration filter with its
+starvation guard. The train/eval leakage check is in `leakage.py`.
 
 One line per utterance::
 
@@ -17,9 +17,7 @@ import json
 import math
 import numbers
 import os
-import re
 import statistics
-import unicodedata
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +25,6 @@ from typing import Any, Literal
 
 import soundfile as sf
 
-from lorakit.audio import audio_sha256
 
 PathLike = str | os.PathLike
 
@@ -158,18 +155,7 @@ def _parse_line(raw: bytes, lineno: int, mpath: Path) -> Utterance:
     if not obj["audio_filepath"].strip():
         raise bad("audio_filepath", "empty path")
 
-    duration = obj.get("duration")  # null counts as absent: "unknown, read it from the file"
-    if duration is not None:
-        if isinstance(duration, bool) or not isinstance(duration, int | float):
-            raise bad("duration", f"expected a number, got {_json_type(duration)}")
-        try:
-            duration = float(duration)  # an integer too large for a float overflows here
-        except OverflowError:
-            duration = math.inf
-        if not math.isfinite(duration):
-            raise bad("duration", f"must be finite, got {duration}")
-        if duration <= 0:
-            raise bad("duration", f"must be > 0, got {duration}")
+    duration = _listed_duration(obj.get("duration"), bad)
 
     speaker = obj.get("speaker_id")
     if speaker is not None:
@@ -178,19 +164,10 @@ def _parse_line(raw: bytes, lineno: int, mpath: Path) -> Utterance:
         speaker = str(speaker)
 
     audio = os.path.abspath(mpath.parent / obj["audio_filepath"])
-    try:
-        is_file = os.path.isfile(audio)
-    except (OSError, ValueError):  # embedded NUL byte, over-long name: no such file either way
-        is_file = False
-    if not is_file:
-        raise bad("audio_filepath", f"audio file not found: {audio}")
     if duration is None:
-        try:
-            duration = sf.info(audio).duration
-        except (RuntimeError, OSError) as e:  # soundfile's LibsndfileError is a RuntimeError
-            raise bad("audio_filepath", f"unreadable audio ({e})")
-        if not duration > 0:
-            raise bad("audio_filepath", "zero-length audio")
+        duration = _file_duration(audio, bad)
+    else:
+        _file_duration(audio, bad, read=False)
 
     return Utterance(
         id=f"{mpath.stem}:{lineno}",
@@ -201,6 +178,42 @@ def _parse_line(raw: bytes, lineno: int, mpath: Path) -> Utterance:
         line=lineno,
         manifest=str(mpath),
     )
+
+
+def _listed_duration(duration: Any, bad) -> float | None:
+    """The manifest's `duration` (None when absent or null: "unknown, read it from the file")."""
+    if duration is None:
+        return None
+    if isinstance(duration, bool) or not isinstance(duration, int | float):
+        raise bad("duration", f"expected a number, got {_json_type(duration)}")
+    try:
+        duration = float(duration)  # an integer too large for a float overflows here
+    except OverflowError:
+        duration = math.inf
+    if not math.isfinite(duration):
+        raise bad("duration", f"must be finite, got {duration}")
+    if duration <= 0:
+        raise bad("duration", f"must be > 0, got {duration}")
+    return duration
+
+
+def _file_duration(audio: str, bad, read: bool = True) -> float | None:
+    """Check that `audio` is a file; with `read`, its duration from the header."""
+    try:
+        is_file = os.path.isfile(audio)
+    except (OSError, ValueError):  # embedded NUL byte, over-long name: no such file either way
+        is_file = False
+    if not is_file:
+        raise bad("audio_filepath", f"audio file not found: {audio}")
+    if not read:
+        return None
+    try:
+        duration = sf.info(audio).duration
+    except (RuntimeError, OSError) as e:  # soundfile's LibsndfileError is a RuntimeError
+        raise bad("audio_filepath", f"unreadable audio ({e})")
+    if not duration > 0:
+        raise bad("audio_filepath", "zero-length audio")
+    return duration
 
 
 def _encodable(s: str) -> bool:
@@ -281,86 +294,3 @@ def filter_by_duration(
             kept=len(kept), total=total, max_seconds=max_seconds, what=what,
         )
     return DurationFilter(kept, dropped, float(max_seconds), what)
-
-
-# ---------------------------------------------------------------------------------------------
-# Leakage check
-
-MAX_EXAMPLES = 5  # per eval set, enough to see what leaked without flooding the record
-
-
-def normalize_for_leakage(text: str) -> str:
-    """Lowercase, drop apostrophes, turn other punctuation into spaces, collapse whitespace:
-    "Don't  stop!" and "dont stop" count as the same sentence."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    text = re.sub(r"['’`]", "", text)
-    text = re.sub(r"[^\w\s]|_", " ", text)
-    return " ".join(text.split())
-
-
-@dataclass(frozen=True)
-class SetLeakage:
-    n: int  # utterances in the eval set
-    text: int  # eval utterances whose normalized text occurs in train
-    audio: int  # eval utterances whose audio bytes occur in train
-    leaked: int  # eval utterances leaking either way
-    examples: list[dict[str, str]]  # {"kind", "eval_id", "train_id", "text"}
-
-
-@dataclass(frozen=True)
-class LeakageReport:
-    sets: dict[str, SetLeakage]
-
-    @property
-    def is_clean(self) -> bool:
-        return all(s.leaked == 0 for s in self.sets.values())
-
-    def summary(self) -> str:
-        parts = [
-            f"{name}: {s.leaked} of {s.n} leak from train ({s.text} by text, {s.audio} by audio)"
-            for name, s in self.sets.items()
-        ]
-        return ("no train/eval leakage; " if self.is_clean else "LEAKAGE: ") + "; ".join(parts)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {name: {"n": s.n, "text": s.text, "audio": s.audio, "leaked": s.leaked,
-                       "examples": [dict(e) for e in s.examples]}
-                for name, s in self.sets.items()}
-
-
-def check_leakage(train: list[Utterance], others: dict[str, list[Utterance]]) -> LeakageReport:
-    """Find eval utterances that share normalized text or identical audio bytes with train."""
-    hashes: dict[str, str] = {}  # path -> sha256; a clip listed in several sets is read once
-
-    def sha(u: Utterance) -> str:
-        if u.audio_filepath not in hashes:
-            hashes[u.audio_filepath] = audio_sha256(u.audio_filepath)
-        return hashes[u.audio_filepath]
-
-    train_text: dict[str, str] = {}
-    train_audio: dict[str, str] = {}
-    for u in train:
-        norm = normalize_for_leakage(u.text)
-        if norm:  # punctuation-only text would match every other punctuation-only line
-            train_text.setdefault(norm, u.id)
-        train_audio.setdefault(sha(u), u.id)
-
-    sets = {}
-    for name, utts in others.items():
-        n_text = n_audio = n_leaked = 0
-        examples: list[dict[str, str]] = []
-        for u in utts:
-            norm = normalize_for_leakage(u.text)
-            by_text = train_text.get(norm) if norm else None
-            by_audio = train_audio.get(sha(u))
-            n_text += by_text is not None
-            n_audio += by_audio is not None
-            if by_text is None and by_audio is None:
-                continue
-            n_leaked += 1
-            if len(examples) < MAX_EXAMPLES:
-                kind = "text+audio" if by_text and by_audio else "text" if by_text else "audio"
-                examples.append({"kind": kind, "eval_id": u.id,
-                                 "train_id": by_audio or by_text, "text": u.text})
-        sets[name] = SetLeakage(len(utts), n_text, n_audio, n_leaked, examples)
-    return LeakageReport(sets)

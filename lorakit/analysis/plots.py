@@ -15,8 +15,10 @@ from typing import Sequence
 
 from matplotlib.figure import Figure
 
-from lorakit.breakdown import RunBreakdown
-from lorakit.runs import NAMING_FIELDS, Run, RunMatrix, format_lr, load_run, project_path, select_runs
+from ..config import format_lr
+from .breakdown import RunBreakdown
+from .matrix import RunMatrix
+from .runs import NAMING_FIELDS, Run, load_run, project_path, select_runs
 
 PathLike = str | os.PathLike
 

@@ -1,4 +1,4 @@
-"""Evaluation: batched greedy transcription with the adapters active, normalized WER, baseline cache.
+"""Evaluation: batched greedy transcription with the adapters active, and normalized WER.
 
 Both sides are normalized with Whisper's English normalizer before scoring -- including its
 British->American spelling table, which transformers' class leaves empty unless given one; we pass
@@ -8,17 +8,15 @@ utterance's reference, hypothesis and error counts are kept.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 
-import jiwer
 import torch
 from tqdm.auto import tqdm
 
-from .data import Inputs, eval_batches, preprocessing_fingerprint, tensor_fingerprint
+from ..record import utterance_errors
+from .batches import eval_batches
+from .inputs import Inputs
 from .manifests import Utterance
 from .models import SpeechModel
 
@@ -36,15 +34,6 @@ def _normalizer():
 def normalize(text: str) -> str:
     """Whisper's English normalization: case, punctuation, numbers, spelling (colour -> color)."""
     return " ".join(_normalizer()(text).split())
-
-
-def utterance_errors(ref_norm: str, hyp_norm: str) -> dict:
-    """S/D/I counts for one normalized pair (an empty reference makes every hyp word an insertion)."""
-    ref_words = len(ref_norm.split())
-    if ref_words == 0:
-        return {"ref_words": 0, "sub": 0, "del": 0, "ins": len(hyp_norm.split())}
-    out = jiwer.process_words(ref_norm, hyp_norm)
-    return {"ref_words": ref_words, "sub": out.substitutions, "del": out.deletions, "ins": out.insertions}
 
 
 @dataclass
@@ -72,11 +61,8 @@ def score(utts: list[Utterance], hyps: list[str]) -> EvalResult:
     rows = []
     for u, hyp in zip(utts, hyps):
         ref_norm, hyp_norm = normalize(u.text), normalize(hyp)
-        counts = utterance_errors(ref_norm, hyp_norm)
-        rows.append(
-            {"id": u.id, "audio_filepath": u.audio_filepath, "speaker_id": u.speaker_id, "ref": u.text, "hyp": hyp,
-             "ref_norm": ref_norm, "hyp_norm": hyp_norm, **counts, "errors": counts["sub"] + counts["del"] + counts["ins"]}
-        )
+        rows.append({"id": u.id, "audio_filepath": u.audio_filepath, "speaker_id": u.speaker_id, "ref": u.text, "hyp": hyp,
+                     "ref_norm": ref_norm, "hyp_norm": hyp_norm, **utterance_errors(ref_norm, hyp_norm)})
     return EvalResult(rows)
 
 
@@ -104,36 +90,3 @@ def transcribe(sm: SpeechModel, utts: list[Utterance], inputs: Inputs, batch_siz
 def evaluate(sm: SpeechModel, utts: list[Utterance], inputs: Inputs, batch_size: int, max_new_tokens: int,
              desc: str = "evaluate", autocast: torch.dtype | None = None) -> EvalResult:
     return score(utts, transcribe(sm, utts, inputs, batch_size, max_new_tokens, desc, autocast))
-
-
-# --- the shared baseline ----------------------------------------------------------------------
-def baseline_key(sm: SpeechModel, manifest_sha: str, utt_ids: list[str], rms_target: float, max_new_tokens: int,
-                 model_fingerprint: str | None = None) -> str:
-    """What the baseline depends on: the model's weights, the manifest's bytes (and which lines are
-    used), the preprocessing, the generation settings and the normalizer. Nothing else.
-
-    `model_fingerprint` is `tensor_fingerprint(sm.base)` when the caller already has it: hashing every
-    weight costs 0.4 s for whisper-tiny and grows with the model, so a run hashes once for all its sets.
-    """
-    parts = {
-        "model": model_fingerprint or tensor_fingerprint(sm.base),
-        "manifest": manifest_sha,
-        "utterances": hashlib.sha256("\n".join(utt_ids).encode()).hexdigest(),
-        "preprocessing": preprocessing_fingerprint(sm, rms_target),
-        "generation": {**sm.base.generation_config.to_diff_dict(), "max_new_tokens": max_new_tokens},
-        "normalizer": NORMALIZER_VERSION,
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-def cached_baseline(cache_root: Path, key: str) -> EvalResult | None:
-    path = cache_root / "baselines" / f"{key}.jsonl"
-    if not path.exists():
-        return None
-    return EvalResult([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
-
-
-def store_baseline(cache_root: Path, key: str, result: EvalResult) -> None:
-    from .records import write_jsonl
-
-    write_jsonl(cache_root / "baselines" / f"{key}.jsonl", result.rows)

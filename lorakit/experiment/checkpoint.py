@@ -11,13 +11,14 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import torch
+
+from ..record import OLD_SUFFIX, atomic_folder
 
 BEST = "adapter_best"
 LAST = "checkpoint_last"
@@ -27,32 +28,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint could not be written or read; the message says which and why."""
 
 
-def _replace_dir(tmp: Path, dst: Path) -> None:
-    """Swap a fully written folder into place; the old one is removed only after the new one is there."""
-    old = dst.with_name(dst.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if dst.exists():
-        os.replace(dst, old)
-    try:
-        os.replace(tmp, dst)
-    except BaseException:
-        if old.exists() and not dst.exists():
-            os.replace(old, dst)  # put the previous checkpoint back rather than leave none
-        raise
-    if old.exists():
-        shutil.rmtree(old)
-
-
-def _staging(dst: Path) -> Path:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
-
-
 def recover(folder: Path) -> None:
     """Finish or undo a swap that a crash interrupted between the two renames."""
     for name in (BEST, LAST):
-        dst, old = folder / name, folder / (name + ".old")
+        dst, old = folder / name, folder / (name + OLD_SUFFIX)
         if old.exists() and not dst.exists():
             os.replace(old, dst)
         elif old.exists():
@@ -64,24 +43,19 @@ def recover(folder: Path) -> None:
 
 
 @contextmanager
-def _atomic_folder(dst: Path) -> Iterator[Path]:
-    """Yield a staging folder; on success it replaces `dst` whole, on any failure it is removed and
-    `dst` is left as it was (an OSError, e.g. a full disk, becomes a CheckpointError saying so)."""
-    tmp = _staging(dst)
+def _atomic_checkpoint(dst: Path) -> Iterator[Path]:
+    """`record.atomic_folder`, with an OSError (e.g. a full disk) turned into a CheckpointError that
+    says the previous checkpoint is intact."""
     try:
-        yield tmp
-        _replace_dir(tmp, dst)
+        with atomic_folder(dst) as tmp:
+            yield tmp
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointError(f"could not save {dst} ({exc.strerror or exc}); the previous checkpoint is intact") from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def save_adapter(model, dst: Path, meta: dict[str, Any]) -> None:
     """peft `save_pretrained` (safetensors) + meta.json, atomically."""
-    with _atomic_folder(dst) as tmp:
+    with _atomic_checkpoint(dst) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
 
@@ -114,7 +88,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_training_state(model, optimizer, scheduler, step: int, dst: Path, meta: dict[str, Any]) -> None:
     """Adapter weights + optimizer/scheduler/RNG state + step, atomically."""
-    with _atomic_folder(dst) as tmp:
+    with _atomic_checkpoint(dst) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(), "step": step}, tmp / "training_state.pt")
         (tmp / "meta.json").write_text(json.dumps({**meta, "step": step}, indent=2))

@@ -1,5 +1,5 @@
-"""From utterances to model inputs: batches for training, sorted batches for evaluation, and the
-encoder-output cache that makes decoder-only adapters cheap.
+"""From utterances to model inputs: features, labels, and the encoder-output cache that makes
+decoder-only adapters cheap (which utterances form a batch is `batches.py`).
 
 Every clip goes through `audio.load_audio` (load -> mono -> resample -> RMS normalize): the same
 function for training, evaluation and inference. When no adapter touches the Whisper encoder, its
@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import random
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 
+from ..config import RunConfig, cache_root
+from ..record import atomic_file
 from .audio import audio_sha256, load_audio
 from .manifests import Utterance
 from .models import SpeechModel
@@ -84,9 +83,8 @@ class Inputs:
             feats = self.features([utts[i] for i in missing])
             hidden = self.sm.encode(feats).float().cpu().numpy()
             for i, h in zip(missing, hidden):
-                tmp = paths[i].with_suffix(f".{os.getpid()}.tmp.npy")
-                np.save(tmp, h)
-                os.replace(tmp, paths[i])  # atomic: a killed run never leaves half a cache entry
+                with atomic_file(paths[i]) as tmp:  # a killed run never leaves half a cache entry
+                    np.save(tmp, h)
         self.encoder_hits += len(utts) - len(missing)
         return torch.from_numpy(np.stack([np.load(p) for p in paths])).to(self.device)
 
@@ -106,45 +104,8 @@ class Inputs:
         return self.features(utts)
 
 
-def train_batches(utts: list[Utterance], batch_size: int, seed: int, start: int = 0) -> Iterator[list[Utterance]]:
-    """Endless micro-batches: a fresh seeded shuffle each epoch; within an epoch, batches of similar
-    length (shuffled in chunks of 50 batches) so padding stays small.
-
-    The i-th batch is a pure function of (utts, batch_size, seed, i), so a resumed run sees exactly
-    the batches the uninterrupted run would have seen: pass `start` = micro-batches already consumed.
-    """
-    per_epoch = max(1, len(utts) // batch_size)  # drop the ragged tail: every batch is full
-    epoch, offset = divmod(start, per_epoch)
-    while True:
-        batches = _epoch_batches(utts, batch_size, seed, epoch)
-        for batch in batches[offset:]:
-            yield batch
-        epoch, offset = epoch + 1, 0
-
-
-def _epoch_batches(utts: list[Utterance], batch_size: int, seed: int, epoch: int) -> list[list[Utterance]]:
-    rng = random.Random(f"{seed}:{epoch}")
-    order = list(utts)
-    rng.shuffle(order)
-    chunk = batch_size * 50
-    batches = []
-    for i in range(0, len(order) - batch_size + 1, chunk):
-        block = sorted(order[i : i + chunk], key=lambda u: u.duration)
-        batches += [block[j : j + batch_size] for j in range(0, len(block) - batch_size + 1, batch_size)]
-    rng.shuffle(batches)
-    return batches
-
-
-def eval_batches(utts: list[Utterance], batch_size: int) -> list[list[Utterance]]:
-    """Length-sorted batches (longest first, so a memory problem shows up at once)."""
-    order = sorted(utts, key=lambda u: -u.duration)
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def subset(utts: list[Utterance], n: int, seed: int) -> list[Utterance]:
-    """A seeded subset of n utterances (all of them when n is 0 or larger than the set)."""
-    if n <= 0 or n >= len(utts):
-        return list(utts)
-    rng = random.Random(f"subset:{seed}")
-    picked = rng.sample(range(len(utts)), n)
-    return [utts[i] for i in sorted(picked)]
+def make_inputs(sm: SpeechModel, cfg: RunConfig, device, frozen_encoder: bool) -> Inputs:
+    """A run's `Inputs`: with the Whisper encoder frozen (and `encoder_cache` on), encoder outputs
+    come from the disk cache keyed by that encoder and the preprocessing."""
+    cached = sm.family == "whisper" and cfg.encoder_cache and frozen_encoder
+    return Inputs(sm, cfg.rms_target, Inputs.cache_dir_for(cache_root(), sm, cfg.rms_target) if cached else None, device)

@@ -18,9 +18,10 @@ from typing import Sequence
 import ipywidgets as widgets
 from IPython.display import Audio
 
-from lorakit.breakdown import aligned, html_table, utterance_changes
-from lorakit.config import project_root
-from lorakit.runs import PredictionMismatch, Run, load_runs
+from ..config import project_root
+from .breakdown import aligned, html_table, utterance_changes
+from .runs import Run, load_runs
+from .stats import PredictionMismatch
 
 PathLike = str | os.PathLike
 ALL_SPEAKERS = "(all speakers)"

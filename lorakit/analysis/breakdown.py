@@ -16,7 +16,9 @@ from typing import Callable, Sequence
 
 import jiwer
 
-from lorakit.runs import Run, pair_predictions, select_runs
+from ..record import utterance_errors
+from .runs import Run, select_runs
+from .stats import pair_predictions
 
 GAP = "*"  # marks the missing side of a deletion or insertion in aligned text
 _OP_CODE = {"equal": " ", "substitute": "S", "delete": "D", "insert": "I"}
@@ -25,17 +27,6 @@ _OP_CODE = {"equal": " ", "substitute": "S", "delete": "D", "insert": "I"}
 def align(rows: Sequence[dict]) -> jiwer.WordOutput:
     """jiwer's word alignment of `ref_norm` against `hyp_norm`, one entry per row."""
     return jiwer.process_words([r["ref_norm"] for r in rows], [r["hyp_norm"] for r in rows])
-
-
-def _utterance_counts(out: jiwer.WordOutput, i: int) -> dict:
-    counts = {"sub": 0, "del": 0, "ins": 0, "hits": 0}
-    for c in out.alignments[i]:
-        n_ref, n_hyp = c.ref_end_idx - c.ref_start_idx, c.hyp_end_idx - c.hyp_start_idx
-        key = {"equal": "hits", "substitute": "sub", "delete": "del", "insert": "ins"}[c.type]
-        counts[key] += n_hyp if c.type == "insert" else n_ref
-    counts["ref_words"] = len(out.references[i])
-    counts["errors"] = counts["sub"] + counts["del"] + counts["ins"]
-    return counts
 
 
 def _wer(errors: int, ref_words: int) -> float | None:
@@ -135,12 +126,8 @@ def aligned(ref_norm: str, hyp_norm: str) -> AlignedText:
 
 def speaker_wer(rows: Sequence[dict]) -> list[dict]:
     """WER per speaker (pooled over the speaker's utterances), worst first."""
-    if not rows:
-        return []
-    out = align(rows)
     per: dict[str, dict] = {}
-    for i, r in enumerate(rows):
-        c = _utterance_counts(out, i)
+    for r, c in zip(rows, utterance_table(rows)):
         s = per.setdefault(str(r.get("speaker_id")), {"speaker": str(r.get("speaker_id")),
                                                       "utterances": 0, "ref_words": 0, "errors": 0})
         s["utterances"] += 1
@@ -151,22 +138,21 @@ def speaker_wer(rows: Sequence[dict]) -> list[dict]:
     return sorted(per.values(), key=lambda s: (-(s["wer"] or 0), s["speaker"]))
 
 
-def utterance_errors(rows: Sequence[dict]) -> list[dict]:
-    """Per utterance: id, speaker, ref_words, sub/del/ins/errors, wer, from the alignment."""
-    if not rows:
-        return []
-    out = align(rows)
+def utterance_table(rows: Sequence[dict]) -> list[dict]:
+    """Per utterance: id, speaker, sub/del/ins/hits, ref_words, errors and wer, counted from the
+    normalized texts by `record.utterance_errors` (the same count the evaluation stored)."""
     res = []
-    for i, r in enumerate(rows):
-        c = _utterance_counts(out, i)
-        res.append({"id": r["id"], "speaker": r.get("speaker_id"), **c,
+    for r in rows:
+        c = utterance_errors(r["ref_norm"], r["hyp_norm"])
+        res.append({"id": r["id"], "speaker": r.get("speaker_id"), "sub": c["sub"], "del": c["del"], "ins": c["ins"],
+                    "hits": c["ref_words"] - c["sub"] - c["del"], "ref_words": c["ref_words"], "errors": c["errors"],
                     "wer": _wer(c["errors"], c["ref_words"])})
     return res
 
 
 def worst_utterances(rows: Sequence[dict], n: int = 10) -> list[dict]:
     """The `n` utterances with the highest WER (more errors first on ties), with aligned text."""
-    per = utterance_errors(rows)
+    per = utterance_table(rows)
     by_id = {r["id"]: r for r in rows}
     ranked = sorted((u for u in per if u["errors"]), key=lambda u: (-(u["wer"] or float("inf")),
                                                                     -u["errors"], u["id"]))[:n]
@@ -181,8 +167,8 @@ def utterance_changes(before: Sequence[dict], after: Sequence[dict]) -> list[dic
     worst change first.
     """
     pairs = pair_predictions(before, after)
-    b_err = {u["id"]: u for u in utterance_errors([b for b, _ in pairs])}
-    a_err = {u["id"]: u for u in utterance_errors([a for _, a in pairs])}
+    b_err = {u["id"]: u for u in utterance_table([b for b, _ in pairs])}
+    a_err = {u["id"]: u for u in utterance_table([a for _, a in pairs])}
     rows = []
     for b, a in pairs:
         eb, ea = b_err[b["id"]], a_err[b["id"]]

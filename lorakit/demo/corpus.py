@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from lorakit import corpus_words as W
+from . import words as W
 
 SAMPLE_RATE = 16_000  # Hz, the rate every written clip has
 CORPUS_VERSION = 1  # bump when the file layout changes; content changes are caught by the plan hash
@@ -85,7 +85,7 @@ HELDOUT_VOICES = {_v("flite:slt"): 1, _v("flite:rms"): 1}  # heard nowhere else
 
 
 @dataclass(frozen=True)
-class Utterance:
+class PlannedClip:
     """One clip to render: what is said, by whom, how fast, and where it is written."""
 
     split: str
@@ -216,7 +216,7 @@ def _sox_effects(channel: str) -> list[str]:
     return effects + ["gain", "-n", "-3", "pad", str(PAD_SECONDS[0]), str(PAD_SECONDS[1])]
 
 
-def render(utt: Utterance, out_dir: Path) -> float:
+def render(utt: PlannedClip, out_dir: Path) -> float:
     """Synthesize one utterance to a 16 kHz mono 16-bit WAV file; return its duration in seconds."""
     v = utt.voice
     if v.engine == "espeak":
@@ -244,7 +244,7 @@ def _pick_voice(rng: random.Random, voices: dict[Voice, int]) -> Voice:
     return rng.choices(list(voices), weights=list(voices.values()))[0]
 
 
-def plan_corpus(seed: int, n_train: int, n_domain: int, n_heldout: int) -> tuple[list[Utterance], list[str]]:
+def plan_corpus(seed: int, n_train: int, n_domain: int, n_heldout: int) -> tuple[list[PlannedClip], list[str]]:
     """Decide every utterance (text, voice, prosody, path) from the seed; return them and the domain-only terms.
 
     Each group draws from its own stream (`Random(f"{seed}/domain/clinical")`, ...), so editing the
@@ -262,7 +262,7 @@ def plan_corpus(seed: int, n_train: int, n_domain: int, n_heldout: int) -> tuple
         ("heldout", "everyday", n_heldout, W.GENERAL_TEMPLATES, all_lists, HELDOUT_VOICES),
     ]
     seen: set[str] = set()  # every sentence is used once across all splits
-    planned: dict[str, list[Utterance]] = {"train": [], "domain": [], "heldout": []}
+    planned: dict[str, list[PlannedClip]] = {"train": [], "domain": [], "heldout": []}
     for split, kind, count, templates, lists, voices in groups:
         rng = random.Random(f"{seed}/{split}/{kind}")
         for _ in range(count):
@@ -275,7 +275,7 @@ def plan_corpus(seed: int, n_train: int, n_domain: int, n_heldout: int) -> tuple
                 speed, pitch = float(rng.randint(140, 175)), rng.randint(35, 65)  # words/minute, 0-99
             else:
                 speed, pitch = round(rng.uniform(0.95, 1.10), 2), 0  # duration stretch
-            planned[split].append(Utterance(split, "", text, voice, speed, pitch, rng.randrange(2**32)))
+            planned[split].append(PlannedClip(split, "", text, voice, speed, pitch, rng.randrange(2**32)))
     random.Random(f"{seed}/train/order").shuffle(planned["train"])  # interleave clinical and everyday
 
     return [
@@ -284,7 +284,7 @@ def plan_corpus(seed: int, n_train: int, n_domain: int, n_heldout: int) -> tuple
     ], domain_only
 
 
-def check_splits(utterances: list[Utterance], domain_only: list[str]) -> None:
+def check_splits(utterances: list[PlannedClip], domain_only: list[str]) -> None:
     """Raise AssertionError unless no sentence is in two splits and domain-only terms and voices miss train."""
     texts = {s: {u.text.lower() for u in utterances if u.split == s} for s in ("train", "domain", "heldout")}
     for one, two in (("train", "domain"), ("train", "heldout"), ("domain", "heldout")):
@@ -299,7 +299,7 @@ def check_splits(utterances: list[Utterance], domain_only: list[str]) -> None:
         raise AssertionError("a domain-only voice is in train")
 
 
-def plan_sha256(utterances: list[Utterance]) -> str:
+def plan_sha256(utterances: list[PlannedClip]) -> str:
     """Fingerprint of everything a build renders: any change to word lists, voices or seed changes it."""
     return hashlib.sha256(repr(utterances).encode()).hexdigest()
 

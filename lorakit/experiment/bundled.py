@@ -14,13 +14,13 @@ output projection is an alias of the token embedding, so it stays tied.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ..config import cache_root
+from ..record import atomic_folder
 
 BUNDLED_NAME = "bundled:whisper-tiny.en"
 CONVERTER_VERSION = 1  # bump when the output layout changes, so caches are rebuilt
@@ -219,29 +219,13 @@ def convert(src: str | Path, dst: str | Path) -> Path:
         feature_extractor=WhisperFeatureExtractor(feature_size=config.num_mel_bins), tokenizer=tokenizer
     )
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
-    try:
+    with atomic_folder(dst) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
         (tmp / "lorakit_bundled.json").write_text(
             json.dumps({"source": str(src), "converter_version": CONVERTER_VERSION, "name": BUNDLED_NAME}, indent=2)
         )
-        if dst.exists():
-            shutil.rmtree(dst)
-        os.replace(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dst
-
-
-def cache_root() -> Path:
-    """Where converted models live: $LORAKIT_CACHE, else `.cache/lorakit` in the working directory's repo."""
-    env = os.environ.get("LORAKIT_CACHE")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent / ".cache" / "lorakit"
 
 
 def bundled_model_dir(force: bool = False) -> Path:

@@ -1,0 +1,7 @@
+"""`python -m lorakit ...` is the `lorakit` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

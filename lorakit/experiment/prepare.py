@@ -1,0 +1,157 @@
+"""Everything a run checks before it trains: read the manifests (file:line:field errors, or counted
+skips), the duration filter with its starvation guard, a seeded training subset, every clip decoded
+once (unusable audio is an error or a counted skip), training texts that fit the decoder, at least
+`min_train_clips`, and the train/eval leakage check. The result is `Splits` plus the counts that go
+into the run record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..config import ConfigError, RunConfig
+from .audio import AudioError, load_audio
+from .batches import subset
+from .leakage import check_leakage
+from .manifests import Manifest, ManifestError, Utterance, filter_by_duration, read_manifest
+from .models import SpeechModel
+
+
+@dataclass
+class Splits:
+    train: list[Utterance]
+    evals: dict[str, list[Utterance]]  # "domain" (primary) and, when given, "heldout"
+    manifests: dict[str, Manifest]
+    report: dict = field(default_factory=dict)  # counts for the run record
+    warnings: list[str] = field(default_factory=list)
+
+
+MIN_CLIP_SECONDS = 0.1  # no word fits in less; Moonshine's first convolution needs ~0.06 s of input
+SILENCE_RMS = 1e-8  # linear amplitude: below it `rms_normalize` leaves a clip as it is (digital silence)
+DURATION_TOLERANCE = 0.25  # seconds (or 10 % of the clip): manifests round durations; truncated copies lose more
+
+
+def _clip_problem(u: Utterance, sampling_rate: int, rms_target: float) -> tuple[str, str] | None:
+    """(field, problem) when a clip cannot be used as it is listed, else None."""
+    try:
+        x = load_audio(u.audio_filepath, sampling_rate=sampling_rate, rms_target=rms_target)
+    except AudioError as exc:
+        return "audio_filepath", str(exc)
+    seconds = x.size / sampling_rate
+    if seconds < MIN_CLIP_SECONDS:
+        return "audio_filepath", f"{u.audio_filepath}: too short ({seconds:.3f} s < {MIN_CLIP_SECONDS} s)"
+    if float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) < SILENCE_RMS:
+        # a transcript paired with silence teaches the model to hallucinate it
+        return "audio_filepath", f"{u.audio_filepath}: silent audio (RMS < {SILENCE_RMS:g}) for the text {u.text!r}"
+    if abs(seconds - u.duration) > max(DURATION_TOLERANCE, 0.1 * u.duration):
+        # a truncated copy, or a wrong field that the duration filter trusted
+        return "duration", f"says {u.duration:g} s but {u.audio_filepath} lasts {seconds:.2f} s (truncated file or wrong field)"
+    return None
+
+
+def _usable_audio(utts: list[Utterance], policy: str, sampling_rate: int, rms_target: float, skipped: list) -> list[Utterance]:
+    """Decode every clip once up front, so a bad file fails (or is skipped) before training starts."""
+    good = []
+    for u in utts:
+        problem = _clip_problem(u, sampling_rate, rms_target)
+        if problem is None:
+            good.append(u)
+            continue
+        name, reason = problem
+        if policy == "error":
+            raise AudioError(f"{u.manifest}:{u.line}: field '{name}': {reason}", u.audio_filepath)
+        skipped.append({"manifest": u.manifest, "line": u.line, "field": name, "reason": reason})
+    return good
+
+
+def _fitting_labels(utts: list[Utterance], sm: SpeechModel | None, policy: str, skipped: list) -> list[Utterance]:
+    """Training texts the decoder can take: Whisper refuses labels over `max_target_positions`
+    tokens, which would otherwise stop the run at whichever step first draws that clip."""
+    limit = getattr(sm.base.config, "max_target_positions", None) if sm is not None else None
+    if not limit:
+        return list(utts)
+    good = []
+    for u in utts:
+        n = len(sm.label_ids(u.text))
+        if n <= limit:
+            good.append(u)
+            continue
+        err = ManifestError(u.manifest, u.line, "text", f"{n} tokens, over the model's limit of {limit} ({u.text[:40]!r}...)")
+        if policy == "error":
+            raise err
+        skipped.append({"manifest": u.manifest, "line": u.line, "field": "text", "reason": err.reason})
+    return good
+
+
+def prepare_data(cfg: RunConfig, sampling_rate: int = 16_000, sm: SpeechModel | None = None) -> Splits:
+    """Read, filter and check every manifest and clip before any training: bad input is an error
+    naming file, line and field, or (on_bad_audio='skip') a skip counted in `report`. With `sm`,
+    training texts are also checked against the model's label limit."""
+    manifests, report, warnings = _read_manifests(cfg)
+    train = _filtered_train(cfg, manifests["train"], report)
+    skipped_audio: list[dict] = []
+    train = _usable_audio(train, cfg.on_bad_audio, sampling_rate, cfg.rms_target, skipped_audio)
+    evals = {name: _usable_audio(subset(manifests[name].utterances, cfg.max_eval_utterances, cfg.seed), cfg.on_bad_audio,
+                                 sampling_rate, cfg.rms_target, skipped_audio)
+             for name in ("domain", "heldout") if name in manifests}
+    skipped_text: list[dict] = []
+    train = _fitting_labels(train, sm, cfg.on_bad_audio, skipped_text)
+    report["train"]["used"] = len(train)
+    for name, utts in evals.items():
+        report[name]["used"] = len(utts)
+        if not utts:  # a WER over nothing would read 0.0
+            raise ManifestError(manifests[name].path, None, None, f"no usable clips in the {name} set "
+                                f"({sum(s['manifest'] == manifests[name].path for s in skipped_audio)} bad clips skipped)")
+    _report_skips(report, warnings, skipped_audio, skipped_text)
+    if len(train) < cfg.min_train_clips:
+        raise ConfigError(f"only {len(train)} usable training clips remain (min_train_clips={cfg.min_train_clips}); refusing to train")
+    if len(train) < cfg.batch_size:
+        raise ConfigError(f"batch_size={cfg.batch_size} is larger than the {len(train)} usable training clips")
+    _leakage(train, evals, report, warnings)
+    for w in warnings:
+        print("WARNING:", w)
+    return Splits(train=train, evals=evals, manifests=manifests, report=report, warnings=warnings)
+
+
+def _read_manifests(cfg: RunConfig) -> tuple[dict[str, Manifest], dict, list[str]]:
+    """Every manifest of the run, with its line counts (and skipped bad lines) for the record."""
+    paths = {"train": cfg.path("train_manifest"), "domain": cfg.path("domain_manifest"), "heldout": cfg.path("heldout_manifest")}
+    manifests = {name: read_manifest(p, on_bad=cfg.on_bad_audio) for name, p in paths.items() if p is not None}
+    report: dict = {name: {"lines": len(m.utterances) + len(m.skipped), "bad_lines_skipped": len(m.skipped),
+                           "bad_lines": [{"line": line, "reason": reason} for line, reason in m.skipped]}
+                    for name, m in manifests.items()}
+    warnings = [f"{name}: skipped {len(m.skipped)} bad manifest line(s), e.g. line {m.skipped[0][0]}: {m.skipped[0][1]}"
+                for name, m in manifests.items() if m.skipped]
+    return manifests, report, warnings
+
+
+def _filtered_train(cfg: RunConfig, manifest: Manifest, report: dict) -> list[Utterance]:
+    """Training clips within `max_seconds` (refusing starvation), then the seeded subset."""
+    filtered = filter_by_duration(manifest.utterances, max_seconds=cfg.max_seconds, min_keep=cfg.min_train_clips,
+                                  min_keep_fraction=cfg.min_keep_fraction, what="train")
+    print(f"train: {filtered.summary()}")
+    report["train"].update(kept=len(filtered.kept), dropped_over_max_seconds=len(filtered.dropped), max_seconds=cfg.max_seconds)
+    train = subset(filtered.kept, cfg.max_train_utterances, cfg.seed)
+    if len(train) < len(filtered.kept):
+        print(f"train: using a seeded subset of {len(train)} of {len(filtered.kept)} clips (max_train_utterances)")
+    return train
+
+
+def _report_skips(report: dict, warnings: list[str], skipped_audio: list[dict], skipped_text: list[dict]) -> None:
+    if skipped_audio:
+        report["bad_audio_skipped"] = skipped_audio
+        warnings.append(f"skipped {len(skipped_audio)} unusable clip(s) (on_bad_audio='skip'), e.g. line {skipped_audio[0]['line']} "
+                        f"of {skipped_audio[0]['manifest']}: field '{skipped_audio[0]['field']}': {skipped_audio[0]['reason']}")
+    if skipped_text:
+        report["train"]["too_long_text_skipped"] = skipped_text
+        warnings.append(f"train: skipped {len(skipped_text)} clip(s) whose text is too long for the model, e.g. line {skipped_text[0]['line']}")
+
+
+def _leakage(train: list[Utterance], evals: dict[str, list[Utterance]], report: dict, warnings: list[str]) -> None:
+    leakage = check_leakage(train, evals)
+    report["leakage"] = leakage.to_dict()
+    if not leakage.is_clean:  # the summary starts with "LEAKAGE:" and has the counts; add what leaked
+        examples = [f"{e['eval_id']} ~ {e['train_id']} ({e['kind']}: {e['text']!r})" for s in leakage.sets.values() for e in s.examples]
+        warnings.append(f"{leakage.summary()}; e.g. {'; '.join(examples)}")

@@ -1,0 +1,353 @@
+"""One experiment of the protocol: `run(cfg)`.
+
+    manifests -> filter (starvation guard) -> leakage check -> model -> shared baseline
+    -> adapters -> [train_step x eval_interval -> evaluate domain+heldout -> best/last checkpoints]
+    -> reload the best adapter from disk -> verify it reproduces that step (or re-evaluate): the reported numbers.
+
+`_run` reads as that list of named steps; `train_loop` is the loop, on one screen; `train_step` is
+the whole of optimisation. Data preparation is `prepare.py`, the shared baseline `baseline.py`, the
+best checkpoint `best.py`, and the accelerate details (processes, sharded evaluation) `distributed.py`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+import traceback
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..config import ConfigError, RunConfig, check_inputs_exist, project_root
+from ..record import RunRecord, git_sha, markdown_table, now, run_command, today, versions, write_json
+from . import checkpoint as ckpt
+from .baseline import shared_baseline
+from .batches import train_batches
+from .best import reevaluate_best, select_best
+from .distributed import FollowerRecord, broadcast, evaluate_all, make_accelerator
+from .evaluate import EvalResult
+from .inputs import Inputs, make_inputs, tensor_fingerprint
+from .manifests import Utterance
+from .models import SpeechModel, add_adapters, encoder_is_frozen, load_model, pick_autocast, pick_device, resolve_target_modules
+from .prepare import Splits, prepare_data
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds CUDA
+
+
+# --- optimisation --------------------------------------------------------------------------------
+def make_optimizer(model: torch.nn.Module, cfg: RunConfig):
+    from transformers import get_scheduler
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    name = "constant_with_warmup" if cfg.scheduler == "constant" else cfg.scheduler
+    scheduler = get_scheduler(name, optimizer, num_warmup_steps=int(cfg.warmup_ratio * cfg.max_steps), num_training_steps=cfg.max_steps)
+    return optimizer, scheduler
+
+
+def train_step(sm: SpeechModel, inputs: Inputs, micro_batches: list[list[Utterance]], optimizer, scheduler,
+               max_grad_norm: float, autocast: torch.dtype | None = None, accelerator=None, model=None) -> dict:
+    """forward -> loss -> backward (accumulated over micro-batches) -> clip -> optimizer step -> schedule.
+
+    Under accelerate, `model` is the prepared (data-parallel) model, the micro-batches are this
+    process's slices, and gradients are all-reduced once, at the last micro-batch's backward.
+    """
+    model = model if model is not None else sm.model
+    model.train()
+    total = 0.0
+    for i, batch in enumerate(micro_batches):
+        model_in, labels = inputs.model_inputs(batch), inputs.labels(batch)
+        accumulating = accelerator is not None and i < len(micro_batches) - 1
+        with accelerator.no_sync(model) if accumulating else nullcontext():
+            with torch.autocast(inputs.device.type, dtype=autocast, enabled=autocast is not None):
+                loss = model(**model_in, labels=labels).loss / len(micro_batches)
+            accelerator.backward(loss) if accelerator is not None else loss.backward()
+        total += loss.item()
+    if accelerator is not None and accelerator.num_processes > 1:
+        total = accelerator.reduce(torch.tensor(total, device=accelerator.device), "mean").item()
+    params = [p for p in sm.model.parameters() if p.requires_grad]
+    clip = accelerator.clip_grad_norm_ if accelerator is not None else torch.nn.utils.clip_grad_norm_
+    grad_norm = float(clip(params, max_grad_norm))  # after unscaling, when fp16 has a gradient scaler
+    lr = scheduler.get_last_lr()[0]
+    out = {"loss": total, "grad_norm": grad_norm, "lr": lr}
+    if math.isfinite(total) and math.isfinite(grad_norm):
+        optimizer.step()
+        scheduler.step()
+    elif math.isfinite(total) and accelerator is not None and accelerator.scaler is not None:
+        optimizer.step()  # fp16 overflow: the gradient scaler skips this update and lowers its scale
+        out["overflow"] = True
+    optimizer.zero_grad(set_to_none=True)
+    return out
+
+
+# --- the run ------------------------------------------------------------------------------------
+@dataclass
+class RunResult:
+    run_id: str
+    folder: Path
+    metrics: dict
+
+    def _repr_markdown_(self) -> str:
+        m = self.metrics
+        keys = ["run_id", "status", "steps", "lr", "best_step", "stop_reason", "baseline_wer", "tuned_wer",
+                "heldout_baseline_wer", "heldout_tuned_wer", "elapsed_s"]
+        cells = {k: f"{m.get(k):.4f}" if isinstance(m.get(k), float) and k.endswith("wer") else str(m.get(k)) for k in keys}
+        return markdown_table([cells], [(k, k) for k in keys]) + "\n"
+
+
+def default_run_id(cfg: RunConfig) -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + cfg.config_hash()
+
+
+def run(cfg: RunConfig) -> RunResult:
+    """Execute one experiment and write its run record. Resumes from `checkpoint_last` when the
+    run folder holds an unfinished run with the same configuration."""
+    check_inputs_exist(cfg)
+    accelerator = make_accelerator(cfg)
+    run_id = broadcast(cfg.run_id or default_run_id(cfg), accelerator)  # the main process's timestamp names the run
+    folder = cfg.path("output_dir") / run_id
+    record = RunRecord(folder) if accelerator.is_main_process else FollowerRecord(folder)
+    previous = record.metrics()
+    if previous.get("status") == "finished":
+        raise ConfigError(f"run {run_id!r} already finished in {folder}; choose another run_id (or `lorakit run --force`)")
+    started = time.time()
+    record.update_metrics(run_id=run_id, status="running", date=today(), started=now(), error=None)
+    try:
+        return _run(cfg, run_id, record, started, accelerator)
+    except BaseException as exc:
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        try:
+            record.update_metrics(status=status, error=f"{type(exc).__name__}: {exc}", elapsed_s=round(time.time() - started, 1),
+                                  traceback=traceback.format_exc(limit=8))
+        except OSError as write_error:  # e.g. the full disk that failed the run: raise the run's own error, not this one
+            print(f"WARNING: could not record the failure in {record.metrics_path}: {write_error}", file=sys.stderr)
+        raise
+
+
+@dataclass
+class RunState:
+    """What the steps of one run share: set up once, then read by the loop and the finish."""
+
+    cfg: RunConfig
+    run_id: str
+    record: RunRecord
+    started: float
+    accelerator: object
+    device: torch.device
+    autocast: torch.dtype | None
+    sm: SpeechModel
+    splits: Splits
+    inputs: Inputs
+    targets: list[str] | str
+    baselines: dict[str, EvalResult] = field(default_factory=dict)
+    optimizer: object = None
+    scheduler: object = None
+    n_trainable: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def elapsed(self) -> float:
+        return round(time.time() - self.started, 1)
+
+    def baseline_wer(self, name: str) -> float | None:
+        return self.baselines[name].wer if name in self.baselines else None
+
+
+def _run(cfg: RunConfig, run_id: str, record: RunRecord, started: float, accelerator) -> RunResult:
+    r = set_up(cfg, run_id, record, started, accelerator)
+    r.baselines = compute_baselines(r)
+    add_run_adapters(r)
+    step, evals = resume(r)
+    model, r.optimizer = accelerator.prepare(r.sm.model, r.optimizer)  # r.sm.model stays the unwrapped peft model
+    metrics = record_start(r)
+    step, evals, stop_reason = train_loop(r, model, step, evals)
+    return finish(r, step, evals, stop_reason, metrics)
+
+
+def set_up(cfg: RunConfig, run_id: str, record: RunRecord, started: float, accelerator) -> RunState:
+    """Seed, device, model, checked data, config.json; the adapter targets decide frozen-encoder mode
+    before the adapters exist, so the baseline can use the encoder cache too."""
+    seed_everything(cfg.seed)
+    n_proc = accelerator.num_processes
+    if n_proc > 1 and cfg.batch_size % n_proc:
+        raise ConfigError(f"parameter 'batch_size' = {cfg.batch_size}: must be a multiple of the {n_proc} processes, "
+                          "which each train on an equal slice of every batch")
+    device = pick_device(cfg.device) if n_proc == 1 else accelerator.device
+    autocast = pick_autocast(cfg.precision, device)
+    sm = load_model(cfg.model, device=device)
+    splits = prepare_data(cfg, sampling_rate=sm.sampling_rate, sm=sm)
+    if accelerator.is_main_process:
+        write_json(record.folder / "config.json", {
+            "config": {**cfg.to_dict(), "run_id": run_id}, "versions": versions(), "git_sha": git_sha(project_root()),
+            "command": run_command(cfg), "device": str(device), "autocast": str(autocast), "model_path": sm.path,
+            "processes": n_proc,
+            "manifests": {name: {"path": str(m.path), "sha256": m.sha256, "n_lines": splits.report[name]["lines"],
+                                 "n_used": splits.report[name].get("used")} for name, m in splits.manifests.items()},
+        })
+    targets = resolve_target_modules(sm.model, cfg.target_module_list())
+    inputs = make_inputs(sm, cfg, device, frozen_encoder=all(".encoder." not in f".{t}" for t in targets))
+    return RunState(cfg, run_id, record, started, accelerator, device, autocast, sm, splits, inputs, targets)
+
+
+def compute_baselines(r: RunState) -> dict[str, EvalResult]:
+    """Step-0 WER of every eval set, from the shared cache or computed once; written to predictions/."""
+    model_fp = tensor_fingerprint(r.sm.base)  # once: part of every eval set's baseline key
+    baselines = {name: shared_baseline(r.sm, r.inputs, name, utts, r.splits.manifests[name].sha256, r.cfg, r.autocast,
+                                       r.accelerator, model_fp)
+                 for name, utts in r.splits.evals.items()}
+    for name, res in baselines.items():
+        r.record.write_predictions(name, "baseline", res.rows)
+        print(f"baseline {name}: WER {res.wer:.4f} over {len(res.rows)} utterances")
+    return baselines
+
+
+def add_run_adapters(r: RunState) -> None:
+    """LoRA/DoRA on the resolved targets (seeded: the init does not depend on a cached baseline), and
+    the optimizer over their weights."""
+    cfg, sm = r.cfg, r.sm
+    torch.manual_seed(cfg.seed)
+    if cfg.gradient_checkpointing:  # non-reentrant: works when the layer inputs need no gradient (frozen base)
+        if hasattr(sm.base, "activation_checkpointing_enable"):  # transformers >= 5 renamed it
+            sm.base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            sm.base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    add_adapters(sm, cfg, r.targets)
+    if r.inputs.cache_dir is not None and not encoder_is_frozen(sm):
+        raise RuntimeError("internal: encoder cache enabled but the encoder has trainable parameters")
+    r.n_trainable = sum(p.numel() for p in sm.model.parameters() if p.requires_grad)
+    n_all = sum(p.numel() for p in sm.model.parameters())
+    print(f"adapters: {'DoRA' if cfg.use_dora else 'LoRA'} r={cfg.lora_r} on {len(r.targets)} modules; "
+          f"{r.n_trainable:,} trainable of {n_all:,} parameters ({100 * r.n_trainable / n_all:.2f} %); "
+          f"encoder cache: {'on' if r.inputs.cache_dir is not None else 'off'}")
+    r.optimizer, r.scheduler = make_optimizer(sm.model, cfg)
+
+
+def resume(r: RunState) -> tuple[int, list[dict]]:
+    """(step, evaluations so far): from `checkpoint_last` when the folder holds one, else (0, [])."""
+    last = r.record.folder / ckpt.LAST
+    if r.main:
+        ckpt.recover(r.record.folder)
+    r.accelerator.wait_for_everyone()
+    if not last.exists():
+        return 0, []
+    state = ckpt.load_training_state(last)
+    ckpt.load_adapter_weights(r.sm.model, last)
+    r.optimizer.load_state_dict(state["optimizer"])
+    r.scheduler.load_state_dict(state["scheduler"])
+    ckpt.set_rng_state(state["rng"])
+    step = int(state["step"])
+    r.record.truncate_history(step)
+    print(f"resuming from {last} at step {step}")
+    return step, [row for row in r.record.history() if row.get("kind") == "eval" and row["step"] <= step]
+
+
+def record_start(r: RunState) -> dict:
+    cfg = r.cfg
+    return r.record.update_metrics(
+        command=run_command(cfg), dataset=cfg.train_manifest, manifest=cfg.domain_manifest,
+        heldout_manifest=cfg.heldout_manifest or None, max_steps=cfg.max_steps, lr=cfg.lr, scheduler=cfg.scheduler,
+        use_dora=cfg.use_dora, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, seed=cfg.seed, model=cfg.model, notes=cfg.notes,
+        baseline_wer=r.baseline_wer("domain"), heldout_baseline_wer=r.baseline_wer("heldout"), data=r.splits.report,
+        leakage=r.splits.report["leakage"], warnings=list(r.splits.warnings), target_modules=len(r.targets),
+        trainable_params=r.n_trainable,
+    )
+
+
+def train_loop(r: RunState, model, step: int, evals: list[dict]) -> tuple[int, list[dict], str]:
+    """train_step until max_steps; every eval_interval: evaluate, select, checkpoint, maybe stop."""
+    cfg, n_proc = r.cfg, r.accelerator.num_processes
+    batches = train_batches(r.splits.train, cfg.batch_size, cfg.seed, start=step * cfg.grad_accum)
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="train", disable=not r.main)
+    stop_reason = "max_steps"
+    while step < cfg.max_steps:
+        mine = [next(batches)[r.accelerator.process_index :: n_proc] for _ in range(cfg.grad_accum)]  # this process's slices
+        out = train_step(r.sm, r.inputs, mine, r.optimizer, r.scheduler, cfg.max_grad_norm, r.autocast, r.accelerator, model)
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{out['loss']:.3f}")
+        if not math.isfinite(out["loss"]) or (not math.isfinite(out["grad_norm"]) and not out.get("overflow")):
+            r.record.append_history({"kind": "train", "step": step, **out, "elapsed_s": r.elapsed()})
+            stop_reason = f"non-finite loss ({out['loss']}) at step {step}"
+            break
+        if step % cfg.log_interval == 0 or step == 1:
+            r.record.append_history({"kind": "train", "step": step, **out, "elapsed_s": r.elapsed()})
+        if step % cfg.eval_interval == 0 or step == cfg.max_steps:
+            row = evaluate_and_select(r, step, evals)
+            base_dom = r.baseline_wer("domain")
+            if cfg.wer_stop_threshold and row["domain_wer"] > base_dom * cfg.wer_stop_threshold:
+                stop_reason = f"wer_stop_threshold: domain WER {row['domain_wer']:.4f} > {cfg.wer_stop_threshold} x baseline {base_dom:.4f}"
+                break
+    bar.close()
+    return step, evals, stop_reason
+
+
+def evaluate_and_select(r: RunState, step: int, evals: list[dict]) -> dict:
+    """Evaluate every set at `step`, append it to `evals`, save `adapter_best` when it is the best so
+    far (within the guardrail) and `checkpoint_last` always."""
+    cfg = r.cfg
+    row = evaluate_step(r.sm, r.inputs, r.splits, cfg, step, r.record, r.autocast, r.accelerator)
+    evals.append(row)
+    best, qualified = select_best(evals, r.baseline_wer("heldout"), cfg.guardrail)
+    row["best"] = best == len(evals) - 1
+    r.record.append_history({**row, "elapsed_s": r.elapsed()})
+    if row["best"] and r.main:
+        ckpt.save_adapter(r.sm.model, r.record.folder / ckpt.BEST, {"step": step, "domain_wer": row["domain_wer"],
+                          "heldout_wer": row["heldout_wer"], "guardrail_ok": qualified, "run_id": r.run_id})
+    if r.main:
+        ckpt.save_training_state(r.sm.model, r.optimizer, r.scheduler, step, r.record.folder / ckpt.LAST, {"run_id": r.run_id})
+    base_dom, base_held = r.baseline_wer("domain"), r.baseline_wer("heldout")
+    print(f"step {step}: domain WER {row['domain_wer']:.4f} (baseline {base_dom:.4f})"
+          + (f", heldout {row['heldout_wer']:.4f} (baseline {base_held:.4f})" if base_held is not None else "")
+          + ("  <- best" if row["best"] else ""))
+    return row
+
+
+def finish(r: RunState, step: int, evals: list[dict], stop_reason: str, metrics: dict) -> RunResult:
+    """Reload the best adapter, verify or re-evaluate it, and complete the record."""
+    cfg, record = r.cfg, r.record
+    base_dom, base_held = r.baseline_wer("domain"), r.baseline_wer("heldout")
+    best, qualified = select_best(evals, base_held, cfg.guardrail)
+    warnings = list(metrics.get("warnings", []))
+    if best is None:
+        record.update_metrics(status="failed", steps=step, stop_reason=stop_reason, error="no evaluation happened before the run stopped",
+                              elapsed_s=r.elapsed())
+        raise RuntimeError(f"run {r.run_id}: stopped ({stop_reason}) before any evaluation; no adapter to report")
+    if not qualified and base_held is not None:
+        warnings.append(f"no evaluation kept heldout regression within the guardrail ({cfg.guardrail} pts); "
+                        "best_step falls back to the lowest domain WER")
+    r.accelerator.wait_for_everyone()  # adapter_best/ is on disk for every process
+    final, verified = reevaluate_best(cfg, r.splits, record, r.autocast, r.device, r.accelerator, evals[best]["step"])
+    metrics = record.update_metrics(
+        status="finished", steps=step, stop_reason=stop_reason, best_step=evals[best]["step"], guardrail_ok=qualified,
+        tuned_wer=final["domain"].wer, heldout_tuned_wer=final["heldout"].wer if "heldout" in final else None,
+        domain_sdi=final["domain"].summary(), heldout_sdi=final["heldout"].summary() if "heldout" in final else None,
+        baseline_sdi=r.baselines["domain"].summary(), warnings=warnings, finished=now(), best_verified=verified,
+        elapsed_s=r.elapsed(), encoder_cache_hits=r.inputs.encoder_hits, encoder_cache_misses=r.inputs.encoder_misses,
+    )
+    r.accelerator.wait_for_everyone()  # no process returns before the record is complete
+    print(f"best step {metrics['best_step']}: domain WER {base_dom:.4f} -> {metrics['tuned_wer']:.4f}"
+          + (f", heldout {base_held:.4f} -> {metrics['heldout_tuned_wer']:.4f}" if base_held is not None else "")
+          + (f" ({ckpt.BEST}/ reloaded: {verified['identical']} of {verified['utterances']} re-transcribed clips identical)"
+             if verified["mode"] == "sample" else f" (every clip re-evaluated from {ckpt.BEST}/)"))
+    return RunResult(run_id=r.run_id, folder=record.folder, metrics=metrics)
+
+
+def evaluate_step(sm, inputs, splits: Splits, cfg: RunConfig, step: int, record: RunRecord, autocast, accelerator=None) -> dict:
+    row: dict = {"kind": "eval", "step": step, "heldout_wer": None}
+    for name, utts in splits.evals.items():
+        res = evaluate_all(sm, utts, inputs, cfg, f"eval {name} @ {step}", autocast, accelerator)
+        record.write_predictions(name, f"step{step:06d}", res.rows)
+        row[f"{name}_wer"] = res.wer
+    return row

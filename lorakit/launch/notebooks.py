@@ -1,0 +1,70 @@
+"""The one papermill wrapper: a run is an execution of notebooks/train.ipynb into
+<output_dir>/<run_id>/run.ipynb, an analysis an execution of notebooks/analysis.ipynb. Every launcher
+(`lorakit run`, sweeps, Ray tasks, the analysis after a sweep) comes through here.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..config import RunConfig, launch_rank, project_root
+from ..record import run_status
+
+
+def execute(params: dict[str, Any], run_id: str, force: bool = False, quiet: bool = False, command: str | None = None) -> str:
+    """Run the train notebook for one run id; returns the run's final status ('skipped' if finished).
+
+    `command` (default: this process's `lorakit ...` command line) reaches the run record as the
+    notebook's `command` parameter. Under `accelerate launch` / torchrun every rank executes the
+    notebook (its kernel inherits the launcher's environment and joins the process group in
+    `train.run`); only rank 0 touches the run folder and writes run.ipynb there, the others write
+    their notebook to a scratch folder.
+    """
+    import papermill
+
+    command = command or shlex.join(["lorakit", *sys.argv[1:]])
+    cfg = RunConfig.from_dict({**params, "run_id": run_id, "command": command})
+    folder = cfg.path("output_dir") / run_id
+    rank = launch_rank()
+    status = run_status(folder)
+    if status == "finished" and not force:
+        print(f"{run_id}: already finished in {folder} (use --force to run again)")
+        return "skipped"
+    if rank == 0:
+        if force and folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+    if status in ("running", "failed", "interrupted") and not force:
+        print(f"{run_id}: resuming an unfinished run ({status})")
+    output = folder / "run.ipynb" if rank == 0 else Path(tempfile.mkdtemp(prefix=f"lorakit-{run_id}-rank{rank}-")) / "run.ipynb"
+    quiet = quiet or rank > 0
+    try:
+        papermill.execute_notebook(
+            str(project_root() / "notebooks" / "train.ipynb"), str(output),
+            parameters={**params, "run_id": run_id, "command": command}, cwd=str(project_root()),
+            progress_bar=not quiet, log_output=not quiet,
+        )
+    except papermill.PapermillExecutionError as exc:
+        print(f"{run_id}: failed: {exc.ename}: {exc.evalue} (notebook: {output})", file=sys.stderr)
+        return "failed"
+    return run_status(folder) or "unknown"
+
+
+def execute_analysis(output: Path, parameters: dict[str, Any]) -> bool:
+    """notebooks/analysis.ipynb with `parameters` into `output`; False (and a message) when it fails."""
+    import papermill
+
+    root = project_root()
+    try:
+        papermill.execute_notebook(str(root / "notebooks" / "analysis.ipynb"), str(output), parameters=parameters,
+                                   cwd=str(root / "notebooks"), progress_bar=False)
+    except papermill.PapermillExecutionError as exc:
+        print(f"analysis failed: {exc.ename}: {exc.evalue} (notebook: {output})", file=sys.stderr)
+        return False
+    print(f"analysis: {output}")
+    return True

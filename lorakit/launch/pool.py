@@ -1,0 +1,131 @@
+"""How a sweep's runs are executed: one after another in this process, `jobs` at a time as
+`lorakit run` processes on this machine (cores split between them, one GPU per slot), or as Ray
+tasks (one GPU each when the cluster has GPUs). Each run is a papermill execution either way.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from ..config import ConfigError, RunConfig, child_environment, lorakit_environment, project_root, visible_gpus_listed
+from ..record import run_status
+from .notebooks import execute
+
+@dataclass(frozen=True)
+class SweepRun:
+    run_id: str
+    variation: dict[str, Any]  # the values this run changes (validated, typed)
+    params: dict[str, Any]  # base + fixed + variation: the notebook's parameters (without run_id)
+    command: list[str]  # the `lorakit run ...` that reproduces it
+
+
+def run_sequential(todo: Sequence[SweepRun], force: bool) -> dict[str, str]:
+    return {r.run_id: execute(r.params, r.run_id, force=force, command=shlex.join(r.command)) for r in todo}
+
+
+def _subprocess_command(run: SweepRun, force: bool) -> list[str]:
+    return [sys.executable, "-m", "lorakit", *run.command[1:], "--quiet", *(["--force"] if force else [])]
+
+
+def _thread_env(threads: int) -> dict[str, str]:
+    """Environment of one run's process: `threads` CPU threads, so parallel runs do not thrash the cores."""
+    n = str(max(1, threads))
+    return child_environment(OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n)
+
+
+def _visible_gpus() -> list[str]:
+    """The GPUs a job slot may get: CUDA_VISIBLE_DEVICES when set, else every GPU `nvidia-smi -L` lists
+    (asked of the driver, not of torch: the launcher does not load torch)."""
+    listed = visible_gpus_listed()
+    if listed is not None:
+        return listed
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(line for line in out.splitlines() if line.startswith("GPU "))]
+
+
+def run_parallel(todo: Sequence[SweepRun], jobs: int, force: bool, out_dir: Path) -> dict[str, str]:
+    """`jobs` runs at a time, each a `lorakit run` process; with GPUs, job slot i gets GPU i mod #GPUs
+    (CUDA_VISIBLE_DEVICES). Logs go to <output_dir>/.sweep-logs/<id>.log."""
+    import queue
+
+    env = _thread_env((os.cpu_count() or 1) // jobs)
+    gpus = _visible_gpus()
+    slots: queue.Queue = queue.Queue()
+    for i in range(jobs):
+        slots.put(gpus[i % len(gpus)] if gpus else None)
+    logs = out_dir / ".sweep-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+
+    def one(run: SweepRun) -> tuple[str, str]:
+        log = logs / f"{run.run_id}.log"
+        gpu = slots.get()
+        try:
+            with open(log, "w") as fh:
+                proc = subprocess.run(_subprocess_command(run, force), cwd=project_root(), stdout=fh, stderr=subprocess.STDOUT,
+                                      env={**env, **({"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {})})
+        finally:
+            slots.put(gpu)
+        status = run_status(out_dir / run.run_id) or "unknown"
+        if proc.returncode != 0 and status == "finished":
+            status = f"exit {proc.returncode}"
+        print(f"{run.run_id}: {status}" + ("" if status == "finished" else f" (log: {log})"), flush=True)
+        return run.run_id, status
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return dict(pool.map(one, todo))
+
+
+def _ray_task(command: list[str], root: str, env: dict[str, str], folder: str) -> tuple[str, int, str]:
+    """One run inside a Ray worker: `lorakit run` as a child process (its own kernel, the GPU Ray gave
+    this task via CUDA_VISIBLE_DEVICES); returns (status, exit code, last lines of output)."""
+    import subprocess as sp
+
+    from lorakit.config import child_environment
+    from lorakit.record import run_status
+
+    proc = sp.run(command, cwd=root, env=child_environment(**env), capture_output=True, text=True)
+    return run_status(Path(folder)) or "unknown", proc.returncode, (proc.stdout + proc.stderr)[-2000:]
+
+
+def run_ray(todo: Sequence[SweepRun], address: str, force: bool) -> dict[str, str]:
+    """Each run a Ray task; the project folder must be at the same path on every node (shared storage)."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--ray needs Ray: pip install 'lorakit[ray]' (or \"ray[default]\")") from None
+    if not ray.is_initialized():
+        local = {"include_dashboard": False} if address == "local" else {}  # "local": a fresh instance on this machine
+        ray.init(address=address, log_to_driver=False, **local)
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(_ray_task)
+    root = str(project_root())
+    env = {"LORAKIT_ROOT": root, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env.update(lorakit_environment())
+    refs = {task.remote(_subprocess_command(r, force), root, env, str(RunConfig.from_dict(r.params).path("output_dir") / r.run_id)): r
+            for r in todo}
+    print(f"ray: {len(refs)} tasks, {gpus} GPU each, on {ray.cluster_resources().get('CPU', 0):.0f} CPUs / "
+          f"{ray.cluster_resources().get('GPU', 0):.0f} GPUs")
+    statuses = {}
+    pending = list(refs)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        run = refs[done[0]]
+        try:
+            status, code, tail = ray.get(done[0])
+        except Exception as exc:  # noqa: BLE001 - a lost worker or node is that run's failure, not the sweep's
+            status, code, tail = "failed", -1, f"{type(exc).__name__}: {exc}"
+        if code != 0 and status == "finished":
+            status = f"exit {code}"
+        statuses[run.run_id] = status
+        print(f"{run.run_id}: {status}" + ("" if status == "finished" else f"\n{tail}"), flush=True)
+    return statuses

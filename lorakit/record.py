@@ -1,0 +1,258 @@
+"""The run record on disk: `executed/<run_id>/` with config.json, history.jsonl, metrics.json and
+predictions/. Every whole-file write is atomic (temporary file in the same folder, then rename), so
+a killed run never leaves half a JSON file; history is appended line by line and repaired on resume.
+See docs/run_record.md for the format.
+
+This module is the contract between the sides: the experiment writes a record, the analysis and the
+launchers read it, and nothing else reads metrics.json. It also holds the few definitions both sides
+need to agree on: the per-utterance error counts of a prediction row, which metrics hold each eval
+set's WERs, and the Markdown table a result row is shown in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from .config import RunConfig
+
+
+@contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path` (same suffix) to write; on success it replaces `path` in one
+    rename, on any failure it is removed: a killed writer never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+OLD_SUFFIX = ".old"  # a folder being replaced, kept until its successor is in place
+
+
+@contextmanager
+def atomic_folder(dst: Path) -> Iterator[Path]:
+    """Yield a staging folder beside `dst`; on success it replaces `dst` whole (the previous folder is
+    removed only once the new one is in place, and put back if that rename fails); on any failure the
+    staging folder is removed and `dst` is left as it was."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+    try:
+        yield tmp
+        _swap_in(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _swap_in(tmp: Path, dst: Path) -> None:
+    old = dst.with_name(dst.name + OLD_SUFFIX)
+    if old.exists():
+        shutil.rmtree(old)
+    if dst.exists():
+        os.replace(dst, old)
+    try:
+        os.replace(tmp, dst)
+    except BaseException:
+        if old.exists() and not dst.exists():
+            os.replace(old, dst)  # put the previous folder back rather than leave none
+        raise
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_file(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
+
+
+def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, default=_jsonable) + "\n" for r in rows))
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Rows of a JSONL file; a torn last line (a kill mid-append) is ignored."""
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    # package metadata, not imports: importing papermill (nbformat, jsonschema) cost ~8 s per run under load
+    for name in ("torch", "transformers", "peft", "accelerate", "jiwer", "numpy", "papermill", "lorakit"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:  # a missing optional package is just not listed
+            pass
+    return out
+
+
+def git_sha(root: Path) -> str | None:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if sha.returncode != 0:
+        return None
+    return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def today() -> str:
+    return dt.date.today().isoformat()
+
+
+def now() -> str:
+    return dt.datetime.now().isoformat(timespec="seconds")
+
+
+class RunRecord:
+    """One run's folder. Only the main process writes (see `train.run`)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.predictions = self.folder / "predictions"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.folder / "metrics.json"
+
+    @property
+    def history_path(self) -> Path:
+        return self.folder / "history.jsonl"
+
+    def metrics(self) -> dict:
+        return read_json(self.metrics_path) if self.metrics_path.exists() else {}
+
+    def update_metrics(self, **values: Any) -> dict:
+        data = {**self.metrics(), **values}
+        write_json(self.metrics_path, data)
+        return data
+
+    def history(self) -> list[dict]:
+        return read_jsonl(self.history_path) if self.history_path.exists() else []
+
+    def append_history(self, row: dict) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with open(self.history_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row, default=_jsonable) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def truncate_history(self, step: int) -> None:
+        """Keep only rows up to `step` (on resume: rows written after the last checkpoint are redone)."""
+        rows = [r for r in self.history() if r.get("step", 0) <= step]
+        write_jsonl(self.history_path, rows)
+
+    def write_predictions(self, split: str, tag: str, rows: list[dict]) -> Path:
+        path = self.predictions / f"{split}_{tag}.jsonl"
+        write_jsonl(path, rows)
+        return path
+
+
+def run_command(cfg: RunConfig) -> str:
+    """How a run was started: `cfg.command` when the launcher said so (`lorakit run ...`), else the
+    papermill command that reproduces it."""
+    if cfg.command:
+        return cfg.command
+    args = " ".join(f"-p {k} {json.dumps(v) if isinstance(v, str) and (' ' in v or not v) else v}" for k, v in sorted(cfg.deltas().items()))
+    return f"papermill notebooks/train.ipynb executed/run.ipynb {args}".strip()
+
+
+# --- reading a record (the one tolerant reader of metrics.json) -----------------------------------
+def read_metrics(folder: Path) -> dict | None:
+    """A run folder's metrics.json; None when there is none, {"status": "corrupt"} when it does not parse
+    (writes are atomic, so that is damage from outside, not a run caught mid-write)."""
+    path = Path(folder) / "metrics.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {"status": "corrupt"}
+    return data if isinstance(data, dict) else {"status": "corrupt"}
+
+
+def run_status(folder: Path) -> str | None:
+    """finished / running / failed / interrupted / corrupt, or None when the folder holds no record."""
+    metrics = read_metrics(folder)
+    return None if metrics is None else metrics.get("status")
+
+
+# --- what both sides agree on --------------------------------------------------------------------
+SPLIT_KEYS = {  # eval set -> (baseline WER key, tuned WER key) in metrics.json and matrix rows
+    "domain": ("baseline_wer", "tuned_wer"),
+    "heldout": ("heldout_baseline_wer", "heldout_tuned_wer"),
+}
+
+
+def delta_pts(base: float | None, tuned: float | None) -> float | None:
+    """tuned - baseline WER in points (negative is better); None when either is missing."""
+    return None if base is None or tuned is None else (tuned - base) * 100
+
+
+def utterance_errors(ref_norm: str, hyp_norm: str) -> dict:
+    """S/D/I of one normalized pair, as prediction rows store them (an empty reference makes every
+    hypothesis word an insertion)."""
+    import jiwer  # ~0.1 s; only the experiment's scoring and the analysis's breakdown need it
+
+    ref_words = len(ref_norm.split())
+    if ref_words == 0:
+        counts = {"ref_words": 0, "sub": 0, "del": 0, "ins": len(hyp_norm.split())}
+    else:
+        out = jiwer.process_words(ref_norm, hyp_norm)
+        counts = {"ref_words": ref_words, "sub": out.substitutions, "del": out.deletions, "ins": out.insertions}
+    return {**counts, "errors": counts["sub"] + counts["del"] + counts["ins"]}
+
+
+def markdown_table(rows: Iterable[dict], columns: Sequence[tuple[str, str]]) -> str:
+    """A GitHub Markdown table of `rows` under `columns` ((key, header) pairs); `|` and newlines inside
+    cells are escaped, None is an empty cell."""
+    def cell(v: Any) -> str:
+        return "" if v is None else str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(h for _, h in columns) + " |",
+             "| " + " | ".join("---" for _ in columns) + " |"]
+    lines += ["| " + " | ".join(cell(r.get(k)) for k, _ in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
