@@ -20,7 +20,13 @@ warm-up and no cache left in memory by another. Sections:
                   manifest, RMS target and generation limit (must miss)
   profile         torch.profiler over one training step (cache off, and frozen) and one eval batch
 
-Results: a table on stdout and `bench/results/latest.json` (`--out` to change).
+Results: a table on stdout and `bench/results/latest.json` (`--out` to change). A section that fails is
+reported (its error and stderr in the JSON), the others still run, and the exit code is 1.
+
+On a GPU (`--device cuda`; bench/gpu_check.sh runs it on the device machine): every timed section first
+runs one untimed training step or evaluation batch (kernel loading and cuBLAS set-up cost more than the
+steps measured), the clocks wait for the device (`torch.cuda.synchronize`), and each worker reports
+torch's peak of allocated GPU memory (`peak_gpu_mb`) beside its peak RSS. Nothing changes on a CPU.
 """
 
 from __future__ import annotations
@@ -77,6 +83,31 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def _peak_gpu_mb() -> float | None:
+    """torch's peak of allocated GPU memory in this worker (None when it never touched CUDA)."""
+    import torch
+
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return None
+    return torch.cuda.max_memory_allocated() / 2**20
+
+
+def _warm_up_step(model, model_in: dict, labels, device, autocast) -> None:
+    """On a GPU the first forward/backward pays for loading kernels and setting up cuBLAS (often longer
+    than the steps measured): one untimed pass, gradients dropped and no optimizer step, so both sides
+    are timed in the steady state. Nothing on a CPU (the CPU figures stay as they were measured)."""
+    import torch
+
+    if device.type != "cuda":
+        return
+    model.train()
+    with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+        loss = model(**model_in, labels=labels).loss
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    _sync(device)
+
+
 # --- training ---------------------------------------------------------------------------------------
 def _lorakit_loop(args, target_modules: str, encoder_cache: bool, passes: int) -> dict:
     """`passes` runs of args.steps steps each, one model: pass 1 is cold (empty caches), later ones warm."""
@@ -95,6 +126,8 @@ def _lorakit_loop(args, target_modules: str, encoder_cache: bool, passes: int) -
     cache = Path(tempfile.mkdtemp(prefix="lorakit-bench-enc-")) if encoder_cache else None
     inputs = Inputs(sm, cfg.rms_target, cache, device)
     utts = _utts(args.train, args.train_n)
+    plain = Inputs(sm, cfg.rms_target, None, device)  # the warm-up leaves the encoder cache cold
+    _warm_up_step(sm.model, plain.features(utts[: cfg.batch_size]), plain.labels(utts[: cfg.batch_size]), device, autocast)
     batches = train_batches(utts, cfg.batch_size, cfg.seed)
     out: dict = {"losses": [], "passes": []}
     for _ in range(passes):
@@ -125,7 +158,6 @@ def worker_train_hf(args) -> dict:
     """The usual alternative: transformers' Seq2SeqTrainer over a `datasets` dataset of precomputed
     log-mel features, peft LoRA on the same modules. lorakit supplies only the model loading (same
     weights) and `load_audio` (same RMS-normalized samples), so both train on identical inputs."""
-    import datasets
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
@@ -147,8 +179,15 @@ def worker_train_hf(args) -> dict:
         return example
 
     start = time.perf_counter()
-    ds = datasets.Dataset.from_list([{"audio_filepath": u.audio_filepath, "text": u.text} for u in utts])
-    ds = ds.map(prepare, remove_columns=["audio_filepath", "text"])
+    rows = [{"audio_filepath": u.audio_filepath, "text": u.text} for u in utts]
+    try:
+        import datasets
+    except Exception as exc:  # noqa: BLE001 -- e.g. a GPU machine whose pyarrow is too old for the datasets that travels
+        datasets, data_path = None, f"list (datasets failed to import: {type(exc).__name__}: {exc})"
+    if datasets is not None:
+        ds, data_path = datasets.Dataset.from_list(rows).map(prepare, remove_columns=["audio_filepath", "text"]), "datasets.map"
+    else:  # the same features in a plain list (neither path is timed); the trainer is unchanged
+        ds = [{k: v for k, v in prepare(dict(r)).items() if k in ("input_features", "labels")} for r in rows]
     map_seconds = time.perf_counter() - start
 
     def collate(rows):  # DataCollatorSpeechSeq2SeqWithPadding of the example
@@ -162,6 +201,8 @@ def worker_train_hf(args) -> dict:
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=resolve_target_modules(sm.model, cfg.target_module_list()), bias="none")
     model = get_peft_model(sm.model, lora)
+    first = collate([ds[i] for i in range(min(cfg.batch_size, len(ds)))])
+    _warm_up_step(model, {"input_features": first["input_features"].to(device)}, first["labels"].to(device), device, autocast)
     out_dir = tempfile.mkdtemp(prefix="lorakit-bench-hf-")
     targs = Seq2SeqTrainingArguments(
         output_dir=out_dir, per_device_train_batch_size=cfg.batch_size, max_steps=cfg.max_steps, learning_rate=cfg.lr,
@@ -184,7 +225,7 @@ def worker_train_hf(args) -> dict:
     trainer = Seq2SeqTrainer(model=model, args=targs, train_dataset=ds, data_collator=collate, callbacks=[clock])
     trainer.train()
     losses = [r["loss"] for r in trainer.state.log_history if "loss" in r]
-    return {"map_seconds": map_seconds, "losses": losses,
+    return {"map_seconds": map_seconds, "data_path": data_path, "losses": losses,
             "passes": [{"seconds": clock.seconds, "utt_per_s": cfg.max_steps * cfg.batch_size / clock.seconds}]}
 
 
@@ -203,14 +244,19 @@ def worker_eval_batch1(args) -> dict:
     utts = _utts(args.domain, args.eval_n)
     from lorakit.experiment.audio import load_audio
 
+    def one(u):
+        audio = load_audio(u.audio_filepath, sampling_rate=sm.sampling_rate, rms_target=cfg.rms_target)
+        feats = {k: v.to(device) for k, v in sm.features([audio]).items()}
+        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+            return sm.decode(sm.generate(feats, cfg.max_new_tokens))
+
+    if device.type == "cuda":  # untimed: kernels loaded, cuBLAS set up (see _warm_up_step)
+        one(utts[0])
     hyps = []
     _sync(device)
     start = time.perf_counter()
     for u in utts:
-        audio = load_audio(u.audio_filepath, sampling_rate=sm.sampling_rate, rms_target=cfg.rms_target)
-        feats = {k: v.to(device) for k, v in sm.features([audio]).items()}
-        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-            hyps += sm.decode(sm.generate(feats, cfg.max_new_tokens))
+        hyps += one(u)
     _sync(device)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "utt_per_s": len(utts) / seconds, "n": len(utts), "wer": score(utts, hyps).wer, "hyps": hyps}
@@ -228,6 +274,9 @@ def worker_eval_lorakit(args) -> dict:
     utts = _utts(args.domain, args.eval_n)
     cache = Path(tempfile.mkdtemp(prefix="lorakit-bench-enc-"))
     out = {"n": len(utts)}
+    if device.type == "cuda":  # untimed, encoder cache untouched (see _warm_up_step)
+        transcribe(sm, utts[: cfg.eval_batch_size], Inputs(sm, cfg.rms_target, None, device), cfg.eval_batch_size,
+                   cfg.max_new_tokens, desc="warm-up", autocast=autocast)
     for label, inputs in (("plain", Inputs(sm, cfg.rms_target, None, device)), ("frozen_cold", Inputs(sm, cfg.rms_target, cache, device)),
                           ("frozen_warm", Inputs(sm, cfg.rms_target, cache, device))):
         _sync(device)
@@ -314,6 +363,8 @@ def worker_profile(args) -> dict:
 
 # --- driver -----------------------------------------------------------------------------------------
 def run_worker(name: str, argv: list[str]) -> dict:
+    """One section in its own process; a failing section is reported as {"error": ...}, and the others
+    still run (on a machine lent for minutes, one broken section must not cost the rest)."""
     cmd = [sys.executable, __file__, "--worker", name, *argv]
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="lorakit-bench-") as tmp:  # the worker's caches (GBs), removed after
@@ -321,49 +372,70 @@ def run_worker(name: str, argv: list[str]) -> dict:
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         sys.stderr.write(proc.stderr[-4000:])
-        raise SystemExit(f"bench worker {name} failed (exit {proc.returncode})")
+        return {"error": f"bench worker {name} failed (exit {proc.returncode})", "stderr_tail": proc.stderr[-4000:],
+                "wall_seconds": time.perf_counter() - start}
     result = json.loads(lines[-1][len("RESULT "):])
     result["wall_seconds"] = time.perf_counter() - start
     return result
 
 
-def summarize(r: dict, args) -> tuple[list[tuple[str, str, str]], dict]:
-    """(measurement, value, target) rows and the ratios."""
-    rows, ratios = [], {}
+def _train_rows(r: dict, args, rows: list, ratios: dict) -> None:
     hf = r["train-hf"]["passes"][0]["utt_per_s"]
     lk_cold, lk_warm = (p["utt_per_s"] for p in r["train-lorakit"]["passes"])
-    nocache = r["train-nocache"]["passes"][0]["utt_per_s"]
-    full = r["train-full"]["passes"][0]["utt_per_s"]
     ratios["train_lorakit_cold_vs_hf"] = lk_cold / hf
     ratios["train_lorakit_warm_vs_hf"] = lk_warm / hf
-    ratios["train_nocache_vs_hf"] = nocache / hf
-    ratios["frozen_warm_vs_full_lora"] = lk_warm / full
-    ratios["frozen_cold_vs_full_lora"] = lk_cold / full
-    la, lb = r["train-lorakit"]["losses"][: args.steps], r["train-nocache"]["losses"]
-    ratios["frozen_vs_nocache_max_rel_loss_diff"] = max(abs(a - b) / abs(b) for a, b in zip(la, lb))
     rows += [
         ("train: HF Seq2SeqTrainer + peft (utt/s)", f"{hf:.2f}", ""),
         ("train: lorakit, encoder cache cold (utt/s)", f"{lk_cold:.2f}  ({ratios['train_lorakit_cold_vs_hf']:.2f}x HF)", ">= 1.2x"),
         ("train: lorakit, encoder cache warm (utt/s)", f"{lk_warm:.2f}  ({ratios['train_lorakit_warm_vs_hf']:.2f}x HF)", ">= 1.2x"),
-        ("train: lorakit, encoder cache off (utt/s)", f"{nocache:.2f}  ({ratios['train_nocache_vs_hf']:.2f}x HF)", "(same work as HF)"),
-        ("train: lorakit, full LoRA enc+dec (utt/s)", f"{full:.2f}", ""),
-        ("frozen-encoder vs full LoRA, warm / cold", f"{ratios['frozen_warm_vs_full_lora']:.1f}x / {ratios['frozen_cold_vs_full_lora']:.1f}x", ">= 5x"),
-        ("loss curve, cache on vs off (max rel. diff)", f"{ratios['frozen_vs_nocache_max_rel_loss_diff']:.1e}", "<= 1e-4"),
     ]
+    if "train-nocache" in r:
+        nocache = r["train-nocache"]["passes"][0]["utt_per_s"]
+        ratios["train_nocache_vs_hf"] = nocache / hf
+        la, lb = r["train-lorakit"]["losses"][: args.steps], r["train-nocache"]["losses"]
+        ratios["frozen_vs_nocache_max_rel_loss_diff"] = max(abs(a - b) / abs(b) for a, b in zip(la, lb))
+        rows += [("train: lorakit, encoder cache off (utt/s)", f"{nocache:.2f}  ({ratios['train_nocache_vs_hf']:.2f}x HF)", "(same work as HF)"),
+                 ("loss curve, cache on vs off (max rel. diff)", f"{ratios['frozen_vs_nocache_max_rel_loss_diff']:.1e}", "<= 1e-4")]
+    if "train-full" in r:
+        full = r["train-full"]["passes"][0]["utt_per_s"]
+        ratios["frozen_warm_vs_full_lora"] = lk_warm / full
+        ratios["frozen_cold_vs_full_lora"] = lk_cold / full
+        rows += [("train: lorakit, full LoRA enc+dec (utt/s)", f"{full:.2f}", ""),
+                 ("frozen-encoder vs full LoRA, warm / cold",
+                  f"{ratios['frozen_warm_vs_full_lora']:.1f}x / {ratios['frozen_cold_vs_full_lora']:.1f}x", ">= 5x")]
+
+
+def _eval_rows(r: dict, rows: list, ratios: dict) -> None:
     b1, ev = r["eval-batch1"], r["eval-lorakit"]
     rows.append(("eval: batch-1 generate (utt/s)", f"{b1['utt_per_s']:.2f}  (WER {100 * b1['wer']:.2f}, n={b1['n']})", ""))
     for label in ("plain", "frozen_cold", "frozen_warm"):
         ratios[f"eval_{label}_vs_batch1"] = ev[label]["utt_per_s"] / b1["utt_per_s"]
         same = sum(a == b for a, b in zip(ev[label]["hyps"], b1["hyps"]))
+        ratios[f"eval_{label}_identical_hyps"] = same / b1["n"]
         rows.append((f"eval: lorakit {label.replace('_', ' ')} (utt/s)",
                      f"{ev[label]['utt_per_s']:.2f}  ({ratios[f'eval_{label}_vs_batch1']:.2f}x batch-1; "
                      f"WER {100 * ev[label]['wer']:.2f} vs {100 * b1['wer']:.2f}; {same}/{b1['n']} hyps identical)",
-                     {"plain": ">= 1.5x (CPU)", "frozen_cold": "", "frozen_warm": ">= 4x (CPU)"}[label]))
-    bc = r["baseline-cache"]
-    rows.append(("baseline: miss / hit (s)", f"{bc['miss_seconds']:.1f} / {bc['hit_seconds']:.3f}", "hit ~ 0 s"))
-    rows.append(("baseline: changed key misses", ", ".join(f"{k} {'miss' if v else 'HIT (wrong)'}" for k, v in bc["changed_key_misses"].items()), "all miss"))
-    for name in ("train-hf", "train-lorakit", "train-nocache", "train-full"):
-        rows.append((f"peak RSS {name} (MB)", f"{r[name]['peak_rss_mb']:.0f}", "<= 3000 (batch 8)"))
+                     {"plain": ">= 1.5x (CPU)", "frozen_cold": "", "frozen_warm": ">= 4x"}[label]))
+
+
+def summarize(r: dict, args) -> tuple[list[tuple[str, str, str]], dict]:
+    """(measurement, value, target) rows and the ratios, for whichever sections succeeded."""
+    rows, ratios = [], {}
+    ok = {name: res for name, res in r.items() if "error" not in res}
+    if {"train-hf", "train-lorakit"} <= set(ok):
+        _train_rows(ok, args, rows, ratios)
+    if {"eval-batch1", "eval-lorakit"} <= set(ok):
+        _eval_rows(ok, rows, ratios)
+    if "baseline-cache" in ok:
+        bc = ok["baseline-cache"]
+        rows.append(("baseline: miss / hit (s)", f"{bc['miss_seconds']:.1f} / {bc['hit_seconds']:.3f}", "hit ~ 0 s"))
+        rows.append(("baseline: changed key misses", ", ".join(f"{k} {'miss' if v else 'HIT (wrong)'}" for k, v in bc["changed_key_misses"].items()), "all miss"))
+    for name in ("train-hf", "train-lorakit", "train-nocache", "train-full", "eval-batch1", "eval-lorakit"):
+        if name in ok:
+            rows.append((f"peak RSS {name} (MB)", f"{ok[name]['peak_rss_mb']:.0f}", "<= 3000 (batch 8)" if name.startswith("train") else ""))
+        if ok.get(name, {}).get("peak_gpu_mb") is not None:
+            rows.append((f"peak GPU memory {name} (MB, torch allocated)", f"{ok[name]['peak_gpu_mb']:.0f}", ""))
+    rows += [(f"FAILED: {name}", res["error"], "") for name, res in r.items() if "error" in res]
     return rows, ratios
 
 
@@ -377,11 +449,12 @@ def machine() -> dict:
     except (OSError, StopIteration):
         pass
     if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
+        info.update(gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda, bf16=torch.cuda.is_bf16_supported(),
+                    gpu_memory_mb=torch.cuda.get_device_properties(0).total_memory / 2**20)
     return info
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks that every section works, figures mean nothing")
     p.add_argument("--model", default="bundled:whisper-tiny.en")
@@ -400,17 +473,38 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    quick = args.quick
     for name, full, small in (("train_n", 64, 8), ("steps", 16, 2), ("batch_size", 8, 4), ("eval_n", 160, 6)):
         if getattr(args, name) is None:
-            setattr(args, name, small if quick else full)
-    if quick:
+            setattr(args, name, small if args.quick else full)
+    if args.quick:
         args.eval_batch_size = min(args.eval_batch_size, 4)
-    os.chdir(ROOT)
+    return args
 
+
+def report(results: dict, args) -> dict:
+    """The JSON report, with the summary table printed (for whichever sections are there)."""
+    out = {"machine": machine(), "settings": {k: v for k, v in vars(args).items() if k != "worker"}, "results": results,
+           "date": time.strftime("%Y-%m-%d %H:%M")}
+    rows, out["ratios"] = summarize(results, args)
+    if rows:
+        width = max(len(r[0]) for r in rows)
+        print("\n" + "\n".join(f"{a:<{width}}  {b}   {c}" for a, b, c in rows))
+    if "error" not in results.get("profile", {"error": ""}):
+        for label, table in results["profile"].items():
+            if isinstance(table, list):
+                print(f"\nprofile {label}:")
+                for row in table[:8]:
+                    print(f"  {row['share']:6.1%}  {row['ms']:9.1f} ms  {row['calls']:5d}x  {row['op']}  {row['shapes']}")
+    return out
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.chdir(ROOT)
     if args.worker:
         result = globals()["worker_" + args.worker.replace("-", "_")](args)
         result["peak_rss_mb"] = _peak_rss_mb()
+        result["peak_gpu_mb"] = _peak_gpu_mb()
         print("RESULT " + json.dumps(result))
         return 0
 
@@ -423,24 +517,14 @@ def main(argv=None) -> int:
     for name in chosen:
         print(f"[bench] {name} ...", flush=True)
         results[name] = run_worker(name, forwarded)
-        print(f"[bench] {name}: {results[name]['wall_seconds']:.0f} s wall, peak RSS {results[name]['peak_rss_mb']:.0f} MB", flush=True)
-    report = {"machine": machine(), "settings": {k: v for k, v in vars(args).items() if k != "worker"}, "results": results,
-              "date": time.strftime("%Y-%m-%d %H:%M")}
-    if set(WORKERS) - {"profile"} <= set(results):
-        rows, ratios = summarize(results, args)
-        report["ratios"] = ratios
-        width = max(len(r[0]) for r in rows)
-        print("\n" + "\n".join(f"{a:<{width}}  {b}   {c}" for a, b, c in rows))
-    if "profile" in results:
-        for label, table in results["profile"].items():
-            if isinstance(table, list):
-                print(f"\nprofile {label}:")
-                for row in table[:8]:
-                    print(f"  {row['share']:6.1%}  {row['ms']:9.1f} ms  {row['calls']:5d}x  {row['op']}  {row['shapes']}")
+        gpu = results[name].get("peak_gpu_mb")
+        print(f"[bench] {name}: {results[name]['wall_seconds']:.0f} s wall, peak RSS {results[name].get('peak_rss_mb', 0):.0f} MB"
+              + (f", peak GPU {gpu:.0f} MB" if gpu is not None else "") + (f", {results[name]['error']}" if "error" in results[name] else ""),
+              flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
+    out.write_text(json.dumps(report(results, args), indent=1))
     print(f"\n[bench] results written to {out}")
-    return 0
+    return 1 if any("error" in results[name] for name in chosen) else 0
 
 
 if __name__ == "__main__":

@@ -221,3 +221,19 @@ def test_adapters_are_active_at_evaluation(tiny_cfg, small_corpus):
                 p.normal_(0, 2.0)
     after = transcribe(sm, utts, inputs, 4, 8)
     assert before != after
+
+
+@pytest.mark.parametrize("family", ["whisper", "moonshine"])
+def test_features_stay_fp32_under_a_cpu_autocast(family, whisper_dir, moonshine_dir):
+    """precision bf16 on a CPU: evaluation runs inside a CPU autocast, and Whisper's feature extractor
+    computes its log-mels with torch there; they must come out fp32 (bf16 ones failed its .numpy())."""
+    import numpy as np
+
+    sm = load_model(str(whisper_dir if family == "whisper" else moonshine_dir))
+    audio = [0.1 * np.sin(2 * np.pi * 220 * np.arange(16000, dtype=np.float32) / 16000)]
+    plain = sm.features(audio)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = sm.features(audio)
+    assert plain.keys() == under.keys()
+    assert all(torch.equal(plain[k], under[k]) for k in plain)
+    assert all(v.dtype != torch.bfloat16 for v in under.values())

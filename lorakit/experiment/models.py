@@ -42,12 +42,17 @@ class SpeechModel:
 
     # --- inputs -------------------------------------------------------------------------
     def features(self, audio: list[np.ndarray]) -> dict[str, torch.Tensor]:
-        """Model inputs for a batch of preprocessed (mono, resampled, normalized) clips."""
+        """Model inputs for a batch of preprocessed (mono, resampled, normalized) clips.
+
+        Always in fp32: Whisper's feature extractor computes its log-mels with torch on the CPU, and an
+        enclosing CPU autocast (precision bf16 on a CPU) would make them bf16, which it cannot turn into numpy.
+        """
         fe = self.processor.feature_extractor
-        if self.family == "whisper":
-            out = fe(audio, sampling_rate=self.sampling_rate, return_tensors="pt")
-            return {"input_features": out.input_features}
-        out = fe(audio, sampling_rate=self.sampling_rate, return_tensors="pt", padding=True, return_attention_mask=True)
+        with torch.autocast("cpu", enabled=False):
+            if self.family == "whisper":
+                out = fe(audio, sampling_rate=self.sampling_rate, return_tensors="pt")
+                return {"input_features": out.input_features}
+            out = fe(audio, sampling_rate=self.sampling_rate, return_tensors="pt", padding=True, return_attention_mask=True)
         return {"input_values": out.input_values, "attention_mask": out.attention_mask}
 
     def label_ids(self, text: str) -> list[int]:
