@@ -68,6 +68,7 @@ class RunConfig:
     wer_stop_threshold: float = 0.0  # stop when domain WER > baseline x this; 0 disables
     guardrail: float = 0.2  # max heldout regression (WER points) for best-checkpoint selection
     verify_best: int = 64  # domain clips re-transcribed from the reloaded best adapter; 0: re-evaluate all
+    adapter_scales: str = "1.0"  # also try the best adapter's update times each alpha in (0, 1], e.g. "1.0,0.75,0.5,0.25"; "1.0": off
     # evaluation and compute
     eval_batch_size: int = 32  # clips per generation batch
     max_new_tokens: int = 128  # generation limit per clip
@@ -146,6 +147,10 @@ class RunConfig:
             notes=(self.notes + " [smoke profile]").strip(),
         )
 
+    def scale_list(self) -> list[float]:
+        """`adapter_scales` as numbers, largest first; 1.0 (the adapter as trained) is always among them."""
+        return sorted({1.0, *_number_list(self.adapter_scales, "adapter_scales", float)}, reverse=True)
+
     def target_module_list(self) -> list[str]:
         return [m.strip() for m in self.target_modules.split(",") if m.strip()]
 
@@ -160,6 +165,7 @@ class RunConfig:
 
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 NOT_RESULT_FIELDS = ("run_id", "notes", "output_dir", "command")  # name, describe or place a run; shape no number
+LIST_FIELDS = ("adapter_scales",)  # comma-separated strings that also accept a number or a list
 
 
 def format_lr(lr: float | None, exponent_digits: int = 1) -> str:
@@ -242,6 +248,15 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _number_list(text: str, name: str, kind: type) -> list:
+    """'1.0, 0.5' -> [1.0, 0.5]; a ConfigError naming `name` when an item is not a `kind`."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        return [kind(t) for t in items]
+    except ValueError:
+        raise ConfigError(f"parameter {name!r} = {text!r}: expected comma-separated {kind.__name__}s") from None
+
+
 def _coerce(cls: type, name: str, value: Any, source: str) -> Any:
     """Accept what papermill and YAML produce (ints for floats, lists for target_modules); refuse the rest."""
     expected = cls.__dataclass_fields__[name].type
@@ -250,6 +265,10 @@ def _coerce(cls: type, name: str, value: Any, source: str) -> Any:
         if isinstance(value, (bool, str)):
             return value
         raise bad
+    if name in LIST_FIELDS and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # papermill's `-p adapter_scales 0.5` and YAML's `eval_steps: 50` are one-item lists
+    if name in LIST_FIELDS and isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
     if name == "target_modules" and isinstance(value, (list, tuple)):
         if all(isinstance(v, str) for v in value):
             return ",".join(value)
@@ -323,6 +342,7 @@ def _validate(cfg: RunConfig) -> None:
     need(cfg.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
     need(cfg.log_interval >= 1, "log_interval", "must be >= 1")
     need(cfg.verify_best >= 0, "verify_best", "must be >= 0 (0: re-evaluate every clip)")
+    need(all(0 < a <= 1 and math.isfinite(a) for a in cfg.scale_list()), "adapter_scales", "every scale must be in (0, 1]")
     if cfg.run_id:
         need(all(c.isalnum() or c in "-_." for c in cfg.run_id), "run_id", "letters, digits, '-', '_' and '.' only")
 
