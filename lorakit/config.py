@@ -39,6 +39,8 @@ class RunConfig:
     train_manifest: str = "data/demo/train.jsonl"  # JSONL: audio_filepath, text[, duration, speaker_id]
     domain_manifest: str = "data/demo/domain.jsonl"  # primary evaluation
     heldout_manifest: str = "data/demo/heldout.jsonl"  # safety guardrail; empty to skip
+    replay_manifest: str = ""  # general speech mixed into every training batch (e.g. data/demo/replay.jsonl); used when replay_ratio > 0
+    replay_ratio: float = 0.0  # fraction of each training batch drawn from replay_manifest: round(ratio x batch_size) clips
     max_seconds: float = 20.0  # duration filter for training clips
     min_train_clips: int = 32  # refuse to train with fewer clips after filtering
     min_keep_fraction: float = 0.5  # refuse to train when filtering drops more than half
@@ -146,6 +148,10 @@ class RunConfig:
             max_eval_utterances=12, min_train_clips=min(self.min_train_clips, 8), batch_size=min(self.batch_size, 4),
             notes=(self.notes + " [smoke profile]").strip(),
         )
+
+    def replay_per_batch(self) -> int:
+        """Replay clips in each training batch: round(replay_ratio x batch_size), halves up; 0 without replay."""
+        return math.floor(self.replay_ratio * self.batch_size + 0.5) if self.replay_ratio > 0 else 0
 
     def scale_list(self) -> list[float]:
         """`adapter_scales` as numbers, largest first; 1.0 (the adapter as trained) is always among them."""
@@ -341,6 +347,10 @@ def _validate(cfg: RunConfig) -> None:
     need(bool(cfg.domain_manifest), "domain_manifest", "must name a manifest")
     need(cfg.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
     need(cfg.log_interval >= 1, "log_interval", "must be >= 1")
+    need(0 <= cfg.replay_ratio < 1, "replay_ratio", "must be in [0, 1)")
+    need(cfg.replay_ratio == 0 or bool(cfg.replay_manifest), "replay_ratio", "needs a replay_manifest")
+    need(cfg.replay_ratio == 0 or 1 <= cfg.replay_per_batch() < cfg.batch_size, "replay_ratio",
+         f"must leave at least one replay and one training clip in a batch of {cfg.batch_size} (round(ratio x batch_size))")
     need(cfg.verify_best >= 0, "verify_best", "must be >= 0 (0: re-evaluate every clip)")
     need(all(0 < a <= 1 and math.isfinite(a) for a in cfg.scale_list()), "adapter_scales", "every scale must be in (0, 1]")
     if cfg.run_id:
@@ -349,7 +359,7 @@ def _validate(cfg: RunConfig) -> None:
 
 def check_inputs_exist(cfg: RunConfig) -> None:
     """Missing manifest files are parameter errors too: raise before any model loads."""
-    for name in ("train_manifest", "domain_manifest", "heldout_manifest"):
-        p = cfg.path(name)
+    for name in ("train_manifest", "domain_manifest", "heldout_manifest", "replay_manifest"):
+        p = cfg.path(name) if name != "replay_manifest" or cfg.replay_per_batch() else None
         if p is not None and not p.exists():
             raise ConfigError(f"parameter {name!r}: manifest file not found: {p}")

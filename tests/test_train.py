@@ -221,3 +221,32 @@ def test_adapters_are_active_at_evaluation(tiny_cfg, small_corpus):
                 p.normal_(0, 2.0)
     after = transcribe(sm, utts, inputs, 4, 8)
     assert before != after
+
+
+def test_replay_clips_join_every_batch_and_are_checked_like_training_clips(tiny_cfg, small_corpus, tmp_path, monkeypatch):
+    from helpers import absolute_lines, cheap, write_manifest
+    from lorakit.experiment import train as train_mod
+    from lorakit.experiment.prepare import prepare_data
+
+    heldout = absolute_lines(small_corpus["heldout"], 1)
+    too_long = {**absolute_lines(small_corpus["train"], 1)[0], "duration": 99.0}  # the duration filter drops it
+    replay = write_manifest(tmp_path / "replay_mix.jsonl", absolute_lines(small_corpus["replay"]) + heldout + [too_long])
+    cfg = RunConfig(**cheap(tiny_cfg, run_id="replayed", replay_manifest=str(replay), replay_ratio=0.5, batch_size=4, max_steps=2,
+                            eval_interval=2, max_eval_utterances=0, heldout_manifest=tiny_cfg["heldout_manifest"]))
+    splits = prepare_data(cfg)
+    assert len(splits.replay) == 13 and splits.report["replay"] == {**splits.report["replay"], "used": 13, "dropped_over_max_seconds": 1,
+                                                                     "per_batch": 2}
+    assert splits.report["leakage"]["heldout"]["leaked"] == 1  # the heldout clip in the replay set is caught
+    assert splits.report["leakage"]["heldout"]["examples"][0]["train_id"] == "replay_mix:13"
+    seen = []
+    real_step = train_mod.train_step
+
+    def spy(sm, inputs, micro_batches, *args, **kwargs):
+        seen.extend(micro_batches)
+        return real_step(sm, inputs, micro_batches, *args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "train_step", spy)
+    result = run(cfg)
+    assert [sum(u.manifest == str(replay) for u in b) for b in seen] == [2, 2] and all(len(b) == 4 for b in seen)
+    config = json.loads((result.folder / "config.json").read_text())
+    assert config["manifests"]["replay"]["n_used"] == 13 and any("LEAKAGE" in w for w in result.metrics["warnings"])

@@ -29,7 +29,7 @@ from ..config import ConfigError, RunConfig, check_inputs_exist, project_root
 from ..record import RunRecord, git_sha, markdown_table, now, run_command, today, versions, write_json
 from . import checkpoint as ckpt
 from .baseline import shared_baseline
-from .batches import train_batches
+from .batches import mixed_batches
 from . import scaling
 from .best import evaluate_step, reevaluate_best, select_best
 from .distributed import FollowerRecord, broadcast, evaluate_all, make_accelerator
@@ -270,7 +270,7 @@ def record_start(r: RunState) -> dict:
 def train_loop(r: RunState, model, step: int, evals: list[dict]) -> tuple[int, list[dict], str]:
     """train_step until max_steps; every eval_interval: evaluate, select, checkpoint, maybe stop."""
     cfg, n_proc = r.cfg, r.accelerator.num_processes
-    batches = train_batches(r.splits.train, cfg.batch_size, cfg.seed, start=step * cfg.grad_accum)
+    batches = mixed_batches(r.splits.train, r.splits.replay, cfg.batch_size, cfg.replay_per_batch(), cfg.seed, start=step * cfg.grad_accum)
     bar = tqdm(total=cfg.max_steps, initial=step, desc="train", disable=not r.main)
     stop_reason = "max_steps"
     while step < cfg.max_steps:
