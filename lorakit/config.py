@@ -51,6 +51,7 @@ class RunConfig:
     # optimisation
     max_steps: int = 150  # optimizer steps
     eval_interval: int = 50  # steps between evaluations of domain + heldout
+    eval_steps: str = ""  # evaluate at these steps instead: "10,20,40,80,150" or "geometric:N" (each at half the next); max_steps always
     lr: float = 1e-3  # peak learning rate (AdamW)
     scheduler: str = "linear"  # linear | cosine | constant (all with warmup)
     warmup_ratio: float = 0.1  # fraction of max_steps spent warming up
@@ -144,7 +145,7 @@ class RunConfig:
         """The smoke profile (LORAKIT_SMOKE=1): the same run, shrunk to seconds, for CI's notebook runs."""
         steps = min(self.max_steps, 4)
         return dataclasses.replace(
-            self, max_steps=steps, eval_interval=min(self.eval_interval, 2), max_train_utterances=16,
+            self, max_steps=steps, eval_interval=min(self.eval_interval, 2), eval_steps="", max_train_utterances=16,
             max_eval_utterances=12, min_train_clips=min(self.min_train_clips, 8), batch_size=min(self.batch_size, 4),
             notes=(self.notes + " [smoke profile]").strip(),
         )
@@ -152,6 +153,18 @@ class RunConfig:
     def replay_per_batch(self) -> int:
         """Replay clips in each training batch: round(replay_ratio x batch_size), halves up; 0 without replay."""
         return math.floor(self.replay_ratio * self.batch_size + 0.5) if self.replay_ratio > 0 else 0
+
+    def eval_step_list(self) -> list[int]:
+        """The steps at which the run evaluates (and checkpoints): `eval_steps` when given, else every
+        `eval_interval`; always max_steps, so the last step's training is never lost."""
+        spec = self.eval_steps.strip()
+        if not spec:
+            steps = list(range(self.eval_interval, self.max_steps + 1, self.eval_interval))
+        elif spec.startswith("geometric:"):
+            steps = geometric_steps(_number_list(spec.removeprefix("geometric:"), "eval_steps", int), self.max_steps)
+        else:
+            steps = _number_list(spec, "eval_steps", int)
+        return sorted({*steps, self.max_steps})
 
     def scale_list(self) -> list[float]:
         """`adapter_scales` as numbers, largest first; 1.0 (the adapter as trained) is always among them."""
@@ -171,7 +184,7 @@ class RunConfig:
 
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 NOT_RESULT_FIELDS = ("run_id", "notes", "output_dir", "command")  # name, describe or place a run; shape no number
-LIST_FIELDS = ("adapter_scales",)  # comma-separated strings that also accept a number or a list
+LIST_FIELDS = ("adapter_scales", "eval_steps")  # comma-separated strings that also accept a number or a list
 
 
 def format_lr(lr: float | None, exponent_digits: int = 1) -> str:
@@ -254,6 +267,18 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def geometric_steps(n: list[int], max_steps: int) -> list[int]:
+    """`geometric:N`: N steps ending at max_steps, each (rounded) half the next: 150, N=5 -> 9, 19, 38, 75, 150.
+    Denser at the start, where forgetting can happen within tens of steps at the default LR."""
+    if len(n) != 1 or n[0] < 1:
+        raise ConfigError(f"parameter 'eval_steps' = 'geometric:{','.join(map(str, n))}': expected geometric:N with N >= 1")
+    steps = sorted({math.floor(max_steps / 2**k + 0.5) for k in range(n[0])} - {0})
+    if len(steps) < n[0]:
+        raise ConfigError(f"parameter 'eval_steps' = 'geometric:{n[0]}': halving from max_steps ({max_steps}) gives only "
+                          f"{len(steps)} distinct steps; ask for at most that many")
+    return steps
+
+
 def _number_list(text: str, name: str, kind: type) -> list:
     """'1.0, 0.5' -> [1.0, 0.5]; a ConfigError naming `name` when an item is not a `kind`."""
     items = [t.strip() for t in text.split(",") if t.strip()]
@@ -326,7 +351,11 @@ def _validate(cfg: RunConfig) -> None:
             need(isinstance(value, str), f.name, "must be a string")
     need(cfg.lr > 0, "lr", "must be > 0")
     need(cfg.max_steps >= 1, "max_steps", "must be >= 1")
-    need(1 <= cfg.eval_interval <= cfg.max_steps, "eval_interval", f"must be between 1 and max_steps ({cfg.max_steps})")
+    need(1 <= cfg.eval_interval and (cfg.eval_interval <= cfg.max_steps or bool(cfg.eval_steps.strip())), "eval_interval",
+         f"must be between 1 and max_steps ({cfg.max_steps})")  # unused when eval_steps is given
+    listed = _number_list(cfg.eval_steps, "eval_steps", int) if not cfg.eval_steps.strip().startswith("geometric:") else []
+    need(listed == sorted(set(listed)), "eval_steps", "must be ascending, each step once")
+    need(all(1 <= s <= cfg.max_steps for s in cfg.eval_step_list()), "eval_steps", f"steps must be between 1 and max_steps ({cfg.max_steps})")
     need(cfg.scheduler in SCHEDULERS, "scheduler", f"must be one of {SCHEDULERS}")
     need(0 <= cfg.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
     need(cfg.batch_size >= 1, "batch_size", "must be >= 1")

@@ -250,3 +250,14 @@ def test_replay_clips_join_every_batch_and_are_checked_like_training_clips(tiny_
     assert [sum(u.manifest == str(replay) for u in b) for b in seen] == [2, 2] and all(len(b) == 4 for b in seen)
     config = json.loads((result.folder / "config.json").read_text())
     assert config["manifests"]["replay"]["n_used"] == 13 and any("LEAKAGE" in w for w in result.metrics["warnings"])
+
+
+def test_a_run_evaluates_exactly_at_the_listed_steps(tiny_cfg):
+    from helpers import cheap
+
+    result = run(RunConfig(**cheap(tiny_cfg, run_id="looks", max_steps=5, eval_interval=2, eval_steps="1,3", log_interval=10)))
+    hist = _history(result.folder)
+    assert [r["step"] for r in hist if r["kind"] == "eval"] == [1, 3, 5]  # the listed steps, then max_steps
+    assert sorted(p.name for p in (result.folder / "predictions").glob("domain_step*.jsonl")) == [
+        "domain_step000001.jsonl", "domain_step000003.jsonl", "domain_step000005.jsonl"]
+    assert result.metrics["best_step"] in (1, 3, 5)

@@ -1,7 +1,7 @@
 """One experiment of the protocol: `run(cfg)`.
 
     manifests -> filter (starvation guard) -> leakage check -> model -> shared baseline
-    -> adapters -> [train_step x eval_interval -> evaluate domain+heldout -> best/last checkpoints]
+    -> adapters -> [train_step x eval_interval (or to the next of eval_steps) -> evaluate domain+heldout -> best/last checkpoints]
     -> (adapter_scales) the best adapter at each scale alpha < 1; the (step, alpha) within the guardrail, folded
     -> reload the best adapter from disk -> verify it reproduces that step (or re-evaluate): the reported numbers.
 
@@ -268,11 +268,12 @@ def record_start(r: RunState) -> dict:
 
 
 def train_loop(r: RunState, model, step: int, evals: list[dict]) -> tuple[int, list[dict], str]:
-    """train_step until max_steps; every eval_interval: evaluate, select, checkpoint, maybe stop."""
+    """train_step until max_steps; at each evaluation step (`eval_step_list`): evaluate, select, checkpoint, maybe stop."""
     cfg, n_proc = r.cfg, r.accelerator.num_processes
     batches = mixed_batches(r.splits.train, r.splits.replay, cfg.batch_size, cfg.replay_per_batch(), cfg.seed, start=step * cfg.grad_accum)
     bar = tqdm(total=cfg.max_steps, initial=step, desc="train", disable=not r.main)
     stop_reason = "max_steps"
+    eval_at = set(cfg.eval_step_list())
     while step < cfg.max_steps:
         mine = [next(batches)[r.accelerator.process_index :: n_proc] for _ in range(cfg.grad_accum)]  # this process's slices
         out = train_step(r.sm, r.inputs, mine, r.optimizer, r.scheduler, cfg.max_grad_norm, r.autocast, r.accelerator, model)
@@ -285,7 +286,7 @@ def train_loop(r: RunState, model, step: int, evals: list[dict]) -> tuple[int, l
             break
         if step % cfg.log_interval == 0 or step == 1:
             r.record.append_history({"kind": "train", "step": step, **out, "elapsed_s": r.elapsed()})
-        if step % cfg.eval_interval == 0 or step == cfg.max_steps:
+        if step in eval_at:
             row = evaluate_and_select(r, step, evals)
             base_dom = r.baseline_wer("domain")
             if cfg.wer_stop_threshold and row["domain_wer"] > base_dom * cfg.wer_stop_threshold:
