@@ -73,8 +73,8 @@ def test_bad_adapter_scales_are_named(value):
 def _adapted(model_dir, use_dora: bool, seed: int = 1):
     """A tiny model with a LoRA/DoRA adapter whose weights are large enough to change what it says."""
     sm = load_model(model_dir)
+    torch.manual_seed(seed)  # lora_A's init too: the test does not depend on the tests before it
     add_adapters(sm, RunConfig(lora_r=4, use_dora=use_dora, target_modules="decoder"))
-    torch.manual_seed(seed)
     with torch.no_grad():
         for name, p in sm.model.named_parameters():
             if "lora_B" in name:
