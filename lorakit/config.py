@@ -39,6 +39,8 @@ class RunConfig:
     train_manifest: str = "data/demo/train.jsonl"  # JSONL: audio_filepath, text[, duration, speaker_id]
     domain_manifest: str = "data/demo/domain.jsonl"  # primary evaluation
     heldout_manifest: str = "data/demo/heldout.jsonl"  # safety guardrail; empty to skip
+    replay_manifest: str = ""  # general speech mixed into every training batch (e.g. data/demo/replay.jsonl); used when replay_ratio > 0
+    replay_ratio: float = 0.0  # fraction of each training batch drawn from replay_manifest: round(ratio x batch_size) clips
     max_seconds: float = 20.0  # duration filter for training clips
     min_train_clips: int = 32  # refuse to train with fewer clips after filtering
     min_keep_fraction: float = 0.5  # refuse to train when filtering drops more than half
@@ -49,6 +51,7 @@ class RunConfig:
     # optimisation
     max_steps: int = 150  # optimizer steps
     eval_interval: int = 50  # steps between evaluations of domain + heldout
+    eval_steps: str = ""  # evaluate at these steps instead: "10,20,40,80,150" or "geometric:N" (each at half the next); max_steps always
     lr: float = 1e-3  # peak learning rate (AdamW)
     scheduler: str = "linear"  # linear | cosine | constant (all with warmup)
     warmup_ratio: float = 0.1  # fraction of max_steps spent warming up
@@ -68,6 +71,7 @@ class RunConfig:
     wer_stop_threshold: float = 0.0  # stop when domain WER > baseline x this; 0 disables
     guardrail: float = 0.2  # max heldout regression (WER points) for best-checkpoint selection
     verify_best: int = 64  # domain clips re-transcribed from the reloaded best adapter; 0: re-evaluate all
+    adapter_scales: str = "1.0"  # also try the best adapter's update times each alpha in (0, 1], e.g. "1.0,0.75,0.5,0.25"; "1.0": off
     # evaluation and compute
     eval_batch_size: int = 32  # clips per generation batch
     max_new_tokens: int = 128  # generation limit per clip
@@ -141,10 +145,30 @@ class RunConfig:
         """The smoke profile (LORAKIT_SMOKE=1): the same run, shrunk to seconds, for CI's notebook runs."""
         steps = min(self.max_steps, 4)
         return dataclasses.replace(
-            self, max_steps=steps, eval_interval=min(self.eval_interval, 2), max_train_utterances=16,
+            self, max_steps=steps, eval_interval=min(self.eval_interval, 2), eval_steps="", max_train_utterances=16,
             max_eval_utterances=12, min_train_clips=min(self.min_train_clips, 8), batch_size=min(self.batch_size, 4),
             notes=(self.notes + " [smoke profile]").strip(),
         )
+
+    def replay_per_batch(self) -> int:
+        """Replay clips in each training batch: round(replay_ratio x batch_size), halves up; 0 without replay."""
+        return math.floor(self.replay_ratio * self.batch_size + 0.5) if self.replay_ratio > 0 else 0
+
+    def eval_step_list(self) -> list[int]:
+        """The steps at which the run evaluates (and checkpoints): `eval_steps` when given, else every
+        `eval_interval`; always max_steps, so the last step's training is never lost."""
+        spec = self.eval_steps.strip()
+        if not spec:
+            steps = list(range(self.eval_interval, self.max_steps + 1, self.eval_interval))
+        elif spec.startswith("geometric:"):
+            steps = geometric_steps(_number_list(spec.removeprefix("geometric:"), "eval_steps", int), self.max_steps)
+        else:
+            steps = _number_list(spec, "eval_steps", int)
+        return sorted({*steps, self.max_steps})
+
+    def scale_list(self) -> list[float]:
+        """`adapter_scales` as numbers, largest first; 1.0 (the adapter as trained) is always among them."""
+        return sorted({1.0, *_number_list(self.adapter_scales, "adapter_scales", float)}, reverse=True)
 
     def target_module_list(self) -> list[str]:
         return [m.strip() for m in self.target_modules.split(",") if m.strip()]
@@ -160,6 +184,7 @@ class RunConfig:
 
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 NOT_RESULT_FIELDS = ("run_id", "notes", "output_dir", "command")  # name, describe or place a run; shape no number
+LIST_FIELDS = ("adapter_scales", "eval_steps")  # comma-separated strings that also accept a number or a list
 
 
 def format_lr(lr: float | None, exponent_digits: int = 1) -> str:
@@ -242,6 +267,27 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def geometric_steps(n: list[int], max_steps: int) -> list[int]:
+    """`geometric:N`: N steps ending at max_steps, each (rounded) half the next: 150, N=5 -> 9, 19, 38, 75, 150.
+    Denser at the start, where forgetting can happen within tens of steps at the default LR."""
+    if len(n) != 1 or n[0] < 1:
+        raise ConfigError(f"parameter 'eval_steps' = 'geometric:{','.join(map(str, n))}': expected geometric:N with N >= 1")
+    steps = sorted({math.floor(max_steps / 2**k + 0.5) for k in range(n[0])} - {0})
+    if len(steps) < n[0]:
+        raise ConfigError(f"parameter 'eval_steps' = 'geometric:{n[0]}': halving from max_steps ({max_steps}) gives only "
+                          f"{len(steps)} distinct steps; ask for at most that many")
+    return steps
+
+
+def _number_list(text: str, name: str, kind: type) -> list:
+    """'1.0, 0.5' -> [1.0, 0.5]; a ConfigError naming `name` when an item is not a `kind`."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        return [kind(t) for t in items]
+    except ValueError:
+        raise ConfigError(f"parameter {name!r} = {text!r}: expected comma-separated {kind.__name__}s") from None
+
+
 def _coerce(cls: type, name: str, value: Any, source: str) -> Any:
     """Accept what papermill and YAML produce (ints for floats, lists for target_modules); refuse the rest."""
     expected = cls.__dataclass_fields__[name].type
@@ -250,6 +296,10 @@ def _coerce(cls: type, name: str, value: Any, source: str) -> Any:
         if isinstance(value, (bool, str)):
             return value
         raise bad
+    if name in LIST_FIELDS and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # papermill's `-p adapter_scales 0.5` and YAML's `eval_steps: 50` are one-item lists
+    if name in LIST_FIELDS and isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
     if name == "target_modules" and isinstance(value, (list, tuple)):
         if all(isinstance(v, str) for v in value):
             return ",".join(value)
@@ -301,7 +351,11 @@ def _validate(cfg: RunConfig) -> None:
             need(isinstance(value, str), f.name, "must be a string")
     need(cfg.lr > 0, "lr", "must be > 0")
     need(cfg.max_steps >= 1, "max_steps", "must be >= 1")
-    need(1 <= cfg.eval_interval <= cfg.max_steps, "eval_interval", f"must be between 1 and max_steps ({cfg.max_steps})")
+    need(1 <= cfg.eval_interval and (cfg.eval_interval <= cfg.max_steps or bool(cfg.eval_steps.strip())), "eval_interval",
+         f"must be between 1 and max_steps ({cfg.max_steps})")  # unused when eval_steps is given
+    listed = _number_list(cfg.eval_steps, "eval_steps", int) if not cfg.eval_steps.strip().startswith("geometric:") else []
+    need(listed == sorted(set(listed)), "eval_steps", "must be ascending, each step once")
+    need(all(1 <= s <= cfg.max_steps for s in cfg.eval_step_list()), "eval_steps", f"steps must be between 1 and max_steps ({cfg.max_steps})")
     need(cfg.scheduler in SCHEDULERS, "scheduler", f"must be one of {SCHEDULERS}")
     need(0 <= cfg.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
     need(cfg.batch_size >= 1, "batch_size", "must be >= 1")
@@ -322,14 +376,19 @@ def _validate(cfg: RunConfig) -> None:
     need(bool(cfg.domain_manifest), "domain_manifest", "must name a manifest")
     need(cfg.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
     need(cfg.log_interval >= 1, "log_interval", "must be >= 1")
+    need(0 <= cfg.replay_ratio < 1, "replay_ratio", "must be in [0, 1)")
+    need(cfg.replay_ratio == 0 or bool(cfg.replay_manifest), "replay_ratio", "needs a replay_manifest")
+    need(cfg.replay_ratio == 0 or 1 <= cfg.replay_per_batch() < cfg.batch_size, "replay_ratio",
+         f"must leave at least one replay and one training clip in a batch of {cfg.batch_size} (round(ratio x batch_size))")
     need(cfg.verify_best >= 0, "verify_best", "must be >= 0 (0: re-evaluate every clip)")
+    need(all(0 < a <= 1 and math.isfinite(a) for a in cfg.scale_list()), "adapter_scales", "every scale must be in (0, 1]")
     if cfg.run_id:
         need(all(c.isalnum() or c in "-_." for c in cfg.run_id), "run_id", "letters, digits, '-', '_' and '.' only")
 
 
 def check_inputs_exist(cfg: RunConfig) -> None:
     """Missing manifest files are parameter errors too: raise before any model loads."""
-    for name in ("train_manifest", "domain_manifest", "heldout_manifest"):
-        p = cfg.path(name)
+    for name in ("train_manifest", "domain_manifest", "heldout_manifest", "replay_manifest"):
+        p = cfg.path(name) if name != "replay_manifest" or cfg.replay_per_batch() else None
         if p is not None and not p.exists():
             raise ConfigError(f"parameter {name!r}: manifest file not found: {p}")

@@ -180,8 +180,9 @@ class RunRecord:
             os.fsync(fh.fileno())
 
     def truncate_history(self, step: int) -> None:
-        """Keep only rows up to `step` (on resume: rows written after the last checkpoint are redone)."""
-        rows = [r for r in self.history() if r.get("step", 0) <= step]
+        """Keep only rows up to `step` (on resume: rows written after the last checkpoint are redone), and
+        no adapter-scaling rows ("alpha"): they come after training and are redone with it."""
+        rows = [r for r in self.history() if r.get("step", 0) <= step and "alpha" not in r]
         write_jsonl(self.history_path, rows)
 
     def write_predictions(self, split: str, tag: str, rows: list[dict]) -> Path:

@@ -135,3 +135,39 @@ def test_smoke_profile_shrinks_but_keeps_the_protocol():
     cfg = RunConfig().smoke()
     assert cfg.max_steps <= 4 and cfg.max_eval_utterances > 0 and "smoke" in cfg.notes
     assert cfg.rms_target == RunConfig().rms_target and cfg.guardrail == RunConfig().guardrail
+
+
+@pytest.mark.parametrize("values, steps", [
+    ({}, [50, 100, 150]),
+    ({"max_steps": 120}, [50, 100, 120]),  # the last step is always evaluated
+    ({"eval_steps": "10,20,40,80,150"}, [10, 20, 40, 80, 150]),
+    ({"eval_steps": "10, 20,40"}, [10, 20, 40, 150]),
+    ({"eval_steps": 30}, [30, 150]),  # papermill's `-p eval_steps 30`
+    ({"eval_steps": [5, 25]}, [5, 25, 150]),  # a YAML list
+    ({"eval_steps": "geometric:5"}, [9, 19, 38, 75, 150]),
+    ({"eval_steps": "geometric:1"}, [150]),
+    ({"eval_steps": "geometric:3", "max_steps": 4}, [1, 2, 4]),
+])
+def test_eval_steps_parse(values, steps):
+    assert RunConfig.from_dict(values).eval_step_list() == steps
+
+
+@pytest.mark.parametrize("values, reason", [
+    ({"eval_steps": "20,10"}, "ascending"),
+    ({"eval_steps": "10,10,20"}, "ascending"),
+    ({"eval_steps": "0,10"}, "between 1 and max_steps"),
+    ({"eval_steps": "10,200"}, "between 1 and max_steps"),
+    ({"eval_steps": "10,twenty"}, "comma-separated ints"),
+    ({"eval_steps": "10.5"}, "comma-separated ints"),
+    ({"eval_steps": "geometric:0"}, "N >= 1"),
+    ({"eval_steps": "geometric:"}, "N >= 1"),
+    ({"eval_steps": "geometric:9"}, "only 8 distinct steps"),
+    ({"eval_steps": "geometric:x"}, "comma-separated ints"),
+])
+def test_bad_eval_steps_are_named(values, reason):
+    with pytest.raises(ConfigError, match=f"'eval_steps'.*{reason}"):
+        RunConfig.from_dict(values)
+
+
+def test_the_smoke_profile_keeps_eval_steps_within_its_steps():
+    assert RunConfig(eval_steps="10,20,40,80,150").smoke().eval_step_list() == [2, 4]

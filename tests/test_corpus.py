@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import random
 import subprocess
@@ -14,8 +16,9 @@ import soundfile as sf
 from lorakit.demo import corpus
 from lorakit.demo import words as corpus_words
 
-SIZES = {"n_train": 24, "n_domain": 20, "n_heldout": 12}
-FILES = ["train.jsonl", "domain.jsonl", "heldout.jsonl", "terms.txt"]
+SIZES = {"n_train": 24, "n_domain": 20, "n_heldout": 12, "n_replay": 10}
+FILES = ["train.jsonl", "domain.jsonl", "heldout.jsonl", "replay.jsonl", "train_domain_only.jsonl", "terms.txt"]
+SPLITS = ("train", "domain", "heldout", "replay")
 
 
 def _rows(folder: Path, split: str) -> list[dict]:
@@ -40,7 +43,7 @@ def test_same_seed_gives_identical_files(built):
 def test_sizes_and_manifest_keys(built):
     a, _ = built
     summary = json.loads((a / "corpus.json").read_text())
-    assert summary["sizes"] == {"train": 24, "domain": 20, "heldout": 12}
+    assert summary["sizes"] == {"train": 24, "domain": 20, "heldout": 12, "replay": 10}
     for split, n in summary["sizes"].items():
         rows = _rows(a, split)
         assert len(rows) == n
@@ -51,11 +54,11 @@ def test_sizes_and_manifest_keys(built):
 
 def test_no_sentence_in_two_splits(built):
     a, _ = built
-    texts = {s: {r["text"].lower() for r in _rows(a, s)} for s in ("train", "domain", "heldout")}
-    assert sum(len(t) for t in texts.values()) == 56  # also unique within each split
-    assert not texts["train"] & texts["domain"]
-    assert not texts["train"] & texts["heldout"]
-    assert not texts["domain"] & texts["heldout"]
+    texts = {s: {r["text"].lower() for r in _rows(a, s)} for s in SPLITS}
+    assert sum(len(t) for t in texts.values()) == 66  # also unique within each split
+    for i, one in enumerate(SPLITS):
+        for two in SPLITS[i + 1 :]:
+            assert not texts[one] & texts[two], (one, two)
 
 
 def test_domain_only_terms_and_voices_stay_out_of_train(built):
@@ -81,7 +84,7 @@ def test_heldout_is_spoken_by_flite_and_train_mixes_everyday_speech(built):
 
 def test_audio_is_16k_mono_pcm16_and_durations_match(built):
     a, _ = built
-    for split in ("train", "domain", "heldout"):
+    for split in SPLITS:
         for row in _rows(a, split):
             info = sf.info(a / row["audio_filepath"])
             assert (info.samplerate, info.channels, info.subtype) == (16_000, 1, "PCM_16")
@@ -90,7 +93,7 @@ def test_audio_is_16k_mono_pcm16_and_durations_match(built):
 
 
 def test_rebuild_is_skipped_unless_the_corpus_is_incomplete(tmp_path):
-    tiny = ["--out", str(tmp_path), "--n-train", "6", "--n-domain", "4", "--n-heldout", "4"]
+    tiny = ["--out", str(tmp_path), "--n-train", "6", "--n-domain", "4", "--n-heldout", "4", "--n-replay", "2"]
     assert corpus.main(tiny) == 0
     stamp = (tmp_path / "corpus.json").stat().st_mtime_ns
     assert corpus.main(tiny) == 0
@@ -112,6 +115,59 @@ def test_changed_generator_invalidates_the_cache(built, monkeypatch):
     monkeypatch.setattr(corpus_words, "DOSE_UNITS", ["units"])  # e.g. someone edits a word list
     replanned, _ = corpus.plan_corpus(0, **SIZES)
     assert not corpus._is_complete(a, {**identity, "plan_sha256": corpus.plan_sha256(replanned)})
+
+
+def test_replay_is_everyday_speech_by_train_voices_and_no_eval_voice(built):
+    a, _ = built
+    summary = json.loads((a / "corpus.json").read_text())
+    replay = _rows(a, "replay")
+    assert len(replay) == 10 and all(r["audio_filepath"].startswith("audio/replay/r") for r in replay)
+    voices = {r["speaker_id"] for r in replay}
+    assert voices <= {v.speaker_id for v in corpus.TRAIN_GENERAL_VOICES}
+    assert not voices & {r["speaker_id"] for r in _rows(a, "heldout")} and not voices & set(summary["domain_only_voices"])
+    text = "\n".join(r["text"] for r in replay)
+    assert not [t for t in summary["domain_only_terms"] if corpus._term_in(t, text)]
+    planned, _ = corpus.plan_corpus(0, **SIZES)
+    assert {u.kind for u in planned if u.split == "replay"} == {"everyday"}
+
+
+def test_domain_only_train_is_the_clinical_lines_of_train(built):
+    a, _ = built
+    train = (a / "train.jsonl").read_text().splitlines(keepends=True)
+    planned, _ = corpus.plan_corpus(0, **SIZES)
+    kinds = [u.kind for u in planned if u.split == "train"]
+    clinical = [line for line, kind in zip(train, kinds) if kind == "clinical"]
+    assert (a / "train_domain_only.jsonl").read_text().splitlines(keepends=True) == clinical
+    assert len(clinical) == 24 - round(corpus.GENERAL_SHARE_TRAIN * 24) == json.loads((a / "corpus.json").read_text())["train_domain_only"]
+    assert len(kinds) == len(train) and "everyday" in kinds
+
+
+def _plan_fingerprint(planned, splits=("train", "domain", "heldout")) -> str:
+    rows = [(u.split, u.path, u.text, u.voice.speaker_id, u.speed, u.pitch, u.noise_seed) for u in planned if u.split in splits]
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+
+
+@pytest.mark.parametrize("sizes, before", [
+    ((24, 20, 12), "5d48bbd359220a4f15b0c30c1ff50a8cd9aafafeaa406b9446292c89422773dc"),
+    ((1200, 520, 320), "a784db89ef24b81cc344cbd26223899a5cdeb3341f0bd9dc685fe6ff1912707c"),  # the demo corpus
+])
+def test_adding_replay_changes_no_clip_of_the_other_splits(sizes, before):
+    """`before`: the fingerprint of the three splits as planned before the replay split existed (commit 35f6d61)."""
+    without, _ = corpus.plan_corpus(0, *sizes)
+    with_replay, terms = corpus.plan_corpus(0, *sizes, n_replay=240)
+    assert _plan_fingerprint(without) == _plan_fingerprint(with_replay) == before
+    assert sum(u.split == "replay" for u in with_replay) == 240 and not any(u.split == "replay" for u in without)
+    corpus.check_splits(with_replay, terms)
+
+
+def test_check_splits_refuses_replay_sharing_a_sentence_or_a_heldout_voice():
+    planned, terms = corpus.plan_corpus(0, **SIZES)
+    heldout = next(u for u in planned if u.split == "heldout")
+    i = next(i for i, u in enumerate(planned) if u.split == "replay")
+    with pytest.raises(AssertionError, match="heldout and replay"):
+        corpus.check_splits([*planned[:i], dataclasses.replace(planned[i], text=heldout.text), *planned[i + 1 :]], terms)
+    with pytest.raises(AssertionError, match="heldout voice is in replay"):
+        corpus.check_splits([*planned[:i], dataclasses.replace(planned[i], voice=heldout.voice), *planned[i + 1 :]], terms)
 
 
 def test_other_seed_gives_other_sentences():
@@ -138,10 +194,10 @@ def test_missing_binary_is_named(monkeypatch, tmp_path):
 def test_module_entry_point_builds_a_corpus(tmp_path):
     out = tmp_path / "demo"
     done = subprocess.run([sys.executable, "-m", "lorakit.demo.corpus", "--out", str(out), "--seed", "5", "--n-train", "40",
-                           "--n-domain", "16", "--n-heldout", "12"], capture_output=True, text=True, timeout=600)
+                           "--n-domain", "16", "--n-heldout", "12", "--n-replay", "6"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    counts = {split: len((out / f"{split}.jsonl").read_text().splitlines()) for split in ("train", "domain", "heldout")}
-    assert counts == {"train": 40, "domain": 16, "heldout": 12}
+    counts = {split: len((out / f"{split}.jsonl").read_text().splitlines()) for split in (*SPLITS, "train_domain_only")}
+    assert counts == {"train": 40, "domain": 16, "heldout": 12, "replay": 6, "train_domain_only": 28}
 
 
 @pytest.mark.slow

@@ -74,3 +74,24 @@ def test_save_figure_writes_png_and_svg(tmp_path, loaded):
     png, svg = plots.save_figure(fig, "curves/dora r8: lr5e-5", tmp_path / "figs")
     assert png.name == "curves_dora_r8_lr5e-5.png" and svg.suffix == ".svg"
     assert png.read_bytes().startswith(b"\x89PNG") and b"<svg" in svg.read_bytes()[:500]
+
+
+def test_adapter_scaling_shows_the_trade_off_the_guardrail_and_the_choice(tmp_path):
+    curve = [{"alpha": 1.0, "step": 50, "domain_wer": 0.066, "heldout_wer": 0.178, "chosen": False},
+             {"alpha": 0.5, "step": 50, "domain_wer": 0.074, "heldout_wer": 0.071, "chosen": False},
+             {"alpha": 0.25, "step": 50, "domain_wer": 0.193, "heldout_wer": 0.0662, "chosen": True}]
+    metrics = {"run_id": "scaled", "status": "finished", "baseline_wer": 0.578, "heldout_baseline_wer": 0.065,
+               "adapter_scaling": curve, "best_step": 50, "best_alpha": 0.25}
+    run = runs.Run("scaled", tmp_path, "finished", metrics, {"guardrail": 0.2}, {}, [], None)
+    ax = plots.plot_adapter_scaling(run).axes[0]
+    lines = {line.get_label(): line for line in ax.lines}
+    trade_off = lines["scaled adapter"]
+    assert list(trade_off.get_xdata()) == [0.578, 0.193, 0.074, 0.066]  # alpha 0 (the base model) to 1
+    assert list(trade_off.get_ydata()) == [0.065, 0.0662, 0.071, 0.178]
+    assert list(lines["guardrail (+0.2 pt)"].get_ydata()) == pytest.approx([0.067, 0.067])
+    chosen = lines["chosen (step 50, α=0.25)"]
+    assert (list(chosen.get_xdata()), list(chosen.get_ydata())) == ([0.193], [0.0662])
+    assert [t.get_text() for t in ax.texts] == ["α=0 (base)", "α=0.25", "α=0.5", "α=1"]
+    unscaled = runs.Run("plain", tmp_path, "finished", {"run_id": "plain"}, {}, {}, [], None)
+    assert plots.scaling_figures([run, unscaled])[0][0] == "scaling_scaled" and len(plots.scaling_figures([unscaled])) == 0
+    assert "no adapter scaling" in plots.plot_adapter_scaling(unscaled).axes[0].texts[0].get_text()

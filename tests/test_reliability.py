@@ -52,6 +52,8 @@ BAD_PARAMETERS = [  # (values over tiny_cfg, the parameter the message must name
     ({"train_manifest": "/nowhere/train.jsonl"}, "train_manifest", "manifest file not found"),
     ({"domain_manifest": "missing/domain.jsonl"}, "domain_manifest", "manifest file not found"),
     ({"heldout_manifest": "/nowhere/heldout.jsonl"}, "heldout_manifest", "manifest file not found"),
+    ({"replay_manifest": "/nowhere/replay.jsonl", "replay_ratio": 0.25}, "replay_manifest", "manifest file not found"),
+    ({"replay_ratio": 0.25}, "replay_ratio", "needs a replay_manifest"),
 ]
 
 

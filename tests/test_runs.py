@@ -63,6 +63,21 @@ def test_no_runs_gives_an_empty_matrix_and_a_helpful_message(tmp_path):
     assert "No runs" in matrix.markdown()
 
 
+def test_scaled_evaluations_are_the_alpha_curve_not_steps_of_training(tmp_path):
+    folder = tmp_path / "scaled"
+    folder.mkdir()
+    curve = [{"alpha": 1.0, "step": 4, "domain_wer": 0.2, "heldout_wer": 0.09, "chosen": False},
+             {"alpha": 0.5, "step": 4, "domain_wer": 0.25, "heldout_wer": 0.05, "chosen": True}]
+    (folder / "metrics.json").write_text(json.dumps({"run_id": "scaled", "status": "finished", "best_step": 4, "best_alpha": 0.5,
+                                                     "adapter_scaling": curve}))
+    rows = [{"kind": "eval", "step": 2, "domain_wer": 0.3, "heldout_wer": 0.06}, {"kind": "eval", "step": 4, "domain_wer": 0.2, "heldout_wer": 0.09},
+            {"kind": "eval", "step": 4, "alpha": 0.5, "domain_wer": 0.25, "heldout_wer": 0.05, "best": True}]
+    (folder / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = runs.load_run(folder)
+    assert [e["step"] for e in run.evals] == [2, 4] and run.scaling == curve
+    assert matrix_mod.matrix_row(run)["best_alpha"] == 0.5 and "| 0.5 |" in matrix_mod.run_matrix([run]).markdown()
+
+
 def test_matrix_rows_hold_the_hand_checked_numbers(runs_dir):
     matrix = matrix_mod.run_matrix(runs.load_runs(runs_dir))
     rows = by_id(matrix.rows)

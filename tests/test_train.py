@@ -237,3 +237,43 @@ def test_features_stay_fp32_under_a_cpu_autocast(family, whisper_dir, moonshine_
     assert plain.keys() == under.keys()
     assert all(torch.equal(plain[k], under[k]) for k in plain)
     assert all(v.dtype != torch.bfloat16 for v in under.values())
+
+
+def test_replay_clips_join_every_batch_and_are_checked_like_training_clips(tiny_cfg, small_corpus, tmp_path, monkeypatch):
+    from helpers import absolute_lines, cheap, write_manifest
+    from lorakit.experiment import train as train_mod
+    from lorakit.experiment.prepare import prepare_data
+
+    heldout = absolute_lines(small_corpus["heldout"], 1)
+    too_long = {**absolute_lines(small_corpus["train"], 1)[0], "duration": 99.0}  # the duration filter drops it
+    replay = write_manifest(tmp_path / "replay_mix.jsonl", absolute_lines(small_corpus["replay"]) + heldout + [too_long])
+    cfg = RunConfig(**cheap(tiny_cfg, run_id="replayed", replay_manifest=str(replay), replay_ratio=0.5, batch_size=4, max_steps=2,
+                            eval_interval=2, max_eval_utterances=0, heldout_manifest=tiny_cfg["heldout_manifest"]))
+    splits = prepare_data(cfg)
+    assert len(splits.replay) == 13 and splits.report["replay"] == {**splits.report["replay"], "used": 13, "dropped_over_max_seconds": 1,
+                                                                     "per_batch": 2}
+    assert splits.report["leakage"]["heldout"]["leaked"] == 1  # the heldout clip in the replay set is caught
+    assert splits.report["leakage"]["heldout"]["examples"][0]["train_id"] == "replay_mix:13"
+    seen = []
+    real_step = train_mod.train_step
+
+    def spy(sm, inputs, micro_batches, *args, **kwargs):
+        seen.extend(micro_batches)
+        return real_step(sm, inputs, micro_batches, *args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "train_step", spy)
+    result = run(cfg)
+    assert [sum(u.manifest == str(replay) for u in b) for b in seen] == [2, 2] and all(len(b) == 4 for b in seen)
+    config = json.loads((result.folder / "config.json").read_text())
+    assert config["manifests"]["replay"]["n_used"] == 13 and any("LEAKAGE" in w for w in result.metrics["warnings"])
+
+
+def test_a_run_evaluates_exactly_at_the_listed_steps(tiny_cfg):
+    from helpers import cheap
+
+    result = run(RunConfig(**cheap(tiny_cfg, run_id="looks", max_steps=5, eval_interval=2, eval_steps="1,3", log_interval=10)))
+    hist = _history(result.folder)
+    assert [r["step"] for r in hist if r["kind"] == "eval"] == [1, 3, 5]  # the listed steps, then max_steps
+    assert sorted(p.name for p in (result.folder / "predictions").glob("domain_step*.jsonl")) == [
+        "domain_step000001.jsonl", "domain_step000003.jsonl", "domain_step000005.jsonl"]
+    assert result.metrics["best_step"] in (1, 3, 5)

@@ -23,7 +23,7 @@ MATRIX_COLUMNS = [  # (row key, header); the first ten are the old team's table
     ("steps", "Steps"), ("lr", "LR"), ("manifest", "Manifest"), ("baseline_wer", "Baseline WER"),
     ("tuned_wer", "Tuned WER"), ("notes", "Notes"),
     ("heldout_baseline_wer", "Heldout Baseline WER"), ("heldout_tuned_wer", "Heldout Tuned WER"),
-    ("best_step", "Best Step"), ("stop_reason", "Stop Reason"), ("adapter", "Adapter"),
+    ("best_step", "Best Step"), ("best_alpha", "Best α"), ("stop_reason", "Stop Reason"), ("adapter", "Adapter"),
     ("rank", "Rank"), ("domain_delta", "Domain Δ pts [95% CI]"),
     ("heldout_delta", "Heldout Δ pts [95% CI]"), ("status", "Status"), ("verdict", "Verdict"),
 ]
@@ -43,7 +43,7 @@ def matrix_row(run: Run, n_resamples: int = 2000, seed: int = 0) -> dict:
         "lr": g("lr"), "manifest": g("manifest"), "baseline_wer": g("baseline_wer"),
         "tuned_wer": g("tuned_wer"), "notes": notes,
         "heldout_baseline_wer": g("heldout_baseline_wer"), "heldout_tuned_wer": g("heldout_tuned_wer"),
-        "best_step": run.best_step(), "stop_reason": g("stop_reason"),
+        "best_step": run.best_step(), "best_alpha": g("best_alpha"), "stop_reason": g("stop_reason"),
         "adapter": None if g("use_dora") is None else ("DoRA" if g("use_dora") else "LoRA"),
         "rank": g("lora_r"), "status": run.status, "error": None, "seed": g("seed"),
         "config_key": _config_key(run.config, ignore={"seed"}),

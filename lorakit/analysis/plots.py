@@ -84,6 +84,43 @@ def plot_run_curves(run: Run | PathLike, save: bool = False, figures_dir: PathLi
     return fig
 
 
+def plot_adapter_scaling(run: Run | PathLike) -> Figure:
+    """The alpha trade-off of a run's best adapter: heldout against domain WER for each scale alpha
+    (alpha 0, the base model, is the baselines), the guardrail as a dotted line (heldout baseline +
+    `guardrail` points), and the chosen (step, alpha) starred."""
+    if not isinstance(run, Run):
+        run = load_run(run)
+    fig = NotebookFigure(figsize=(6, 4.2), layout="constrained")
+    ax = fig.subplots()
+    curve = sorted(run.scaling, key=lambda p: p["alpha"])
+    base_dom, base_held = run.get("baseline_wer"), run.get("heldout_baseline_wer")
+    points = [p for p in curve if p.get("heldout_wer") is not None]
+    if base_dom is not None and base_held is not None and points:
+        points = [{"alpha": 0.0, "domain_wer": base_dom, "heldout_wer": base_held, "chosen": False}, *points]
+    if points:
+        ax.plot([p["domain_wer"] for p in points], [p["heldout_wer"] for p in points], "o-", color="C0", label="scaled adapter")
+        for p in points:
+            ax.annotate(f"α={p['alpha']:g}" + (" (base)" if p["alpha"] == 0 else ""), (p["domain_wer"], p["heldout_wer"]),
+                        textcoords="offset points", xytext=(6, 4), fontsize="small")
+        chosen = [p for p in points if p["chosen"]]
+        if chosen:
+            ax.plot([chosen[0]["domain_wer"]], [chosen[0]["heldout_wer"]], "*", color="C0", markersize=16, markeredgecolor="black",
+                    label=f"chosen (step {chosen[0]['step']}, α={chosen[0]['alpha']:g})")
+        if base_held is not None:
+            guardrail = run.config.get("guardrail", 0.2)
+            ax.axhline(base_held + guardrail / 100, color="C3", linestyle=":", label=f"guardrail (+{guardrail:g} pt)")
+        ax.legend(fontsize="small")
+    else:
+        _no_data(ax, "no adapter scaling recorded (adapter_scales)")
+    ax.set(xlabel="domain WER", ylabel="heldout WER", title=f"{run.run_id}: adapter scale α")
+    return fig
+
+
+def scaling_figures(runs: Sequence[Run]) -> list[tuple[str, Figure]]:
+    """`plot_adapter_scaling` for each run that tried adapter scales, named `scaling_<run_id>`."""
+    return [(f"scaling_{r.run_id}", plot_adapter_scaling(r)) for r in runs if r.scaling]
+
+
 def run_labels(runs: Sequence[Run]) -> dict[str, str]:
     """Legend labels: the run id plus the config fields that differ between the runs."""
     keys = sorted({k for r in runs for k in r.config} - NAMING_FIELDS)

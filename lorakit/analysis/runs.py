@@ -61,7 +61,14 @@ class Run:
 
     @property
     def evals(self) -> list[dict]:
-        return [h for h in self.history if h.get("kind") == "eval"]
+        """The evaluations during training (not those of the best adapter at other scales)."""
+        return [h for h in self.history if h.get("kind") == "eval" and "alpha" not in h]
+
+    @property
+    def scaling(self) -> list[dict]:
+        """The alpha trade-off of the best adapter ({alpha, step, domain_wer, heldout_wer, chosen}; alpha 1
+        first), [] when the run tried no scale."""
+        return list(self.metrics.get("adapter_scaling") or [])
 
     @property
     def train_log(self) -> list[dict]:

@@ -1,12 +1,16 @@
 """The offline demo corpus: clinical dictation by accented and robotic voices, synthesized locally.
 
-`build_corpus` writes three NeMo-style manifests beside their audio:
+`build_corpus` writes NeMo-style manifests beside their audio:
 
 - `train.jsonl`   clinical dictation by the train voices, plus a share of everyday sentences so the
                   model keeps its general English;
 - `domain.jsonl`  the primary eval: clinical dictation, including drug names and procedures that never
                   occur in train, by the train voices and at least one voice that train never hears;
-- `heldout.jsonl` the safety eval: everyday sentences by flite voices.
+- `heldout.jsonl` the safety eval: everyday sentences by flite voices;
+- `replay.jsonl`  general English for `replay_manifest`: everyday sentences by train's everyday voices
+                  (never a heldout or domain-only voice), no sentence shared with any other manifest;
+- `train_domain_only.jsonl` the clinical lines of train.jsonl only (the situation of a user who has
+                  domain speech and nothing else): a filtered copy, no audio of its own.
 
 Speech comes from espeak-ng (accents, robotic variants, speed and pitch) and flite; sox resamples to
 16 kHz mono 16-bit and applies the telephone channel (band-limit 300-3400 Hz, 8 kHz round trip, light
@@ -95,6 +99,7 @@ class PlannedClip:
     speed: float  # espeak words per minute, or flite duration stretch
     pitch: int  # espeak pitch 0-99 (unused by flite)
     noise_seed: int
+    kind: str = ""  # "clinical" or "everyday"
 
 
 # ------------------------------------------------------------------------------------------- text
@@ -244,12 +249,13 @@ def _pick_voice(rng: random.Random, voices: dict[Voice, int]) -> Voice:
     return rng.choices(list(voices), weights=list(voices.values()))[0]
 
 
-def plan_corpus(seed: int, n_train: int, n_domain: int, n_heldout: int) -> tuple[list[PlannedClip], list[str]]:
+def plan_corpus(seed: int, n_train: int, n_domain: int, n_heldout: int, n_replay: int = 0) -> tuple[list[PlannedClip], list[str]]:
     """Decide every utterance (text, voice, prosody, path) from the seed; return them and the domain-only terms.
 
     Each group draws from its own stream (`Random(f"{seed}/domain/clinical")`, ...), so editing the
     everyday templates does not reshuffle the domain set. String seeds are hashed with SHA-512 by
-    `random`, independent of PYTHONHASHSEED.
+    `random`, independent of PYTHONHASHSEED. The replay split is drawn last, so adding it changed no
+    clip of the others.
     """
     domain_only = choose_domain_only_terms(random.Random(f"{seed}/terms"))
     train_lists = _lists(set(domain_only), allow_domain_only=False)
@@ -260,9 +266,10 @@ def plan_corpus(seed: int, n_train: int, n_domain: int, n_heldout: int) -> tuple
         ("train", "everyday", n_general, W.GENERAL_TEMPLATES, train_lists, TRAIN_GENERAL_VOICES),
         ("domain", "clinical", n_domain, W.CLINICAL_TEMPLATES, all_lists, DOMAIN_VOICES),
         ("heldout", "everyday", n_heldout, W.GENERAL_TEMPLATES, all_lists, HELDOUT_VOICES),
+        ("replay", "everyday", n_replay, W.GENERAL_TEMPLATES, train_lists, TRAIN_GENERAL_VOICES),
     ]
     seen: set[str] = set()  # every sentence is used once across all splits
-    planned: dict[str, list[PlannedClip]] = {"train": [], "domain": [], "heldout": []}
+    planned: dict[str, list[PlannedClip]] = {"train": [], "domain": [], "heldout": [], "replay": []}
     for split, kind, count, templates, lists, voices in groups:
         rng = random.Random(f"{seed}/{split}/{kind}")
         for _ in range(count):
@@ -275,7 +282,7 @@ def plan_corpus(seed: int, n_train: int, n_domain: int, n_heldout: int) -> tuple
                 speed, pitch = float(rng.randint(140, 175)), rng.randint(35, 65)  # words/minute, 0-99
             else:
                 speed, pitch = round(rng.uniform(0.95, 1.10), 2), 0  # duration stretch
-            planned[split].append(PlannedClip(split, "", text, voice, speed, pitch, rng.randrange(2**32)))
+            planned[split].append(PlannedClip(split, "", text, voice, speed, pitch, rng.randrange(2**32), kind))
     random.Random(f"{seed}/train/order").shuffle(planned["train"])  # interleave clinical and everyday
 
     return [
@@ -284,24 +291,35 @@ def plan_corpus(seed: int, n_train: int, n_domain: int, n_heldout: int) -> tuple
     ], domain_only
 
 
+SPLITS = ("train", "domain", "heldout", "replay")
+TRAINING_SPLITS = ("train", "replay")  # what a run may train on: domain-only terms and voices stay out
+
+
 def check_splits(utterances: list[PlannedClip], domain_only: list[str]) -> None:
-    """Raise AssertionError unless no sentence is in two splits and domain-only terms and voices miss train."""
-    texts = {s: {u.text.lower() for u in utterances if u.split == s} for s in ("train", "domain", "heldout")}
-    for one, two in (("train", "domain"), ("train", "heldout"), ("domain", "heldout")):
-        if texts[one] & texts[two]:
-            raise AssertionError(f"a sentence occurs in {one} and {two}: {sorted(texts[one] & texts[two])[:3]}")
-    train_text = "\n".join(texts["train"])
-    leaked = [t for t in domain_only if _term_in(t, train_text)]
-    if leaked:
-        raise AssertionError(f"domain-only terms occur in train: {leaked}")
-    train_voices = {u.voice.speaker_id for u in utterances if u.split == "train"}
-    if train_voices & {v.speaker_id for v in DOMAIN_ONLY_VOICES}:
-        raise AssertionError("a domain-only voice is in train")
+    """Raise AssertionError unless no sentence is in two splits, domain-only terms and voices miss the
+    training splits, and replay shares no voice with heldout."""
+    texts = {s: {u.text.lower() for u in utterances if u.split == s} for s in SPLITS}
+    for i, one in enumerate(SPLITS):
+        for two in SPLITS[i + 1 :]:
+            if texts[one] & texts[two]:
+                raise AssertionError(f"a sentence occurs in {one} and {two}: {sorted(texts[one] & texts[two])[:3]}")
+    voices = {s: {u.voice.speaker_id for u in utterances if u.split == s} for s in SPLITS}
+    for split in TRAINING_SPLITS:
+        leaked = [t for t in domain_only if _term_in(t, "\n".join(texts[split]))]
+        if leaked:
+            raise AssertionError(f"domain-only terms occur in {split}: {leaked}")
+        if voices[split] & {v.speaker_id for v in DOMAIN_ONLY_VOICES}:
+            raise AssertionError(f"a domain-only voice is in {split}")
+    if voices["replay"] & voices["heldout"]:
+        raise AssertionError(f"a heldout voice is in replay: {sorted(voices['replay'] & voices['heldout'])}")
 
 
 def plan_sha256(utterances: list[PlannedClip]) -> str:
     """Fingerprint of everything a build renders: any change to word lists, voices or seed changes it."""
     return hashlib.sha256(repr(utterances).encode()).hexdigest()
+
+
+DOMAIN_ONLY_TRAIN = "train_domain_only"  # manifest of train's clinical lines only
 
 
 def _is_complete(out_dir: Path, expected: dict) -> bool:
@@ -319,24 +337,25 @@ def _is_complete(out_dir: Path, expected: dict) -> bool:
             return False
         if len(rows) != n or not all((out_dir / r["audio_filepath"]).is_file() for r in rows):
             return False
-    return (out_dir / "terms.txt").is_file()
+    return (out_dir / "terms.txt").is_file() and (out_dir / f"{DOMAIN_ONLY_TRAIN}.jsonl").is_file()
 
 
 def build_corpus(
     out_dir: Path = Path("data/demo"), seed: int = 0, n_train: int = 1200, n_domain: int = 520,
-    n_heldout: int = 320, jobs: int = 2, force: bool = False,
+    n_heldout: int = 320, jobs: int = 2, force: bool = False, n_replay: int = 240,
 ) -> dict[str, Path]:
-    """Synthesize the demo corpus into `out_dir`; return the manifest paths by split name.
+    """Synthesize the demo corpus into `out_dir`; return the manifest paths by name (the splits and
+    `train_domain_only`).
 
     Skips the work when `out_dir/corpus.json` records the same version, seed, sizes and plan hash
     (word lists, voices, prosody) and every file is present, unless `force`. `jobs` is the number of
     parallel synthesis processes.
     """
     out_dir = Path(out_dir)
-    sizes = {"train": n_train, "domain": n_domain, "heldout": n_heldout}
-    manifests = {split: out_dir / f"{split}.jsonl" for split in sizes}
+    sizes = {"train": n_train, "domain": n_domain, "heldout": n_heldout, "replay": n_replay}
+    manifests = {name: out_dir / f"{name}.jsonl" for name in (*sizes, DOMAIN_ONLY_TRAIN)}
     start = time.perf_counter()
-    utterances, domain_only = plan_corpus(seed, n_train, n_domain, n_heldout)
+    utterances, domain_only = plan_corpus(seed, n_train, n_domain, n_heldout, n_replay)
     identity = {"version": CORPUS_VERSION, "seed": seed, "sizes": sizes, "plan_sha256": plan_sha256(utterances)}
     if not force and _is_complete(out_dir, identity):
         return manifests
@@ -348,13 +367,7 @@ def build_corpus(
     shutil.rmtree(out_dir / "audio", ignore_errors=True)
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         durations = list(pool.map(lambda u: render(u, out_dir), utterances))
-
-    for split, path in manifests.items():
-        rows = [
-            {"audio_filepath": u.path, "text": u.text, "duration": round(d, 4), "speaker_id": u.voice.speaker_id}
-            for u, d in zip(utterances, durations) if u.split == split
-        ]
-        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    _write_manifests(manifests, utterances, durations)
     terms = W.DRUGS + W.PROCEDURES + W.CONDITIONS + W.ANATOMY
     (out_dir / "terms.txt").write_text("\n".join(terms) + "\n")
 
@@ -369,11 +382,25 @@ def build_corpus(
         "domain_only_voices": sorted(v.speaker_id for v in DOMAIN_ONLY_VOICES),
         "domain_only_terms": domain_only,
         "train_general_share": GENERAL_SHARE_TRAIN,
+        DOMAIN_ONLY_TRAIN: sum(u.split == "train" and u.kind == "clinical" for u in utterances),
         "build_seconds": round(time.perf_counter() - start, 1), "jobs": jobs,
         "tools": {b: _tool_version(b) for b in BINARIES},
     }
     (out_dir / "corpus.json").write_text(json.dumps(summary, indent=2) + "\n")
     return manifests
+
+
+def _write_manifests(manifests: dict[str, Path], utterances: list[PlannedClip], durations: list[float]) -> None:
+    """One manifest per split, and `train_domain_only`: the clinical lines of train, byte for byte."""
+    lines: dict[str, list[str]] = {name: [] for name in manifests}
+    for u, d in zip(utterances, durations):
+        row = {"audio_filepath": u.path, "text": u.text, "duration": round(d, 4), "speaker_id": u.voice.speaker_id}
+        line = json.dumps(row, ensure_ascii=False) + "\n"
+        lines[u.split].append(line)
+        if u.split == "train" and u.kind == "clinical":
+            lines[DOMAIN_ONLY_TRAIN].append(line)
+    for name, path in manifests.items():
+        path.write_text("".join(lines[name]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -386,16 +413,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-train", type=int, default=1200)
     parser.add_argument("--n-domain", type=int, default=520)
     parser.add_argument("--n-heldout", type=int, default=320)
+    parser.add_argument("--n-replay", type=int, default=240, help="general-English clips for replay_manifest")
     args = parser.parse_args(argv)
     started = time.time()
     manifests = build_corpus(args.out, args.seed, args.n_train, args.n_domain, args.n_heldout,
-                             jobs=args.jobs, force=args.force)
+                             jobs=args.jobs, force=args.force, n_replay=args.n_replay)
     summary = json.loads((args.out / "corpus.json").read_text())
     fresh = (args.out / "corpus.json").stat().st_mtime >= started
     state = f"built in {summary['build_seconds']} s" if fresh else "up to date, nothing to do; --force rebuilds"
     print(f"demo corpus in {args.out} ({state}):")
     for split, path in manifests.items():
-        print(f"  {path}: {summary['sizes'][split]} utterances, {summary['hours'][split]} h")
+        if split in summary["sizes"]:
+            print(f"  {path}: {summary['sizes'][split]} utterances, {summary['hours'][split]} h")
+        else:
+            print(f"  {path}: {summary[split]} utterances (the clinical lines of train.jsonl)")
     return 0
 
 

@@ -9,7 +9,7 @@ from typing import Iterator
 from .manifests import Utterance
 
 
-def train_batches(utts: list[Utterance], batch_size: int, seed: int, start: int = 0) -> Iterator[list[Utterance]]:
+def train_batches(utts: list[Utterance], batch_size: int, seed: int | str, start: int = 0) -> Iterator[list[Utterance]]:
     """Endless micro-batches: a fresh seeded shuffle each epoch; within an epoch, batches of similar
     length (shuffled in chunks of 50 batches) so padding stays small.
 
@@ -25,7 +25,7 @@ def train_batches(utts: list[Utterance], batch_size: int, seed: int, start: int 
         epoch, offset = epoch + 1, 0
 
 
-def _epoch_batches(utts: list[Utterance], batch_size: int, seed: int, epoch: int) -> list[list[Utterance]]:
+def _epoch_batches(utts: list[Utterance], batch_size: int, seed: int | str, epoch: int) -> list[list[Utterance]]:
     rng = random.Random(f"{seed}:{epoch}")
     order = list(utts)
     rng.shuffle(order)
@@ -36,6 +36,22 @@ def _epoch_batches(utts: list[Utterance], batch_size: int, seed: int, epoch: int
         batches += [block[j : j + batch_size] for j in range(0, len(block) - batch_size + 1, batch_size)]
     rng.shuffle(batches)
     return batches
+
+
+def mixed_batches(utts: list[Utterance], replay: list[Utterance], batch_size: int, n_replay: int, seed: int,
+                  start: int = 0) -> Iterator[list[Utterance]]:
+    """Endless micro-batches of `batch_size` clips: `batch_size - n_replay` from `utts` and `n_replay`
+    from `replay` (general speech against forgetting), each part a `train_batches` stream of its own
+    (the replay one seeded apart), so batch i is still a pure function of (utts, replay, batch_size,
+    n_replay, seed, i) and `start` resumes exactly. With n_replay = 0 it is `train_batches` itself.
+    """
+    if n_replay == 0:
+        yield from train_batches(utts, batch_size, seed, start)
+        return
+    own = train_batches(utts, batch_size - n_replay, seed, start)
+    general = train_batches(replay, n_replay, f"replay:{seed}", start)
+    for mine, theirs in zip(own, general):
+        yield mine + theirs
 
 
 def eval_batches(utts: list[Utterance], batch_size: int) -> list[list[Utterance]]:

@@ -1,5 +1,6 @@
-"""The best checkpoint: which evaluation it is (`select_best`, a small pure rule), and the reported
-numbers, which come from that adapter reloaded from disk (`reevaluate_best`)."""
+"""The best checkpoint: the evaluation of one step (`evaluate_step`), which evaluation is best
+(`select_best`, a small pure rule), and the reported numbers, which come from that adapter reloaded
+from disk (`reevaluate_best`)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,25 @@ from . import checkpoint as ckpt
 from .batches import subset
 from .distributed import evaluate_all
 from .evaluate import EvalResult
-from .inputs import make_inputs
-from .models import encoder_is_frozen, load_model
+from .inputs import Inputs, make_inputs
+from .models import SpeechModel, encoder_is_frozen, load_model
 from .prepare import Splits
+
+
+def prediction_tag(step: int, alpha: float = 1.0) -> str:
+    """How an evaluation's predictions are named: `step000050`, or `step000050_alpha0.25` for a scaled adapter."""
+    return f"step{step:06d}" + (f"_alpha{alpha:g}" if alpha != 1 else "")
+
+
+def evaluate_step(sm: SpeechModel, inputs: Inputs, splits: Splits, cfg: RunConfig, step: int, record: RunRecord, autocast,
+                  accelerator=None, alpha: float = 1.0) -> dict:
+    """Every selection set evaluated with the model as it is; predictions written; the history row's WERs."""
+    row: dict = {"kind": "eval", "step": step, "heldout_wer": None}
+    for name, utts in splits.evals.items():
+        res = evaluate_all(sm, utts, inputs, cfg, f"eval {name} @ {step}" + (f" x {alpha:g}" if alpha != 1 else ""), autocast, accelerator)
+        record.write_predictions(name, prediction_tag(step, alpha), res.rows)
+        row[f"{name}_wer"] = res.wer
+    return row
 
 
 def select_best(evals: list[dict], heldout_baseline: float | None, guardrail_pts: float) -> tuple[int | None, bool]:
@@ -19,6 +36,7 @@ def select_best(evals: list[dict], heldout_baseline: float | None, guardrail_pts
 
     Best = lowest domain WER among evaluations whose heldout WER rose by at most `guardrail_pts`
     points over the baseline; when none qualifies, the lowest domain WER overall (flagged False).
+    Ties go to the larger adapter scale ("alpha", 1 when absent), then to the earlier step.
     """
     if not evals:
         return None, False
@@ -28,17 +46,18 @@ def select_best(evals: list[dict], heldout_baseline: float | None, guardrail_pts
 
     qualified = [i for i, e in enumerate(evals) if ok(e)]
     pool = qualified or list(range(len(evals)))
-    best = min(pool, key=lambda i: (evals[i]["domain_wer"], evals[i]["step"]))
+    best = min(pool, key=lambda i: (evals[i]["domain_wer"], -evals[i].get("alpha", 1.0), evals[i]["step"]))
     return best, bool(qualified)
 
 
 def reevaluate_best(cfg: RunConfig, splits: Splits, record: RunRecord, autocast, device, accelerator=None,
-                    best_step: int | None = None) -> tuple[dict[str, EvalResult], dict]:
+                    best_step: int | None = None, alpha: float = 1.0) -> tuple[dict[str, EvalResult], dict]:
     """Load the best adapter from disk onto a fresh copy of the model: the reported numbers come from
     that file, never from the in-memory weights of the last step.
 
     With `verify_best` = k > 0, a seeded sample of k domain clips is re-transcribed and must give,
-    word for word, the hypotheses recorded when that step was evaluated; then the step's evaluation
+    word for word, the hypotheses recorded when that step was evaluated (at adapter scale `alpha`, which
+    `adapter_best/` then holds folded into its weights); then the step's evaluation
     is reported (it is the same weights, now shown to read back from disk identically) and saved as
     the `best` predictions. Any difference, or k = 0, re-evaluates every clip and reports that.
     """
@@ -51,12 +70,12 @@ def reevaluate_best(cfg: RunConfig, splits: Splits, record: RunRecord, autocast,
     out: dict[str, EvalResult] = {}
     check: dict = {"mode": "full"}
     if cfg.verify_best and best_step is not None:
-        recorded = {name: read_jsonl(record.predictions / f"{name}_step{best_step:06d}.jsonl") for name in splits.evals}
+        recorded = {name: read_jsonl(record.predictions / f"{name}_{prediction_tag(best_step, alpha)}.jsonl") for name in splits.evals}
         sample = subset(splits.evals["domain"], cfg.verify_best, cfg.seed)
         again = evaluate_all(sm, sample, inputs, cfg, "verify best", autocast, accelerator)
         before = {r["id"]: r["hyp"] for r in recorded["domain"]}
         differ = [r["id"] for r in again.rows if before.get(r["id"]) != r["hyp"]]
-        check = {"mode": "sample", "step": best_step, "utterances": len(sample), "identical": len(sample) - len(differ), "differ": differ[:10]}
+        check = {"mode": "sample", "step": best_step, "alpha": alpha, "utterances": len(sample), "identical": len(sample) - len(differ), "differ": differ[:10]}
         if not differ:
             out = {name: EvalResult(rows) for name, rows in recorded.items()}
         else:

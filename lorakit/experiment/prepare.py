@@ -1,8 +1,9 @@
 """Everything a run checks before it trains: read the manifests (file:line:field errors, or counted
 skips), the duration filter with its starvation guard, a seeded training subset, every clip decoded
 once (unusable audio is an error or a counted skip), training texts that fit the decoder, at least
-`min_train_clips`, and the train/eval leakage check. The result is `Splits` plus the counts that go
-into the run record.
+`min_train_clips`, and the train/eval leakage check. A replay manifest (general speech mixed into
+training batches) goes through the same checks: duration filter, usable audio, fitting texts, and
+leakage into the eval sets. The result is `Splits` plus the counts that go into the run record.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Splits:
     manifests: dict[str, Manifest]
     report: dict = field(default_factory=dict)  # counts for the run record
     warnings: list[str] = field(default_factory=list)
+    replay: list[Utterance] = field(default_factory=list)  # general speech for replay_ratio of every batch
 
 
 MIN_CLIP_SECONDS = 0.1  # no word fits in less; Moonshine's first convolution needs ~0.06 s of input
@@ -99,6 +101,7 @@ def prepare_data(cfg: RunConfig, sampling_rate: int = 16_000, sm: SpeechModel | 
     skipped_text: list[dict] = []
     train = _fitting_labels(train, sm, cfg.on_bad_audio, skipped_text)
     report["train"]["used"] = len(train)
+    replay = _replay(cfg, manifests, report, sampling_rate, sm, skipped_audio, skipped_text)
     for name, utts in evals.items():
         report[name]["used"] = len(utts)
         if not utts:  # a WER over nothing would read 0.0
@@ -107,17 +110,19 @@ def prepare_data(cfg: RunConfig, sampling_rate: int = 16_000, sm: SpeechModel | 
     _report_skips(report, warnings, skipped_audio, skipped_text)
     if len(train) < cfg.min_train_clips:
         raise ConfigError(f"only {len(train)} usable training clips remain (min_train_clips={cfg.min_train_clips}); refusing to train")
-    if len(train) < cfg.batch_size:
-        raise ConfigError(f"batch_size={cfg.batch_size} is larger than the {len(train)} usable training clips")
-    _leakage(train, evals, report, warnings)
+    if len(train) < cfg.batch_size - cfg.replay_per_batch():
+        raise ConfigError(f"batch_size={cfg.batch_size} needs {cfg.batch_size - cfg.replay_per_batch()} training clips per batch, "
+                          f"more than the {len(train)} usable ones")
+    _leakage(train + replay, evals, report, warnings)
     for w in warnings:
         print("WARNING:", w)
-    return Splits(train=train, evals=evals, manifests=manifests, report=report, warnings=warnings)
+    return Splits(train=train, evals=evals, manifests=manifests, report=report, warnings=warnings, replay=replay)
 
 
 def _read_manifests(cfg: RunConfig) -> tuple[dict[str, Manifest], dict, list[str]]:
     """Every manifest of the run, with its line counts (and skipped bad lines) for the record."""
-    paths = {"train": cfg.path("train_manifest"), "domain": cfg.path("domain_manifest"), "heldout": cfg.path("heldout_manifest")}
+    paths = {"train": cfg.path("train_manifest"), "domain": cfg.path("domain_manifest"), "heldout": cfg.path("heldout_manifest"),
+             "replay": cfg.path("replay_manifest") if cfg.replay_per_batch() else None}
     manifests = {name: read_manifest(p, on_bad=cfg.on_bad_audio) for name, p in paths.items() if p is not None}
     report: dict = {name: {"lines": len(m.utterances) + len(m.skipped), "bad_lines_skipped": len(m.skipped),
                            "bad_lines": [{"line": line, "reason": reason} for line, reason in m.skipped]}
@@ -137,6 +142,26 @@ def _filtered_train(cfg: RunConfig, manifest: Manifest, report: dict) -> list[Ut
     if len(train) < len(filtered.kept):
         print(f"train: using a seeded subset of {len(train)} of {len(filtered.kept)} clips (max_train_utterances)")
     return train
+
+
+def _replay(cfg: RunConfig, manifests: dict[str, Manifest], report: dict, sampling_rate: int, sm: SpeechModel | None,
+            skipped_audio: list, skipped_text: list) -> list[Utterance]:
+    """The replay clips, checked as training clips are: within `max_seconds` (the same starvation guard),
+    usable audio, texts that fit the decoder; at least `replay_per_batch` of them. [] without replay."""
+    n = cfg.replay_per_batch()
+    if not n:
+        return []
+    filtered = filter_by_duration(manifests["replay"].utterances, max_seconds=cfg.max_seconds, min_keep=n,
+                                  min_keep_fraction=cfg.min_keep_fraction, what="replay")
+    print(f"replay: {filtered.summary()}")
+    report["replay"].update(kept=len(filtered.kept), dropped_over_max_seconds=len(filtered.dropped), per_batch=n)
+    replay = _usable_audio(filtered.kept, cfg.on_bad_audio, sampling_rate, cfg.rms_target, skipped_audio)
+    replay = _fitting_labels(replay, sm, cfg.on_bad_audio, skipped_text)
+    report["replay"]["used"] = len(replay)
+    if len(replay) < n:
+        raise ConfigError(f"only {len(replay)} usable replay clips in {manifests['replay'].path}; "
+                          f"replay_ratio={cfg.replay_ratio} takes {n} per batch")
+    return replay
 
 
 def _report_skips(report: dict, warnings: list[str], skipped_audio: list[dict], skipped_text: list[dict]) -> None:

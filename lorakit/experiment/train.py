@@ -1,12 +1,13 @@
 """One experiment of the protocol: `run(cfg)`.
 
     manifests -> filter (starvation guard) -> leakage check -> model -> shared baseline
-    -> adapters -> [train_step x eval_interval -> evaluate domain+heldout -> best/last checkpoints]
+    -> adapters -> [train_step x eval_interval (or to the next of eval_steps) -> evaluate domain+heldout -> best/last checkpoints]
+    -> (adapter_scales) the best adapter at each scale alpha < 1; the (step, alpha) within the guardrail, folded
     -> reload the best adapter from disk -> verify it reproduces that step (or re-evaluate): the reported numbers.
 
 `_run` reads as that list of named steps; `train_loop` is the loop, on one screen; `train_step` is
 the whole of optimisation. Data preparation is `prepare.py`, the shared baseline `baseline.py`, the
-best checkpoint `best.py`, and the accelerate details (processes, sharded evaluation) `distributed.py`.
+best checkpoint `best.py`, its scaling `scaling.py`, and the accelerate details (processes, sharded evaluation) `distributed.py`.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from ..config import ConfigError, RunConfig, check_inputs_exist, project_root
 from ..record import RunRecord, git_sha, markdown_table, now, run_command, today, versions, write_json
 from . import checkpoint as ckpt
 from .baseline import shared_baseline
-from .batches import train_batches
-from .best import reevaluate_best, select_best
+from .batches import mixed_batches
+from . import scaling
+from .best import evaluate_step, reevaluate_best, select_best
 from .distributed import FollowerRecord, broadcast, evaluate_all, make_accelerator
 from .evaluate import EvalResult
 from .inputs import Inputs, make_inputs, tensor_fingerprint
@@ -99,7 +101,7 @@ class RunResult:
 
     def _repr_markdown_(self) -> str:
         m = self.metrics
-        keys = ["run_id", "status", "steps", "lr", "best_step", "stop_reason", "baseline_wer", "tuned_wer",
+        keys = ["run_id", "status", "steps", "lr", "best_step", "best_alpha", "stop_reason", "baseline_wer", "tuned_wer",
                 "heldout_baseline_wer", "heldout_tuned_wer", "elapsed_s"]
         cells = {k: f"{m.get(k):.4f}" if isinstance(m.get(k), float) and k.endswith("wer") else str(m.get(k)) for k in keys}
         return markdown_table([cells], [(k, k) for k in keys]) + "\n"
@@ -250,7 +252,7 @@ def resume(r: RunState) -> tuple[int, list[dict]]:
     step = int(state["step"])
     r.record.truncate_history(step)
     print(f"resuming from {last} at step {step}")
-    return step, [row for row in r.record.history() if row.get("kind") == "eval" and row["step"] <= step]
+    return step, [row for row in r.record.history() if row.get("kind") == "eval" and row["step"] <= step and "alpha" not in row]
 
 
 def record_start(r: RunState) -> dict:
@@ -266,11 +268,12 @@ def record_start(r: RunState) -> dict:
 
 
 def train_loop(r: RunState, model, step: int, evals: list[dict]) -> tuple[int, list[dict], str]:
-    """train_step until max_steps; every eval_interval: evaluate, select, checkpoint, maybe stop."""
+    """train_step until max_steps; at each evaluation step (`eval_step_list`): evaluate, select, checkpoint, maybe stop."""
     cfg, n_proc = r.cfg, r.accelerator.num_processes
-    batches = train_batches(r.splits.train, cfg.batch_size, cfg.seed, start=step * cfg.grad_accum)
+    batches = mixed_batches(r.splits.train, r.splits.replay, cfg.batch_size, cfg.replay_per_batch(), cfg.seed, start=step * cfg.grad_accum)
     bar = tqdm(total=cfg.max_steps, initial=step, desc="train", disable=not r.main)
     stop_reason = "max_steps"
+    eval_at = set(cfg.eval_step_list())
     while step < cfg.max_steps:
         mine = [next(batches)[r.accelerator.process_index :: n_proc] for _ in range(cfg.grad_accum)]  # this process's slices
         out = train_step(r.sm, r.inputs, mine, r.optimizer, r.scheduler, cfg.max_grad_norm, r.autocast, r.accelerator, model)
@@ -283,7 +286,7 @@ def train_loop(r: RunState, model, step: int, evals: list[dict]) -> tuple[int, l
             break
         if step % cfg.log_interval == 0 or step == 1:
             r.record.append_history({"kind": "train", "step": step, **out, "elapsed_s": r.elapsed()})
-        if step % cfg.eval_interval == 0 or step == cfg.max_steps:
+        if step in eval_at:
             row = evaluate_and_select(r, step, evals)
             base_dom = r.baseline_wer("domain")
             if cfg.wer_stop_threshold and row["domain_wer"] > base_dom * cfg.wer_stop_threshold:
@@ -315,39 +318,50 @@ def evaluate_and_select(r: RunState, step: int, evals: list[dict]) -> dict:
 
 
 def finish(r: RunState, step: int, evals: list[dict], stop_reason: str, metrics: dict) -> RunResult:
-    """Reload the best adapter, verify or re-evaluate it, and complete the record."""
+    """Choose the (step, adapter scale), reload that adapter, verify or re-evaluate it, and complete the record."""
     cfg, record = r.cfg, r.record
     base_dom, base_held = r.baseline_wer("domain"), r.baseline_wer("heldout")
-    best, qualified = select_best(evals, base_held, cfg.guardrail)
+    best, _ = select_best(evals, base_held, cfg.guardrail)
     warnings = list(metrics.get("warnings", []))
     if best is None:
         record.update_metrics(status="failed", steps=step, stop_reason=stop_reason, error="no evaluation happened before the run stopped",
                               elapsed_s=r.elapsed())
         raise RuntimeError(f"run {r.run_id}: stopped ({stop_reason}) before any evaluation; no adapter to report")
+    r.accelerator.wait_for_everyone()  # adapter_best/ is on disk for every process
+    chosen, qualified, curve = choose_scale(r, evals, evals[best])
     if not qualified and base_held is not None:
         warnings.append(f"no evaluation kept heldout regression within the guardrail ({cfg.guardrail} pts); "
                         "best_step falls back to the lowest domain WER")
-    r.accelerator.wait_for_everyone()  # adapter_best/ is on disk for every process
-    final, verified = reevaluate_best(cfg, r.splits, record, r.autocast, r.device, r.accelerator, evals[best]["step"])
+    final, verified = reevaluate_best(cfg, r.splits, record, r.autocast, r.device, r.accelerator, chosen["step"], chosen["alpha"])
     metrics = record.update_metrics(
-        status="finished", steps=step, stop_reason=stop_reason, best_step=evals[best]["step"], guardrail_ok=qualified,
+        status="finished", steps=step, stop_reason=stop_reason, best_step=chosen["step"], best_alpha=chosen["alpha"],
+        adapter_scaling=curve, guardrail_ok=qualified,
         tuned_wer=final["domain"].wer, heldout_tuned_wer=final["heldout"].wer if "heldout" in final else None,
         domain_sdi=final["domain"].summary(), heldout_sdi=final["heldout"].summary() if "heldout" in final else None,
         baseline_sdi=r.baselines["domain"].summary(), warnings=warnings, finished=now(), best_verified=verified,
         elapsed_s=r.elapsed(), encoder_cache_hits=r.inputs.encoder_hits, encoder_cache_misses=r.inputs.encoder_misses,
     )
     r.accelerator.wait_for_everyone()  # no process returns before the record is complete
-    print(f"best step {metrics['best_step']}: domain WER {base_dom:.4f} -> {metrics['tuned_wer']:.4f}"
+    print(f"best step {metrics['best_step']}" + (f" x alpha {chosen['alpha']:g}" if chosen["alpha"] != 1 else "")
+          + f": domain WER {base_dom:.4f} -> {metrics['tuned_wer']:.4f}"
           + (f", heldout {base_held:.4f} -> {metrics['heldout_tuned_wer']:.4f}" if base_held is not None else "")
           + (f" ({ckpt.BEST}/ reloaded: {verified['identical']} of {verified['utterances']} re-transcribed clips identical)"
              if verified["mode"] == "sample" else f" (every clip re-evaluated from {ckpt.BEST}/)"))
     return RunResult(run_id=r.run_id, folder=record.folder, metrics=metrics)
 
 
-def evaluate_step(sm, inputs, splits: Splits, cfg: RunConfig, step: int, record: RunRecord, autocast, accelerator=None) -> dict:
-    row: dict = {"kind": "eval", "step": step, "heldout_wer": None}
-    for name, utts in splits.evals.items():
-        res = evaluate_all(sm, utts, inputs, cfg, f"eval {name} @ {step}", autocast, accelerator)
-        record.write_predictions(name, f"step{step:06d}", res.rows)
-        row[f"{name}_wer"] = res.wer
-    return row
+def choose_scale(r: RunState, evals: list[dict], best_row: dict) -> tuple[dict, bool, list[dict] | None]:
+    """With `adapter_scales`: evaluate the best adapter at each alpha < 1, choose the (step, alpha) by
+    the guardrail rule, record the trade-off in history.jsonl, and fold a chosen alpha < 1 into
+    `adapter_best/`. Returns the chosen row, whether it honours the guardrail, and the alpha curve
+    (None without scales)."""
+    scaled = scaling.evaluate_scales(r.sm, r.inputs, r.splits, r.cfg, r.record, best_row["step"], r.autocast, r.accelerator)
+    chosen, qualified = scaling.choose(evals, scaled, r.baseline_wer("heldout"), r.cfg.guardrail)
+    if not scaled:
+        return chosen, qualified, None
+    for row in scaled:
+        r.record.append_history({**row, "best": row["alpha"] == chosen["alpha"] and row["step"] == chosen["step"], "elapsed_s": r.elapsed()})
+    if chosen["alpha"] != 1 and r.main:
+        scaling.fold_into_best(r.sm, r.record, chosen, {"guardrail_ok": qualified, "run_id": r.run_id})
+    r.accelerator.wait_for_everyone()  # the folded adapter_best/ is on disk for every process
+    return chosen, qualified, scaling.scaling_curve(best_row, scaled, chosen)
