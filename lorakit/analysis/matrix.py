@@ -151,8 +151,8 @@ CSV_COLUMNS = [c for c in MATRIX_COLUMNS if c[0] not in _MARKDOWN_ONLY
 def describe_criteria(min_domain_gain_pts: float = 1.0, max_heldout_regression_pts: float = 0.2,
                       require_ci: bool = True, guardrail_test: str = "point") -> str:
     ci = " with the paired-bootstrap 95% CI excluding 0" if require_ci else ""
-    heldout = ("the upper bound of its 95% CI (the wider of utterance and speaker-block) ≤ "
-               f"{max_heldout_regression_pts:g} pt (non-inferiority)" if guardrail_test == "noninferiority"
+    heldout = (f"rises by ≤ {max_heldout_regression_pts:g} pt at the upper bound of its 95% CI (the wider of "
+               "utterance and speaker-block: non-inferiority)" if guardrail_test == "noninferiority"
                else f"rises by ≤ {max_heldout_regression_pts:g} pt")
     return f"accept when domain WER drops by ≥ {min_domain_gain_pts:g} pt{ci} and heldout WER {heldout}"
 
