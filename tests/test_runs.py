@@ -252,3 +252,94 @@ def test_notebook_paths_resolve_against_the_project_root(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert runs.project_path("executed") == tmp_path.resolve() / "executed"
     assert runs.project_path(tmp_path / "x") == tmp_path / "x"
+
+
+# --- issue 15: speaker blocks, probability of improvement, non-inferiority, hallucination columns ----
+def _speaker_preds(errors, speakers, words=10):
+    return [{"id": f"u{i}", "ref_words": words, "errors": int(e), "speaker_id": s}
+            for i, (e, s) in enumerate(zip(errors, speakers))]
+
+
+def test_speaker_correlated_errors_make_the_block_ci_wider():
+    # 20 speakers x 20 utterances; the tuned model's change depends on the speaker (some helped a lot,
+    # some hurt), so utterances of one speaker move together and are not independent draws
+    rng = np.random.default_rng(11)
+    speakers = np.repeat([f"s{k}" for k in range(20)], 20)
+    effect = np.repeat(rng.normal(0, 2.0, size=20), 20)
+    base = rng.binomial(10, 0.3, size=400)
+    tuned = np.clip(np.round(base - 0.5 + effect), 0, 10)
+    b, t = _speaker_preds(base, speakers), _speaker_preds(tuned, speakers)
+    utt = stats.paired_bootstrap(b, t, n_resamples=2000, seed=0)
+    block = stats.block_bootstrap(b, t, n_resamples=2000, seed=0)
+    assert block.delta_pts == pytest.approx(utt.delta_pts)
+    assert block.n_blocks == 20 and block.n_utterances == 400 and utt.n_blocks is None
+    assert block.width_pts > 2 * utt.width_pts
+    assert stats.block_bootstrap(b, t, n_resamples=2000, seed=0) == block  # seeded
+
+
+def test_probability_of_improvement_and_identical_systems():
+    speakers = np.repeat(["a", "b", "c", "d"], 5)
+    base = _speaker_preds([3] * 20, speakers)
+    better = _speaker_preds([1] * 20, speakers)
+    for boot in (stats.paired_bootstrap, stats.block_bootstrap):
+        assert boot(base, better, n_resamples=500, seed=0).prob_improvement == 1.0
+        same = boot(base, base, n_resamples=500, seed=0)
+        assert (same.delta_pts, same.low_pts, same.high_pts, same.prob_improvement) == (0.0, 0.0, 0.0, 0.0)
+        assert boot(better, base, n_resamples=500, seed=0).prob_improvement == 0.0
+    mixed = stats.paired_bootstrap(_preds([3, 0, 2, 5, 1, 0, 4, 2]), _preds([2, 0, 1, 4, 1, 1, 3, 2]), seed=0)
+    assert 0.5 < mixed.prob_improvement < 1.0
+
+
+def test_block_bootstrap_needs_speaker_ids():
+    with pytest.raises(stats.PredictionMismatch, match="speaker_id"):
+        stats.block_bootstrap(_preds([1, 2, 3]), _preds([1, 2, 2]))
+    assert stats.speakers_of(_preds([1])) is None
+
+
+def test_noninferiority_guardrail_is_reported_beside_the_point_criterion():
+    row = {"status": "finished", "domain_delta_pts": -5.0, "domain_ci_low": -8.0, "domain_ci_high": -2.0,
+           "heldout_delta_pts": 0.1, "heldout_ci_low": -0.6, "heldout_ci_high": 0.8}
+    assert stats.guardrail_checks(row) == {"point": True, "noninferiority": False}
+    assert stats.verdict(row) == "accept"  # the protocol's point criterion decides by default
+    assert stats.verdict(row, guardrail_test="noninferiority") == (
+        "inconclusive (heldout CI upper bound +0.80 pt > 0.2: non-inferiority not shown)")
+    assert stats.verdict({**row, "heldout_ci_high": 0.2}, guardrail_test="noninferiority") == "accept"
+    # the wider of the utterance and speaker-block CIs bounds non-inferiority
+    assert stats.heldout_ci_high({**row, "heldout_block_ci_high": 1.4}) == 1.4
+    assert stats.verdict({**row, "heldout_ci_high": None}, guardrail_test="noninferiority").startswith(
+        "inconclusive (no heldout predictions")
+    assert stats.verdict({**row, "heldout_delta_pts": 0.5}, guardrail_test="noninferiority") == (
+        "reject (heldout regression 0.50 pt > 0.2)")
+    with pytest.raises(ValueError, match="guardrail_test"):
+        stats.verdict(row, guardrail_test="strict")
+
+
+def test_matrix_shows_block_cis_poi_both_guardrails_and_hallucinations(runs_dir):
+    loaded = runs.load_runs(runs_dir)
+    point = by_id(matrix_mod.run_matrix(loaded, n_resamples=500).rows)
+    dora = point[DORA]
+    assert dora["domain_n_speakers"] == 3 and dora["domain_wider_ci"] in ("block", "utterance")
+    assert dora["domain_block_ci_low"] < dora["domain_block_ci_high"] < 0
+    assert dora["domain_poi"] == 1.0 and 0 < dora["heldout_poi"] < 1
+    assert (dora["heldout_point"], dora["heldout_ni"], dora["verdict"]) == ("pass", "fail", "accept")
+    assert dora["domain_hallucinations_baseline"] == dora["domain_hallucinations_tuned"] == 0
+    assert point[FAILED]["heldout_ni"] is None and point[FAILED]["hallucinations"] == {}
+    ni = by_id(matrix_mod.run_matrix(loaded, n_resamples=500, guardrail_test="noninferiority").rows)
+    assert ni[DORA]["verdict"].startswith("inconclusive (heldout CI upper bound")
+    assert ni[LORA]["verdict"] == point[LORA]["verdict"] == "reject (heldout regression 2.50 pt > 0.2)"
+    md = matrix_mod.run_matrix(loaded, n_resamples=200).markdown()
+    assert "| Heldout NI | Hallucinations base→tuned |" in md and "domain 0→0; heldout 0→0" in md
+    assert "spk |" in md and "non-inferiority" in matrix_mod.describe_criteria(guardrail_test="noninferiority")
+
+
+def test_matrix_csv_has_the_new_columns_at_the_end(runs_dir):
+    _, csv_path = matrix_mod.run_matrix(runs.load_runs(runs_dir), n_resamples=200).write(runs_dir)
+    with open(csv_path, newline="") as f:
+        header = next(csv.reader(f))
+    assert header.index("Verdict") < header.index("Domain block CI low") < header.index("Heldout NI")
+    assert len(header) == len(set(header))
+    with open(csv_path, newline="") as f:
+        dora = next(r for r in csv.DictReader(f) if r["Run ID"] == DORA)
+    assert (dora["Domain P(improve)"], dora["Heldout point"], dora["Heldout NI"], dora["Guardrail test"]) == (
+        "1.000", "pass", "fail", "point")
+    assert dora["Domain speakers"] == "3" and dora["Domain hallucinations tuned"] == "0"

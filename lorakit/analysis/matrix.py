@@ -15,7 +15,9 @@ from ..config import format_lr
 from ..record import SPLIT_KEYS, delta_pts, markdown_table
 from .archive import write_archive
 from .runs import PathLike, Run, _config_key, _folder_date, load_runs
-from .stats import PredictionMismatch, paired_bootstrap, verdict
+from .hallucination import LOOP_MIN_REPEATS, RUNAWAY_RATIO, format_counts, run_hallucinations
+from .stats import (PredictionMismatch, block_bootstrap, guardrail_checks, heldout_ci_high, paired_bootstrap,
+                    speakers_of, verdict)
 
 
 MATRIX_COLUMNS = [  # (row key, header); the first ten are the old team's table
@@ -26,11 +28,17 @@ MATRIX_COLUMNS = [  # (row key, header); the first ten are the old team's table
     ("best_step", "Best Step"), ("best_alpha", "Best α"), ("stop_reason", "Stop Reason"), ("adapter", "Adapter"),
     ("rank", "Rank"), ("domain_delta", "Domain Δ pts [95% CI]"),
     ("heldout_delta", "Heldout Δ pts [95% CI]"), ("status", "Status"), ("verdict", "Verdict"),
+    # issue 15: speaker blocks, probability of improvement, both guardrail criteria, hallucinations
+    ("domain_block", "Domain speaker-block CI"), ("domain_poi", "Domain P(improve)"),
+    ("heldout_block", "Heldout speaker-block CI"), ("heldout_poi", "Heldout P(improve)"),
+    ("heldout_point", "Heldout point"), ("heldout_ni", "Heldout NI"),
+    ("hallucinations", "Hallucinations base→tuned"),
 ]
 _CODE_KEYS = {"command", "dataset", "manifest"}  # shown in backticks, as the old table did
 
 
-def matrix_row(run: Run, n_resamples: int = 2000, seed: int = 0) -> dict:
+def matrix_row(run: Run, n_resamples: int = 2000, seed: int = 0, loop_min_repeats: int = LOOP_MIN_REPEATS,
+               runaway_ratio: float = RUNAWAY_RATIO) -> dict:
     """The raw matrix row of one run (numbers unformatted; no verdict yet)."""
     g = run.get
     notes = g("notes", "")
@@ -50,17 +58,40 @@ def matrix_row(run: Run, n_resamples: int = 2000, seed: int = 0) -> dict:
     }
     for split, (base_key, tuned_key) in SPLIT_KEYS.items():
         row[f"{split}_delta_pts"] = delta_pts(row[base_key], row[tuned_key])
-        row[f"{split}_ci_low"] = row[f"{split}_ci_high"] = None
-        if run.status != "finished" or split not in run.splits():
-            continue
-        try:
-            ci = paired_bootstrap(run.predictions(split, "baseline"), run.predictions(split, "best"),
-                                  n_resamples=n_resamples, seed=seed)
-        except PredictionMismatch as e:
-            row["error"] = f"{split} predictions: {e}"
-            continue
-        row[f"{split}_ci_low"], row[f"{split}_ci_high"] = ci.low_pts, ci.high_pts
+        row.update(_split_cis(run, split, n_resamples, seed, row))
+    row["hallucinations"] = (run_hallucinations(run, loop_min_repeats, runaway_ratio)
+                             if run.status == "finished" else {})
+    for split, counts in row["hallucinations"].items():
+        for model in ("baseline", "tuned"):
+            row[f"{split}_hallucinations_{model}"] = counts[model]["flagged"]
     return row
+
+
+SPLIT_CI_KEYS = ("ci_low", "ci_high", "poi", "block_ci_low", "block_ci_high", "block_poi", "n_speakers", "wider_ci")
+
+
+def _split_cis(run: Run, split: str, n_resamples: int, seed: int, row: dict) -> dict:
+    """The utterance bootstrap's CI and probability of improvement for one split, and, when every
+    prediction has a speaker_id and there are at least two speakers, the speaker-block bootstrap's,
+    with which of the two CIs is wider. A pairing problem goes to row["error"]."""
+    out: dict[str, Any] = {f"{split}_{k}": None for k in SPLIT_CI_KEYS}
+    if run.status != "finished" or split not in run.splits():
+        return out
+    base, tuned = run.predictions(split, "baseline"), run.predictions(split, "best")
+    try:
+        ci = paired_bootstrap(base, tuned, n_resamples=n_resamples, seed=seed)
+    except PredictionMismatch as e:
+        row["error"] = f"{split} predictions: {e}"
+        return out
+    out.update({f"{split}_ci_low": ci.low_pts, f"{split}_ci_high": ci.high_pts, f"{split}_poi": ci.prob_improvement})
+    speakers = speakers_of(base)
+    if speakers is None or len(set(speakers)) < 2:
+        return out
+    block = block_bootstrap(base, tuned, n_resamples=n_resamples, seed=seed)
+    out.update({f"{split}_block_ci_low": block.low_pts, f"{split}_block_ci_high": block.high_pts,
+                f"{split}_block_poi": block.prob_improvement, f"{split}_n_speakers": block.n_blocks,
+                f"{split}_wider_ci": "block" if block.width_pts > ci.width_pts else "utterance"})
+    return out
 
 
 @dataclass
@@ -69,13 +100,18 @@ class RunMatrix:
 
     rows: list[dict]
     criteria: dict = field(default_factory=dict)
+    flags: dict = field(default_factory=dict)  # the hallucination thresholds
 
     def markdown(self) -> str:
         if not self.rows:
             return "_No runs in the matrix._"
         table = markdown_table([{k: format_cell(k, r) for k, _ in MATRIX_COLUMNS} for r in self.rows],
                                MATRIX_COLUMNS)
-        return f"{table}\n\n_Verdict criteria: {describe_criteria(**self.criteria)}._\n"
+        flags = ""
+        if self.flags:
+            flags = (f" Hallucinations: hypotheses with an n-gram (1-4 words) repeated ≥ {self.flags['loop_min_repeats']} "
+                     f"times in a row, or longer than {self.flags['runaway_ratio']:g} × reference words + 5.")
+        return f"{table}\n\n_Verdict criteria: {describe_criteria(**self.criteria)}.{flags}_\n"
 
     def _repr_markdown_(self) -> str:
         return self.markdown()
@@ -98,34 +134,56 @@ class RunMatrix:
         return [md, csv_path]
 
 
-CSV_COLUMNS = [c for c in MATRIX_COLUMNS if c[0] not in ("domain_delta", "heldout_delta", "verdict")
+_MARKDOWN_ONLY = {"domain_delta", "heldout_delta", "verdict", "domain_block", "domain_poi", "heldout_block",
+                  "heldout_poi", "heldout_point", "heldout_ni", "hallucinations"}  # the CSV has their numbers apart
+CSV_COLUMNS = [c for c in MATRIX_COLUMNS if c[0] not in _MARKDOWN_ONLY
                ] + [("domain_delta_pts", "Domain Δ pts"), ("domain_ci_low", "Domain CI low"),
                     ("domain_ci_high", "Domain CI high"), ("heldout_delta_pts", "Heldout Δ pts"),
                     ("heldout_ci_low", "Heldout CI low"), ("heldout_ci_high", "Heldout CI high"),
-                    ("verdict", "Verdict")]
+                    ("verdict", "Verdict")] + [
+    (f"{split}_{key}", f"{split.capitalize()} {header}") for split in ("domain", "heldout") for key, header in (
+        ("block_ci_low", "block CI low"), ("block_ci_high", "block CI high"), ("wider_ci", "wider CI"),
+        ("n_speakers", "speakers"), ("poi", "P(improve)"), ("block_poi", "block P(improve)"),
+        ("hallucinations_baseline", "hallucinations baseline"), ("hallucinations_tuned", "hallucinations tuned"))
+] + [("heldout_point", "Heldout point"), ("heldout_ni", "Heldout NI"), ("guardrail_test", "Guardrail test")]
 
 
 def describe_criteria(min_domain_gain_pts: float = 1.0, max_heldout_regression_pts: float = 0.2,
-                      require_ci: bool = True) -> str:
+                      require_ci: bool = True, guardrail_test: str = "point") -> str:
     ci = " with the paired-bootstrap 95% CI excluding 0" if require_ci else ""
-    return (f"accept when domain WER drops by ≥ {min_domain_gain_pts:g} pt{ci} and heldout WER "
-            f"rises by ≤ {max_heldout_regression_pts:g} pt")
+    heldout = (f"rises by ≤ {max_heldout_regression_pts:g} pt at the upper bound of its 95% CI (the wider of "
+               "utterance and speaker-block: non-inferiority)" if guardrail_test == "noninferiority"
+               else f"rises by ≤ {max_heldout_regression_pts:g} pt")
+    return f"accept when domain WER drops by ≥ {min_domain_gain_pts:g} pt{ci} and heldout WER {heldout}"
 
 
 def run_matrix(runs: Iterable[Run], min_domain_gain_pts: float = 1.0,
                max_heldout_regression_pts: float = 0.2, require_ci: bool = True,
-               n_resamples: int = 2000, seed: int = 0) -> RunMatrix:
-    """The matrix over non-archived runs: one row per run whatever its status, with verdicts."""
-    criteria = dict(min_domain_gain_pts=min_domain_gain_pts,
-                    max_heldout_regression_pts=max_heldout_regression_pts, require_ci=require_ci)
+               n_resamples: int = 2000, seed: int = 0, guardrail_test: str = "point",
+               loop_min_repeats: int = LOOP_MIN_REPEATS, runaway_ratio: float = RUNAWAY_RATIO) -> RunMatrix:
+    """The matrix over non-archived runs: one row per run whatever its status, with verdicts.
+
+    `guardrail_test` ("point" | "noninferiority") picks the heldout criterion that decides; both are
+    in every row ("heldout_point", "heldout_ni": pass/fail). `loop_min_repeats` and `runaway_ratio` are
+    the hallucination flags' thresholds (see `hallucination.flag_hypothesis`)."""
+    criteria = dict(min_domain_gain_pts=min_domain_gain_pts, max_heldout_regression_pts=max_heldout_regression_pts,
+                    require_ci=require_ci, guardrail_test=guardrail_test)
     rows = []
     for run in runs:
         if run.archived:
             continue
-        row = matrix_row(run, n_resamples=n_resamples, seed=seed)
+        row = matrix_row(run, n_resamples=n_resamples, seed=seed, loop_min_repeats=loop_min_repeats,
+                         runaway_ratio=runaway_ratio)
         row["verdict"] = verdict(row, **criteria)
+        checks = guardrail_checks(row, max_heldout_regression_pts) if row["status"] == "finished" else {}
+        row["heldout_point"], row["heldout_ni"] = (_pass(checks.get(k)) for k in ("point", "noninferiority"))
+        row["heldout_ni_high"], row["guardrail_test"] = heldout_ci_high(row), guardrail_test
         rows.append(row)
-    return RunMatrix(rows, criteria)
+    return RunMatrix(rows, criteria, dict(loop_min_repeats=loop_min_repeats, runaway_ratio=runaway_ratio))
+
+
+def _pass(ok: bool | None) -> str | None:
+    return None if ok is None else ("pass" if ok else "fail")
 
 
 def write_matrix(runs_dir: PathLike, **criteria: Any) -> list[Path]:
@@ -144,10 +202,33 @@ def _fmt_delta(row: dict, split: str) -> str:
     return f"{d:+.2f}" + ("" if low is None else f" [{low:+.2f}, {high:+.2f}]")
 
 
+def _fmt_block(row: dict, split: str) -> str:
+    """The speaker-block CI and its speakers, flagged "wider" or "narrower" than the utterance CI beside it."""
+    low, high = row.get(f"{split}_block_ci_low"), row.get(f"{split}_block_ci_high")
+    if low is None:
+        return ""
+    wider = "wider" if row.get(f"{split}_wider_ci") == "block" else "narrower"
+    return f"[{low:+.2f}, {high:+.2f}] {wider}, {row.get(f'{split}_n_speakers')} spk"
+
+
+def _fmt_poi(row: dict, split: str) -> str:
+    """Probability of improvement, utterance bootstrap then speaker-block ("0.99 / 0.93")."""
+    poi, block = row.get(f"{split}_poi"), row.get(f"{split}_block_poi")
+    if poi is None:
+        return ""
+    return f"{poi:.2f}" + ("" if block is None else f" / {block:.2f}")
+
+
 def format_cell(key: str, row: dict) -> str:
     """A matrix cell as the Markdown table shows it."""
     if key in ("domain_delta", "heldout_delta"):
         return _fmt_delta(row, key.split("_")[0])
+    if key in ("domain_block", "heldout_block"):
+        return _fmt_block(row, key.split("_")[0])
+    if key.endswith("_poi"):
+        return _fmt_poi(row, key.split("_")[0])
+    if key == "hallucinations":
+        return format_counts(row.get("hallucinations") or {})
     value = row.get(key)
     if value is None or value == "":
         return ""
@@ -164,6 +245,8 @@ def _csv_cell(key: str, row: dict) -> str:
     value = row.get(key)
     if value is None:
         return ""
+    if key.endswith("_poi"):
+        return f"{value:.3f}"
     if key.endswith("_pts") or "_ci_" in key:
         return f"{value:.2f}"
     if key.endswith("_wer"):

@@ -46,16 +46,62 @@ def pair_predictions(baseline: Sequence[dict], tuned: Sequence[dict]) -> list[tu
 
 @dataclass(frozen=True)
 class DeltaCI:
-    """Corpus WER delta (tuned - baseline) in points with its percentile bootstrap CI."""
+    """Corpus WER delta (tuned - baseline) in points with its percentile bootstrap CI.
+
+    `prob_improvement` is the fraction of resamples in which tuned is better (delta < 0): Bisani &
+    Ney's probability of improvement. `n_blocks` is the number of speakers for a speaker-block
+    bootstrap, None for the bootstrap over utterances."""
 
     delta_pts: float
     low_pts: float
     high_pts: float
     n_utterances: int
     n_resamples: int
+    prob_improvement: float | None = None
+    n_blocks: int | None = None
 
     def excludes_zero(self) -> bool:
         return self.high_pts < 0 or self.low_pts > 0
+
+    @property
+    def width_pts(self) -> float:
+        return self.high_pts - self.low_pts
+
+
+def _resampled_deltas(diff: np.ndarray, words: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
+    """Corpus deltas of `n_resamples` draws with replacement of the units (utterances or speaker
+    blocks) whose error differences and reference words are `diff` and `words`. Drawn in chunks so
+    memory stays at ~16 MB of indices whatever the size."""
+    rng = np.random.default_rng(seed)
+    n = len(diff)
+    deltas = np.empty(n_resamples)
+    chunk = max(1, 2_000_000 // n)
+    for start in range(0, n_resamples, chunk):
+        stop = min(n_resamples, start + chunk)
+        idx = rng.integers(0, n, size=(stop - start, n))
+        w = words[idx].sum(axis=1)
+        deltas[start:stop] = diff[idx].sum(axis=1) / np.maximum(w, 1)
+    return deltas
+
+
+def _delta_ci(diff: np.ndarray, words: np.ndarray, n_utterances: int, n_resamples: int, seed: int,
+              confidence: float, n_blocks: int | None = None) -> DeltaCI:
+    deltas = _resampled_deltas(diff, words, n_resamples, seed)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(deltas, [alpha, 1 - alpha])
+    point = diff.sum() / max(words.sum(), 1)
+    poi = float(np.mean(deltas < -1e-12))  # strictly better; identical systems: 0
+    return DeltaCI(float(point * 100), float(low * 100), float(high * 100), n_utterances, n_resamples,
+                   poi, n_blocks)
+
+
+def _paired_arrays(baseline: Sequence[dict], tuned: Sequence[dict]) -> tuple[list, np.ndarray, np.ndarray]:
+    pairs = pair_predictions(baseline, tuned)
+    if not pairs:
+        raise PredictionMismatch("no utterances to bootstrap")
+    diff = np.array([t["errors"] - b["errors"] for b, t in pairs], dtype=np.int64)
+    words = np.array([b["ref_words"] for b, _ in pairs], dtype=np.int64)
+    return pairs, diff, words
 
 
 def paired_bootstrap(baseline: Sequence[dict], tuned: Sequence[dict], n_resamples: int = 2000,
@@ -63,41 +109,73 @@ def paired_bootstrap(baseline: Sequence[dict], tuned: Sequence[dict], n_resample
     """Paired bootstrap over utterances of the corpus-WER delta.
 
     Each resample draws utterance indices with replacement and scores baseline and tuned on the
-    same draw: WER = sum(errors) / sum(ref_words). The CI is the percentile interval.
+    same draw: WER = sum(errors) / sum(ref_words). The CI is the percentile interval; the
+    probability of improvement the share of resamples with a negative delta.
     """
-    pairs = pair_predictions(baseline, tuned)
-    if not pairs:
-        raise PredictionMismatch("no utterances to bootstrap")
-    err_b = np.array([b["errors"] for b, _ in pairs], dtype=np.int64)
-    err_t = np.array([t["errors"] for _, t in pairs], dtype=np.int64)
-    words = np.array([b["ref_words"] for b, _ in pairs], dtype=np.int64)
-    diff = err_t - err_b
-    rng = np.random.default_rng(seed)
-    n = len(pairs)
-    deltas = np.empty(n_resamples)
-    chunk = max(1, 2_000_000 // n)  # bounds memory at ~16 MB of indices
-    for start in range(0, n_resamples, chunk):
-        stop = min(n_resamples, start + chunk)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        w = words[idx].sum(axis=1)
-        deltas[start:stop] = diff[idx].sum(axis=1) / np.maximum(w, 1)
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(deltas, [alpha, 1 - alpha])
-    point = diff.sum() / max(words.sum(), 1)
-    return DeltaCI(float(point * 100), float(low * 100), float(high * 100), n, n_resamples)
+    pairs, diff, words = _paired_arrays(baseline, tuned)
+    return _delta_ci(diff, words, len(pairs), n_resamples, seed, confidence)
+
+
+def speakers_of(rows: Sequence[dict]) -> list[str] | None:
+    """Each row's `speaker_id` as text, or None when any row has none."""
+    ids = [r.get("speaker_id") for r in rows]
+    return None if not ids or any(i is None or i == "" for i in ids) else [str(i) for i in ids]
+
+
+def block_bootstrap(baseline: Sequence[dict], tuned: Sequence[dict], n_resamples: int = 2000,
+                    seed: int = 0, confidence: float = 0.95) -> DeltaCI:
+    """Paired bootstrap over speaker blocks (Liu & Peng's blockwise bootstrap) of the corpus-WER delta.
+
+    Each resample draws speakers with replacement and takes all of a drawn speaker's utterances,
+    baseline and tuned together, so errors that cluster by speaker widen the CI as they should.
+    Needs `speaker_id` on every baseline row (PredictionMismatch otherwise).
+    """
+    pairs, diff, words = _paired_arrays(baseline, tuned)
+    speakers = speakers_of([b for b, _ in pairs])
+    if speakers is None:
+        raise PredictionMismatch("a speaker-block bootstrap needs speaker_id on every prediction")
+    names, block = np.unique(np.array(speakers), return_inverse=True)
+    diff_s = np.bincount(block, weights=diff, minlength=len(names)).astype(np.int64)
+    words_s = np.bincount(block, weights=words, minlength=len(names)).astype(np.int64)
+    return _delta_ci(diff_s, words_s, len(pairs), n_resamples, seed, confidence, n_blocks=len(names))
 
 
 # ---------------------------------------------------------------------------------------------
 # Verdict
 
 
+GUARDRAIL_TESTS = ("point", "noninferiority")
+
+
+def heldout_ci_high(row: dict) -> float | None:
+    """The upper bound of the heldout delta's CI that non-inferiority uses: the wider (higher) of the
+    utterance and speaker-block CIs' upper bounds, whichever the row has."""
+    highs = [row.get(k) for k in ("heldout_ci_high", "heldout_block_ci_high") if row.get(k) is not None]
+    return max(highs) if highs else None
+
+
+def guardrail_checks(row: dict, max_heldout_regression_pts: float = 0.2) -> dict:
+    """Both heldout guardrail criteria for a matrix row, True (pass) / False (fail) / None (no numbers):
+    "point", the old team's (heldout delta ≤ margin), and "noninferiority" (the upper bound of the
+    heldout delta's CI ≤ margin, see `heldout_ci_high`)."""
+    h, high = row.get("heldout_delta_pts"), heldout_ci_high(row)
+    margin = max_heldout_regression_pts + _EPS_PTS
+    return {"point": None if h is None else h <= margin,
+            "noninferiority": None if high is None else high <= margin}
+
+
 def verdict(row: dict, min_domain_gain_pts: float = 1.0, max_heldout_regression_pts: float = 0.2,
-            require_ci: bool = True) -> str:
+            require_ci: bool = True, guardrail_test: str = "point") -> str:
     """"accept", "reject (why)", "inconclusive (why)" or "n/a (status)" for a matrix row.
 
     Accept needs: domain WER down by at least `min_domain_gain_pts` (and, with `require_ci`,
     a domain CI entirely below zero) and heldout WER up by at most `max_heldout_regression_pts`.
+    `guardrail_test` picks the heldout criterion: "point" (the protocol: the point delta) or
+    "noninferiority" (also the upper bound of the heldout CI ≤ the margin; a point that passes with
+    a CI that does not is inconclusive). `guardrail_checks` gives both for the matrix.
     """
+    if guardrail_test not in GUARDRAIL_TESTS:
+        raise ValueError(f"guardrail_test must be one of {GUARDRAIL_TESTS}, got {guardrail_test!r}")
     if row.get("status") != "finished":
         return f"n/a ({row.get('status')})"
     if row.get("error"):
@@ -120,6 +198,17 @@ def verdict(row: dict, min_domain_gain_pts: float = 1.0, max_heldout_regression_
             return "inconclusive (no domain predictions for a CI)"
         if high >= 0:
             return f"inconclusive (domain CI [{low:+.2f}, {high:+.2f}] includes 0)"
+    if guardrail_test == "noninferiority":
+        return _noninferiority_verdict(row, max_heldout_regression_pts)
+    return "accept"
+
+
+def _noninferiority_verdict(row: dict, margin: float) -> str:
+    high = heldout_ci_high(row)
+    if high is None:
+        return "inconclusive (no heldout predictions for a non-inferiority CI)"
+    if not guardrail_checks(row, margin)["noninferiority"]:
+        return f"inconclusive (heldout CI upper bound {high:+.2f} pt > {margin:g}: non-inferiority not shown)"
     return "accept"
 
 
