@@ -169,6 +169,15 @@ def test_long_audio_whisper_long_form_sees_the_whole_clip(whisper_dir, long_clip
     assert row["windows"] == 2
 
 
+def test_moonshine_transcribes_and_cuts_long_audio_in_windows(moonshine_dir, long_clip, small_corpus):
+    from lorakit.deploy.transcribe import load_source, long_form_mode, resolve_source
+
+    clips = [r["audio_filepath"] for r in absolute_lines(small_corpus["heldout"], 2)]
+    res = transcribe(model=str(moonshine_dir), inputs=[*clips, long_clip[0]], device="cpu", progress=False)
+    assert [r["windows"] for r in res.rows] == [1, 1, 2]
+    assert long_form_mode(load_source(resolve_source(str(moonshine_dir)))) == "windows"
+
+
 @pytest.mark.slow
 def test_long_real_speech_on_the_bundled_model(long_clip):
     """The bundled whisper-tiny.en on the 51-s concatenation of corpus clips: the whole text comes out."""

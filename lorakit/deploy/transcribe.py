@@ -5,12 +5,12 @@ with S/D/I from `evaluate.score` when a manifest gives references.
 
 Long audio (longer than one 30 s window) is transcribed whole, never truncated. Whisper uses
 transformers' sequential long-form generation (timestamps on, seeking from the last timestamp of each
-30 s pass) on the whole normalized clip: plain per-window decoding without timestamps was measured to
-stop at the first pause of a window (whisper-tiny.en on 51 s of corpus clips: 42 of 100 words deleted
-and WER 0.55 with 2 windows; none deleted and WER 0.33 with long-form). Moonshine, and a Whisper whose generation config knows no
-timestamps, use windows: the normalized clip is cut into windows of at most 30 s, each cut at the
-quietest 20 ms frame of the window's last 5 s (so a cut rarely splits a word), each window
-RMS-normalized like a training clip, decoded, and the texts joined.
+30 s pass) on the whole normalized clip: plain per-window decoding without timestamps stops at the
+first pause of a window (whisper-tiny.en on 51 s of corpus clips, measured: 42 of 100 words deleted,
+WER 0.55 in 2 windows; long-form: none deleted, WER 0.33). Moonshine, and a Whisper whose generation
+config knows no timestamps, use windows: the normalized clip is cut into windows of at most 30 s,
+each cut at the quietest 20 ms frame of the window's last 5 s (so a cut rarely splits a word), each
+window RMS-normalized like a training clip, decoded, and the texts joined.
 """
 
 from __future__ import annotations
