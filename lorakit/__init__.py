@@ -15,7 +15,11 @@ def __getattr__(name: str):
         from .analysis.plots import plot_run_curves
 
         return plot_run_curves
+    if name == "transcribe":
+        from .deploy.transcribe import transcribe
+
+        return transcribe
     raise AttributeError(name)
 
 
-__all__ = ["ConfigError", "RunConfig", "run", "plot_run_curves"]
+__all__ = ["ConfigError", "RunConfig", "run", "plot_run_curves", "transcribe"]

@@ -1,4 +1,5 @@
-"""`lorakit` command line: run / sweep / matrix / archive / analysis / demo-data / import-model.
+"""`lorakit` command line: run / sweep / matrix / archive / analysis / demo-data / import-model /
+transcribe / export.
 
 The composition root: the one module that knows every side of the package. Each command parses its
 arguments and calls one entry point of one side (launch, analysis, experiment, demo); the sides never
@@ -100,6 +101,66 @@ def cmd_import_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from .deploy.transcribe import TranscribeError, transcribe
+
+    try:
+        res = transcribe(model=args.model, adapter=args.adapter, inputs=args.inputs, output=args.output or None, fmt=args.format,
+                         batch_size=args.batch_size, device=args.device, runs_dir=args.runs)
+    except (TranscribeError, FileNotFoundError) as exc:
+        print(f"lorakit transcribe: {exc}", file=sys.stderr)
+        return 2
+    if not args.output:  # no file: the hypotheses go to stdout, one per line
+        for row in res.rows:
+            print(f"{row['id']}\t{row['hyp']}")
+    else:
+        print(f"wrote {len(res.rows)} hypotheses to {args.output}", file=sys.stderr)
+    if res.summary:
+        s = res.summary
+        print(f"WER {s['wer'] * 100:.2f}% (S {s['sub']} D {s['del']} I {s['ins']} of {s['ref_words']} words, "
+              f"{s['n']} utterances)", file=sys.stderr)
+    print(f"{res.utterances_per_s:.2f} utterances/s", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .deploy.export import describe, export
+    from .deploy.transcribe import TranscribeError
+
+    try:
+        result = export(args.source, to=args.to, model=args.model, runs_dir=args.runs, parity=not args.no_parity,
+                        sample=args.sample, device=args.device)
+    except (TranscribeError, FileNotFoundError, ValueError) as exc:
+        print(f"lorakit export: {exc}", file=sys.stderr)
+        return 2
+    print(describe(result))
+    parity = result.get("parity")
+    return 0 if not parity or all(a["ok"] for a in parity["acceptance"].values()) else 1
+
+
+def _add_deploy_parsers(sub) -> None:
+    p = sub.add_parser("transcribe", help="transcribe audio files, folders or manifests with a model and an adapter or run")
+    p.add_argument("inputs", nargs="+", help="audio files, folders (recursive) or JSONL manifests")
+    p.add_argument("--model", help="a bundled name, a local folder or a hub id (default: the run's model)")
+    p.add_argument("--adapter", help="a run id, a run folder (its adapter_best/) or an adapter folder")
+    p.add_argument("--output", "-o", help="write the hypotheses here (default: print id<TAB>hypothesis)")
+    p.add_argument("--format", choices=("jsonl", "csv", "txt"), default="jsonl")
+    p.add_argument("--batch-size", type=int, default=None, help="clips per batch (default: the run's eval_batch_size, else 16)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
+    p.add_argument("--runs", default=None, help="where run ids are looked up (default: executed/)")
+    p.set_defaults(func=cmd_transcribe)
+
+    p = sub.add_parser("export", help="export a run's adapter (merged) to executed/<run>/export/ with a parity report")
+    p.add_argument("source", help="a run id, a run folder or an adapter folder")
+    p.add_argument("--to", default="merged", choices=("merged",), help="the form (CTranslate2 is not built yet)")
+    p.add_argument("--model", help="the base model, when the source is a bare adapter folder")
+    p.add_argument("--sample", type=int, default=200, help="seeded clips per set for the parity report (0: all)")
+    p.add_argument("--no-parity", action="store_true", help="skip the parity report")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--runs", default=None)
+    p.set_defaults(func=cmd_export)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lorakit", description="LoRA/DoRA experiments on speech models")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dst", help="output folder for a converted SRC")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_import_model)
+
+    _add_deploy_parsers(sub)
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["demo-data"]:  # its options belong to corpus.main (argparse REMAINDER drops leading --options)
