@@ -160,7 +160,7 @@ def worker_train_hf(args) -> dict:
         return {"input_features": feats["input_features"], "labels": labels}
 
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=resolve_target_modules(sm.model, cfg.target_module_list()), bias="none")
+                      target_modules=resolve_target_modules(sm.model, cfg.target_module_spec()), bias="none")
     model = get_peft_model(sm.model, lora)
     out_dir = tempfile.mkdtemp(prefix="lorakit-bench-hf-")
     targs = Seq2SeqTrainingArguments(

@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import types
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -63,7 +64,7 @@ class RunConfig:
     lora_r: int = 16  # adapter rank
     lora_alpha: float = 32.0  # adapter scaling numerator: the scale is alpha over r
     lora_dropout: float = 0.05  # dropout on the adapter input
-    target_modules: str = "decoder"  # "decoder" (frozen encoder, cached), "encoder", "" (both sides), or "q_proj,v_proj"
+    target_modules: str = "decoder"  # "decoder" (frozen encoder, cached), "encoder", "" (both sides), names "q_proj,v_proj", or a regex
     # selection and stopping
     wer_stop_threshold: float = 0.0  # stop when domain WER > baseline x this; 0 disables
     guardrail: float = 0.2  # max heldout regression (WER points) for best-checkpoint selection
@@ -149,6 +150,13 @@ class RunConfig:
     def target_module_list(self) -> list[str]:
         return [m.strip() for m in self.target_modules.split(",") if m.strip()]
 
+    def target_module_spec(self) -> list[str] | str:
+        """What the adapters target, as peft takes it: a regex (one pattern holding regex characters,
+        e.g. `.*decoder.*(q_proj|v_proj)`, full-matched against module names) stays a string; anything
+        else is a list of names or name suffixes (`q_proj,v_proj`; `decoder`, `encoder`, or empty)."""
+        text = self.target_modules.strip()
+        return text if is_regex(text) else self.target_module_list()
+
     def path(self, name: str) -> Path | None:
         """A manifest or folder parameter as an absolute path (relative ones resolve at the project root)."""
         value = getattr(self, name)
@@ -156,6 +164,13 @@ class RunConfig:
             return None
         p = Path(value).expanduser()
         return p if p.is_absolute() else project_root() / p
+
+
+REGEX_CHARACTERS = frozenset("*+?[](){}|^$\\")  # a target_modules value holding one of these is a regex
+
+
+def is_regex(text: str) -> bool:
+    return any(c in REGEX_CHARACTERS for c in text)
 
 
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
@@ -323,6 +338,11 @@ def _validate(cfg: RunConfig) -> None:
     need(cfg.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
     need(cfg.log_interval >= 1, "log_interval", "must be >= 1")
     need(cfg.verify_best >= 0, "verify_best", "must be >= 0 (0: re-evaluate every clip)")
+    if is_regex(cfg.target_modules.strip()):
+        try:
+            re.compile(cfg.target_modules.strip())
+        except re.error as exc:
+            need(False, "target_modules", f"not a valid regular expression ({exc})")
     if cfg.run_id:
         need(all(c.isalnum() or c in "-_." for c in cfg.run_id), "run_id", "letters, digits, '-', '_' and '.' only")
 

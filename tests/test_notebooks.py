@@ -76,3 +76,19 @@ def test_papermill_unknown_parameter_fails_naming_it(project):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert errors and errors[0]["ename"] == "ConfigError" and "learning_rate" in errors[0]["evalue"]
     assert set(_records(project)) == before  # failed before any run folder (or model) existed
+
+
+def test_papermill_p_target_modules_q_proj_v_proj_on_the_tiny_whisper(project, whisper_dir):
+    """peft's own Whisper targets, typed as a user would: they match encoder and decoder alike, so the
+    run trains without the encoder cache (it used to stop: 'encoder cache enabled but the encoder has
+    trainable parameters')."""
+    before = set(_records(project))
+    proc = papermill(project, "notebooks/train.ipynb", "executed/qv.ipynb", "-p", "target_modules", "q_proj,v_proj",
+                     "-p", "model", str(whisper_dir), "-p", "max_new_tokens", "8")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (new,) = set(_records(project)) - before
+    metrics = json.loads((new / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and metrics["target_modules"] == 12  # q and v of 2 encoder + 2x2 decoder attentions
+    assert metrics["encoder_cache_hits"] == metrics["encoder_cache_misses"] == 0
+    adapter = json.loads((new / "adapter_best" / "adapter_config.json").read_text())
+    assert set(adapter["target_modules"]) == {"q_proj", "v_proj"}

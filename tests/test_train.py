@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import cheap
 from lorakit import RunConfig
+from lorakit.config import ConfigError
 from lorakit.experiment import checkpoint as ckpt
 from lorakit.experiment.inputs import Inputs
 from lorakit.experiment.manifests import read_manifest
-from lorakit.experiment.models import add_adapters, encoder_is_frozen, load_model
+from lorakit.experiment.models import add_adapters, encoder_is_frozen, load_model, plan_targets
 from lorakit.experiment.train import make_optimizer, run, select_best, train_step
 
 
@@ -54,6 +57,48 @@ def test_unknown_target_module_is_named(whisper_dir):
     sm = load_model(str(whisper_dir))
     with pytest.raises(ValueError, match="not_a_layer"):
         add_adapters(sm, RunConfig(target_modules="q_proj,not_a_layer"))
+
+
+DECODER_QV = r".*decoder\.layers\.\d+\.self_attn\.(q_proj|v_proj)"
+
+
+@pytest.mark.parametrize("form, targets, expected", [
+    ("list", "q_proj,v_proj", r".*\.(q_proj|v_proj)"),  # peft's Whisper example: encoder, decoder and cross-attention
+    ("regex", DECODER_QV, DECODER_QV),
+    ("decoder", "decoder", r"model\.decoder\.layers\..*"),
+    ("encoder", "encoder", r"model\.encoder\.layers\..*"),
+    ("all", "", r"model\.(encoder|decoder)\.layers\..*"),
+], ids=lambda v: v if v in ("list", "regex", "decoder", "encoder", "all") else "")
+def test_every_target_modules_form_runs_with_the_encoder_cache_only_when_peft_left_the_encoder_alone(tiny_cfg, form, targets, expected):
+    """The adapters land on exactly the linear layers the form names (read back from adapter_best/), and
+    frozen-encoder mode (the encoder-output cache) follows the modules peft adapted, not the words used."""
+    from safetensors import safe_open
+
+    result = run(RunConfig(**cheap(tiny_cfg, target_modules=targets), run_id=f"targets-{form}"))
+    m = result.metrics
+    assert m["status"] == "finished"
+    with safe_open(str(result.folder / "adapter_best" / "adapter_model.safetensors"), "pt") as f:
+        adapted = {k.removeprefix("base_model.model.").split(".lora_")[0] for k in f.keys()}
+    linear = {n for n, mod in load_model(tiny_cfg["model"]).model.named_modules() if isinstance(mod, torch.nn.Linear)}
+    assert adapted == {n for n in linear if re.fullmatch(expected, n)} and m["target_modules"] == len(adapted)
+    encoder_adapted = any(".encoder." in n for n in adapted)
+    assert (m["encoder_cache_hits"] + m["encoder_cache_misses"] > 0) != encoder_adapted
+    saved = json.loads((result.folder / "adapter_best" / "adapter_config.json").read_text())["target_modules"]
+    assert isinstance(saved, str) == (targets == DECODER_QV)  # a regex reaches peft as a regex
+
+
+def test_target_plan_is_what_peft_adapts(whisper_dir):
+    sm = load_model(str(whisper_dir))
+    plan = plan_targets(sm.model, RunConfig(target_modules="q_proj,v_proj").target_module_spec())
+    assert len(plan.modules) == 12 and not plan.encoder_frozen  # 2 encoder + 2x2 decoder attentions, q and v
+    assert add_adapters(sm, RunConfig(target_modules="q_proj,v_proj"), plan) is plan and not encoder_is_frozen(sm)
+    assert set(sm.model.targeted_module_names) == set(plan.modules)
+    with pytest.raises(ValueError, match="not layers LoRA can adapt.*WhisperDecoder"):
+        plan_targets(load_model(str(whisper_dir)).model, r"model\.decoder.*")  # the decoder block itself, its norms...
+    with pytest.raises(ValueError, match="matches no layer"):
+        plan_targets(load_model(str(whisper_dir)).model, r".*\.nothing_here")
+    with pytest.raises(ConfigError, match="'target_modules'.*regular expression"):
+        RunConfig(target_modules="(q_proj|v_proj")
 
 
 def test_select_best_honours_the_guardrail():

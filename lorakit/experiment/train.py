@@ -34,7 +34,7 @@ from .distributed import FollowerRecord, broadcast, evaluate_all, make_accelerat
 from .evaluate import EvalResult
 from .inputs import Inputs, make_inputs, tensor_fingerprint
 from .manifests import Utterance
-from .models import SpeechModel, add_adapters, encoder_is_frozen, load_model, pick_autocast, pick_device, resolve_target_modules
+from .models import SpeechModel, TargetPlan, add_adapters, load_model, pick_autocast, pick_device, plan_targets
 from .prepare import Splits, prepare_data
 
 
@@ -148,7 +148,7 @@ class RunState:
     sm: SpeechModel
     splits: Splits
     inputs: Inputs
-    targets: list[str] | str
+    targets: TargetPlan
     baselines: dict[str, EvalResult] = field(default_factory=dict)
     optimizer: object = None
     scheduler: object = None
@@ -177,8 +177,9 @@ def _run(cfg: RunConfig, run_id: str, record: RunRecord, started: float, acceler
 
 
 def set_up(cfg: RunConfig, run_id: str, record: RunRecord, started: float, accelerator) -> RunState:
-    """Seed, device, model, checked data, config.json; the adapter targets decide frozen-encoder mode
-    before the adapters exist, so the baseline can use the encoder cache too."""
+    """Seed, device, model, checked data, config.json; the adapter targets, matched by peft's own rule
+    on the base model, decide frozen-encoder mode before the adapters exist, so the baseline can use
+    the encoder cache too (`add_adapters` then checks that peft adapted exactly those modules)."""
     seed_everything(cfg.seed)
     n_proc = accelerator.num_processes
     if n_proc > 1 and cfg.batch_size % n_proc:
@@ -187,6 +188,7 @@ def set_up(cfg: RunConfig, run_id: str, record: RunRecord, started: float, accel
     device = pick_device(cfg.device) if n_proc == 1 else accelerator.device
     autocast = pick_autocast(cfg.precision, device)
     sm = load_model(cfg.model, device=device)
+    targets = plan_targets(sm.model, cfg.target_module_spec())  # a target_modules that matches nothing fails here
     splits = prepare_data(cfg, sampling_rate=sm.sampling_rate, sm=sm)
     if accelerator.is_main_process:
         write_json(record.folder / "config.json", {
@@ -196,8 +198,7 @@ def set_up(cfg: RunConfig, run_id: str, record: RunRecord, started: float, accel
             "manifests": {name: {"path": str(m.path), "sha256": m.sha256, "n_lines": splits.report[name]["lines"],
                                  "n_used": splits.report[name].get("used")} for name, m in splits.manifests.items()},
         })
-    targets = resolve_target_modules(sm.model, cfg.target_module_list())
-    inputs = make_inputs(sm, cfg, device, frozen_encoder=all(".encoder." not in f".{t}" for t in targets))
+    inputs = make_inputs(sm, cfg, device, frozen_encoder=targets.encoder_frozen)
     return RunState(cfg, run_id, record, started, accelerator, device, autocast, sm, splits, inputs, targets)
 
 
@@ -223,12 +224,10 @@ def add_run_adapters(r: RunState) -> None:
             sm.base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
             sm.base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    add_adapters(sm, cfg, r.targets)
-    if r.inputs.cache_dir is not None and not encoder_is_frozen(sm):
-        raise RuntimeError("internal: encoder cache enabled but the encoder has trainable parameters")
+    add_adapters(sm, cfg, r.targets)  # raises unless peft adapted exactly the planned modules
     r.n_trainable = sum(p.numel() for p in sm.model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in sm.model.parameters())
-    print(f"adapters: {'DoRA' if cfg.use_dora else 'LoRA'} r={cfg.lora_r} on {len(r.targets)} modules; "
+    print(f"adapters: {'DoRA' if cfg.use_dora else 'LoRA'} r={cfg.lora_r} on {len(r.targets.modules)} modules; "
           f"{r.n_trainable:,} trainable of {n_all:,} parameters ({100 * r.n_trainable / n_all:.2f} %); "
           f"encoder cache: {'on' if r.inputs.cache_dir is not None else 'off'}")
     r.optimizer, r.scheduler = make_optimizer(sm.model, cfg)
@@ -260,7 +259,7 @@ def record_start(r: RunState) -> dict:
         heldout_manifest=cfg.heldout_manifest or None, max_steps=cfg.max_steps, lr=cfg.lr, scheduler=cfg.scheduler,
         use_dora=cfg.use_dora, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, seed=cfg.seed, model=cfg.model, notes=cfg.notes,
         baseline_wer=r.baseline_wer("domain"), heldout_baseline_wer=r.baseline_wer("heldout"), data=r.splits.report,
-        leakage=r.splits.report["leakage"], warnings=list(r.splits.warnings), target_modules=len(r.targets),
+        leakage=r.splits.report["leakage"], warnings=list(r.splits.warnings), target_modules=len(r.targets.modules),
         trainable_params=r.n_trainable,
     )
 
