@@ -14,6 +14,7 @@ import soundfile as sf
 import torch
 from safetensors.torch import load_file
 
+import lorakit.experiment.baseline as baseline_mod
 import lorakit.experiment.train as train_mod
 from lorakit import RunConfig
 from lorakit.config import ConfigError
@@ -92,7 +93,7 @@ def test_same_config_and_seed_twice_give_identical_results(tiny_cfg, monkeypatch
     baseline instead of reading the shared cache, so every number is produced twice."""
     values = cheap(tiny_cfg, max_steps=4, eval_interval=2, lora_dropout=0.1, max_eval_utterances=3)
     a = run(RunConfig(**values, run_id="det_a"))
-    monkeypatch.setattr(train_mod, "cached_baseline", lambda *args: None)
+    monkeypatch.setattr(baseline_mod, "cached_baseline", lambda *args: None)  # the shared cache lives in baseline.py
     b = run(RunConfig(**values, run_id="det_b"))
 
     def comparable(folder):
