@@ -35,6 +35,14 @@ class SpeechModel:
         return int(self.processor.feature_extractor.sampling_rate)
 
     @property
+    def input_seconds(self) -> float | None:
+        """The longest clip the model sees whole: Whisper's fixed window (its feature extractor pads
+        or cuts every clip to `n_samples`, 30 s); None for Moonshine, which takes any length."""
+        if self.family != "whisper":
+            return None
+        return self.processor.feature_extractor.n_samples / self.sampling_rate
+
+    @property
     def base(self):
         """The transformers model underneath any adapters (adapters stay injected and active)."""
         return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
