@@ -138,6 +138,24 @@ class RunConfig:
         relevant = {k: v for k, v in self.to_dict().items() if k not in NOT_RESULT_FIELDS}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
+    def changes_from(self, recorded: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+        """{parameter: (recorded value, this value)} for every parameter that shapes the result and
+        differs from `recorded` (a run's config.json "config"); a parameter the record predates counts
+        as its default."""
+        now = json.loads(json.dumps(self.to_dict(), default=str))  # compared as the record stores them
+        default = RunConfig().to_dict()
+        return {k: (recorded.get(k, default[k]), v) for k, v in now.items()
+                if k not in NOT_RESULT_FIELDS and recorded.get(k, default[k]) != v}
+
+    def check_same_run(self, recorded: dict[str, Any] | None, folder: Path) -> None:
+        """Refuse to continue (resume, or skip as finished) a run recorded in `folder` with another
+        configuration: resuming would mix two recipes in one record. Names every changed parameter."""
+        changed = self.changes_from(recorded) if recorded is not None else {}
+        if changed:
+            what = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+            raise ConfigError(f"run {folder.name!r} in {folder} was recorded with another configuration ({what}); "
+                              "choose another run_id, or start it afresh with `lorakit run --force` (or delete the folder)")
+
     def smoke(self) -> "RunConfig":
         """The smoke profile (LORAKIT_SMOKE=1): the same run, shrunk to seconds, for CI's notebook runs."""
         steps = min(self.max_steps, 4)

@@ -92,3 +92,24 @@ def test_papermill_p_target_modules_q_proj_v_proj_on_the_tiny_whisper(project, w
     assert metrics["encoder_cache_hits"] == metrics["encoder_cache_misses"] == 0
     adapter = json.loads((new / "adapter_best" / "adapter_config.json").read_text())
     assert set(adapter["target_modules"]) == {"q_proj", "v_proj"}
+
+
+def test_execute_refuses_a_changed_recipe_for_a_recorded_run_id_and_force_starts_afresh(tiny_cfg, capsys):
+    """`lorakit run` / sweeps go through `execute`: a run id recorded with another recipe is refused before
+    a kernel starts (its record and notebook untouched); force=True deletes it and runs the new recipe."""
+    from helpers import cheap
+    from lorakit import RunConfig
+    from lorakit.experiment.train import run
+    from lorakit.launch.notebooks import execute
+
+    params = cheap(tiny_cfg, max_new_tokens=4)
+    folder = run(RunConfig(**params, run_id="recipe")).folder
+    (folder / "run.ipynb").write_text("the first run's notebook")
+    changed = {**params, "lr": 5e-4}
+    assert execute(changed, "recipe", command="test") == "refused"
+    assert "lr: 0.001 -> 0.0005" in capsys.readouterr().err
+    assert (folder / "run.ipynb").read_text() == "the first run's notebook"
+    assert json.loads((folder / "config.json").read_text())["config"]["lr"] == 1e-3
+    assert execute(changed, "recipe", command="test", force=True, quiet=True) == "finished"
+    assert json.loads((folder / "config.json").read_text())["config"]["lr"] == 5e-4
+    assert nbformat.read(folder / "run.ipynb", as_version=4).cells

@@ -250,6 +250,39 @@ def test_a_finished_run_is_not_overwritten(tiny_cfg):
         run(cfg)
 
 
+def test_a_run_id_recorded_with_another_config_is_refused_before_the_model_loads(tiny_cfg, monkeypatch):
+    """An unfinished run resumes only with the configuration it was recorded with: a changed recipe is
+    refused, naming each changed parameter, and the record is left as it was. run_id, notes, command
+    and output_dir shape no number, so they may differ."""
+    from lorakit.experiment import train
+
+    values = cheap(tiny_cfg, max_steps=2, eval_interval=2)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("simulated crash at the first evaluation")
+
+    with monkeypatch.context() as m:
+        m.setattr(train, "evaluate_step", crash)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            run(RunConfig(**values, run_id="recipe"))
+    folder = Path(tiny_cfg["output_dir"]) / "recipe"
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    assert json.loads(before["metrics.json"])["status"] == "failed" and "config.json" in before
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded for a refused run")
+
+    with monkeypatch.context() as m:
+        m.setattr(train, "load_model", no_model)
+        with pytest.raises(ConfigError) as info:
+            run(RunConfig(**{**values, "lr": 5e-4, "lora_r": 8}, run_id="recipe"))
+    assert "lr: 0.001 -> 0.0005" in str(info.value) and "lora_r: 16 -> 8" in str(info.value)
+    assert "max_steps" not in str(info.value) and "--force" in str(info.value)
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+    resumed = run(RunConfig(**values, run_id="recipe", notes="same recipe, new notes", command="again"))
+    assert resumed.metrics["status"] == "finished"
+
+
 def test_adapters_are_active_at_evaluation(tiny_cfg, small_corpus):
     """Evaluation goes through the peft-wrapped model: non-zero adapter weights change the output."""
     from lorakit.experiment.evaluate import transcribe

@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import ConfigError, RunConfig, check_inputs_exist, project_root
-from ..record import RunRecord, git_sha, markdown_table, now, run_command, today, versions, write_json
+from ..record import RunRecord, git_sha, markdown_table, now, recorded_config, run_command, today, versions, write_json
 from . import checkpoint as ckpt
 from .baseline import shared_baseline
 from .batches import train_batches
@@ -111,11 +111,13 @@ def default_run_id(cfg: RunConfig) -> str:
 
 def run(cfg: RunConfig) -> RunResult:
     """Execute one experiment and write its run record. Resumes from `checkpoint_last` when the
-    run folder holds an unfinished run with the same configuration."""
+    run folder holds an unfinished run with the same configuration; refuses, before anything loads,
+    a run id recorded with another configuration (naming what changed)."""
     check_inputs_exist(cfg)
     accelerator = make_accelerator(cfg)
     run_id = broadcast(cfg.run_id or default_run_id(cfg), accelerator)  # the main process's timestamp names the run
     folder = cfg.path("output_dir") / run_id
+    cfg.check_same_run(recorded_config(folder), folder)
     record = RunRecord(folder) if accelerator.is_main_process else FollowerRecord(folder)
     previous = record.metrics()
     if previous.get("status") == "finished":
