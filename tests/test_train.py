@@ -201,6 +201,20 @@ def test_baseline_cache_misses_when_manifest_preprocessing_or_generation_change(
     assert not baseline(max_new_tokens=10)
 
 
+def test_baseline_and_encoder_cache_keys_include_precision_and_device_type(whisper_dir, tmp_path):
+    """A bf16 GPU baseline (or encoder output) is not an fp32 CPU one: each (device type, autocast)
+    pair has its own key, and the same pair always gets the same key."""
+    from lorakit.experiment.baseline import baseline_key
+
+    sm = load_model(str(whisper_dir))
+    computes = [("cpu", None), ("cpu", torch.bfloat16), ("cuda", None), ("cuda", torch.bfloat16), ("cuda", torch.float16)]
+    baseline = [baseline_key(sm, "sha", ["domain:1"], 0.075, 12, device_type=d, autocast=a, model_fingerprint="w") for d, a in computes]
+    encoder = [Inputs.cache_dir_for(tmp_path, sm, 0.075, d, a) for d, a in computes]
+    assert len(set(baseline)) == len(set(encoder)) == len(computes)
+    assert baseline_key(sm, "sha", ["domain:1"], 0.075, 12, device_type="cpu", autocast=None, model_fingerprint="w") == baseline[0]
+    assert Inputs.cache_dir_for(tmp_path, sm, 0.075, "cuda", torch.bfloat16) == encoder[3]
+
+
 def test_baseline_is_computed_once_and_shared(tiny_cfg, capsys):
     a = run(RunConfig(**{**tiny_cfg, "max_steps": 2}, run_id="share_a"))
     b = run(RunConfig(**{**tiny_cfg, "max_steps": 2, "lr": 5e-4}, run_id="share_b", seed=3))

@@ -200,7 +200,7 @@ def set_up(cfg: RunConfig, run_id: str, record: RunRecord, started: float, accel
             "manifests": {name: {"path": str(m.path), "sha256": m.sha256, "n_lines": splits.report[name]["lines"],
                                  "n_used": splits.report[name].get("used")} for name, m in splits.manifests.items()},
         })
-    inputs = make_inputs(sm, cfg, device, frozen_encoder=targets.encoder_frozen)
+    inputs = make_inputs(sm, cfg, device, frozen_encoder=targets.encoder_frozen, autocast=autocast)
     return RunState(cfg, run_id, record, started, accelerator, device, autocast, sm, splits, inputs, targets)
 
 
