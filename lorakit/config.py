@@ -21,6 +21,8 @@ from typing import Any
 import yaml
 
 SCHEDULERS = ("linear", "cosine", "constant")
+INIT_LORA_WEIGHTS = (True, False, "gaussian", "orthogonal")  # peft inits that leave the base weights as they are
+BASE_CHANGING_INITS = ("pissa", "olora", "corda", "loftq", "lora_ga")  # peft rewrites W = W - BA at init ("pissa_niter_k" too)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 ON_BAD = ("error", "skip")
@@ -60,7 +62,7 @@ class RunConfig:
     seed: int = 42  # python, numpy, torch; data order; adapter init
     # adapters
     use_dora: bool = False  # DoRA (weight-decomposed LoRA) instead of LoRA
-    init_lora_weights: Any = True  # True | False | "gaussian" | "pissa" | "olora" ...
+    init_lora_weights: Any = True  # True | False | "gaussian" | "orthogonal" (pissa, olora... refused: they change the base weights)
     lora_r: int = 16  # adapter rank
     lora_alpha: float = 32.0  # adapter scaling numerator: the scale is alpha over r
     lora_dropout: float = 0.05  # dropout on the adapter input
@@ -280,6 +282,8 @@ def _coerce(cls: type, name: str, value: Any, source: str) -> Any:
     expected = cls.__dataclass_fields__[name].type
     bad = ConfigError(f"{source}: parameter {name!r} expects {expected}, got {value!r} ({type(value).__name__})")
     if name == "init_lora_weights":
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
         if isinstance(value, (bool, str)):
             return value
         raise bad
@@ -347,6 +351,7 @@ def _validate(cfg: RunConfig) -> None:
     need(cfg.guardrail >= 0, "guardrail", "must be >= 0 (WER points)")
     need(cfg.wer_stop_threshold == 0 or cfg.wer_stop_threshold >= 1, "wer_stop_threshold", "0 (off) or >= 1 (a ratio to the baseline)")
     need(cfg.rms_target > 0, "rms_target", "must be > 0")
+    _check_init(cfg.init_lora_weights)
     need(cfg.device in DEVICES or cfg.device.startswith("cuda:"), "device", f"must be one of {DEVICES} or cuda:N")
     need(cfg.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}")
     need(cfg.on_bad_audio in ON_BAD, "on_bad_audio", f"must be one of {ON_BAD}")
@@ -363,6 +368,18 @@ def _validate(cfg: RunConfig) -> None:
             need(False, "target_modules", f"not a valid regular expression ({exc})")
     if cfg.run_id:
         need(all(c.isalnum() or c in "-_." for c in cfg.run_id), "run_id", "letters, digits, '-', '_' and '.' only")
+
+
+def _check_init(value: Any) -> None:
+    """Only adapter initialisations that leave the base model as it is: adapter_best/ must reproduce the
+    run when loaded onto the original base (peft could convert PiSSA/OLoRA adapters on save, with
+    `path_initial_model_for_weight_conversion`; lorakit does not, so it refuses them)."""
+    if isinstance(value, str) and value.lower().startswith(BASE_CHANGING_INITS):
+        raise ConfigError(f"parameter 'init_lora_weights' = {value!r}: this initialisation moves part of the base weights "
+                          "into the adapter (peft rewrites the base model in memory), so adapter_best/ would not reproduce "
+                          "the run on the original model; lorakit refuses it. Use one of " + ", ".join(map(repr, INIT_LORA_WEIGHTS)))
+    if value not in INIT_LORA_WEIGHTS or (value in (0, 1) and not isinstance(value, bool)):
+        raise ConfigError(f"parameter 'init_lora_weights' = {value!r}: must be one of {', '.join(map(repr, INIT_LORA_WEIGHTS))}")
 
 
 def check_inputs_exist(cfg: RunConfig) -> None:

@@ -52,6 +52,12 @@ BAD_PARAMETERS = [  # (values over tiny_cfg, the parameter the message must name
     ({"train_manifest": "/nowhere/train.jsonl"}, "train_manifest", "manifest file not found"),
     ({"domain_manifest": "missing/domain.jsonl"}, "domain_manifest", "manifest file not found"),
     ({"heldout_manifest": "/nowhere/heldout.jsonl"}, "heldout_manifest", "manifest file not found"),
+    # these rewrite the base weights at init: adapter_best/ would not reproduce the run on the original model
+    ({"init_lora_weights": "pissa"}, "init_lora_weights", "moves part of the base weights into the adapter"),
+    ({"init_lora_weights": "pissa_niter_4"}, "init_lora_weights", "would not reproduce the run on the original model"),
+    ({"init_lora_weights": "olora"}, "init_lora_weights", "moves part of the base weights into the adapter"),
+    ({"init_lora_weights": "corda"}, "init_lora_weights", "lorakit refuses it"),
+    ({"init_lora_weights": "kaiming"}, "init_lora_weights", "must be one of True, False, 'gaussian', 'orthogonal'"),
 ]
 
 
