@@ -313,3 +313,100 @@ def test_adapters_are_active_at_evaluation(tiny_cfg, small_corpus):
                 p.normal_(0, 2.0)
     after = transcribe(sm, utts, inputs, 4, 8)
     assert before != after
+
+
+# --- what the loop is built from, step by step -----------------------------------------------------
+
+@pytest.mark.parametrize("scheduler", ["linear", "cosine", "constant"])
+def test_lr_schedule_step_by_step(scheduler):
+    """Warmup over int(warmup_ratio x max_steps) steps from 0 to `lr`, then linear to 0, half a cosine to 0,
+    or flat; the value at step s is what the s-th optimizer step uses."""
+    import math
+
+    cfg = RunConfig(lr=1e-3, max_steps=10, eval_interval=10, warmup_ratio=0.25, scheduler=scheduler)  # warmup: int(2.5) = 2
+    layer = torch.nn.Linear(2, 2)
+    optimizer, schedule = make_optimizer(layer, cfg)
+    seen = []
+    for _ in range(cfg.max_steps):
+        seen.append(schedule.get_last_lr()[0])
+        optimizer.step()
+        schedule.step()
+    after = {"linear": lambda s: (10 - s) / 8, "cosine": lambda s: 0.5 * (1 + math.cos(math.pi * (s - 2) / 8)), "constant": lambda s: 1.0}
+    expected = [1e-3 * (s / 2 if s < 2 else after[scheduler](s)) for s in range(10)]
+    assert seen == pytest.approx(expected, abs=1e-12)
+    assert seen[:3] == pytest.approx([0.0, 5e-4, 1e-3]) and optimizer.param_groups[0]["lr"] == pytest.approx(
+        {"linear": 0.0, "cosine": 0.0, "constant": 1e-3}[scheduler], abs=1e-12)
+
+
+def test_grad_accum_2_equals_one_batch_twice_as_large(whisper_dir, small_corpus):
+    """Two micro-batches of 2 clips accumulate to the step of one 4-clip batch: the same loss and the same
+    updated adapter weights (the loss is weighted by label tokens, so clips of unequal length count alike)."""
+    utts = read_manifest(small_corpus["train"]).utterances[:4]
+    cfg = RunConfig(model=str(whisper_dir), lr=1e-2, warmup_ratio=0.0, max_steps=2, eval_interval=2, lora_dropout=0.0)
+    results = []
+    for micro_batches in ([utts[:2], utts[2:]], [utts]):
+        torch.manual_seed(0)
+        sm = load_model(cfg.model)
+        add_adapters(sm, cfg)
+        optimizer, scheduler = make_optimizer(sm.model, cfg)
+        inputs = Inputs(sm, cfg.rms_target, None, torch.device("cpu"))
+        losses = [train_step(sm, inputs, micro_batches, optimizer, scheduler, cfg.max_grad_norm)["loss"] for _ in range(2)]
+        results.append((losses, {n: p.detach().clone() for n, p in sm.model.named_parameters() if p.requires_grad}))
+    lengths = {len(Inputs(sm, 0.075, None, torch.device("cpu")).sm.label_ids(u.text)) for u in utts}
+    assert len(lengths) > 1  # clips of unequal label length: a plain mean of the micro-batch means would differ
+    (acc_losses, acc_weights), (big_losses, big_weights) = results
+    assert acc_losses == pytest.approx(big_losses, rel=1e-5)
+    assert acc_weights.keys() == big_weights.keys()
+    assert all(torch.allclose(acc_weights[k], big_weights[k], rtol=1e-4, atol=1e-6) for k in acc_weights)
+
+
+def test_wer_stop_threshold_stops_the_run_and_records_why(tiny_cfg, monkeypatch):
+    """domain WER > baseline x wer_stop_threshold at an evaluation stops training there; below it, the run
+    goes on. The evaluations are real; their domain WER is scaled to put it on either side of the line."""
+    from lorakit.experiment import train
+
+    real_evaluate, real_baselines = train.evaluate_step, train.compute_baselines
+    baseline: list[float] = []
+    scale = {2: 1.5, 4: 3.0}  # threshold 2: step 2 goes on, step 4 stops
+
+    def baselines(r):
+        out = real_baselines(r)
+        baseline.append(out["domain"].wer)
+        return out
+
+    def scaled(sm, inputs, splits, cfg, step, record, autocast, accelerator=None):
+        row = real_evaluate(sm, inputs, splits, cfg, step, record, autocast, accelerator)
+        return {**row, "domain_wer": scale[step] * baseline[0]}
+
+    monkeypatch.setattr(train, "compute_baselines", baselines)
+    monkeypatch.setattr(train, "evaluate_step", scaled)
+    result = run(RunConfig(**cheap(tiny_cfg, max_steps=8, eval_interval=2, wer_stop_threshold=2.0), run_id="stopped"))
+    m = json.loads((result.folder / "metrics.json").read_text())
+    assert m["status"] == "finished" and m["steps"] == 4
+    assert m["stop_reason"].startswith("wer_stop_threshold: domain WER") and "> 2.0 x baseline" in m["stop_reason"]
+    hist = _history(result.folder)
+    assert [r["step"] for r in hist if r["kind"] == "eval"] == [2, 4] and max(r["step"] for r in hist) == 4
+    # the loop steps the schedule once per optimizer step: linear from lr to 0 over max_steps (no warmup here)
+    assert [r["lr"] for r in hist if r["kind"] == "train"] == pytest.approx([1e-3 * (8 - k) / 8 for k in range(4)])
+
+
+@pytest.mark.slow
+def test_batched_evaluation_equals_stock_batch_1_generate(small_corpus, tmp_path):
+    """lorakit's batched, length-sorted transcription (from features, and from the encoder-output cache)
+    gives, clip for clip, what transformers' own generate gives one clip at a time. On the bundled
+    whisper-tiny.en: the tiny random Whisper says the same few tokens whatever it hears."""
+    from lorakit.experiment.bundled import BUNDLED_NAME
+    from lorakit.experiment.evaluate import transcribe
+
+    sm = load_model(BUNDLED_NAME)
+    utts = read_manifest(small_corpus["domain"]).utterances[:8]
+    plain = Inputs(sm, 0.075, None, torch.device("cpu"))
+    stock = []
+    for u in utts:
+        ids = sm.model.generate(input_features=plain.features([u])["input_features"], max_new_tokens=48, num_beams=1, do_sample=False)
+        stock.append(sm.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)[0].strip())
+    assert len({len(t.split()) for t in stock}) > 2  # hypotheses of several lengths: batches hold finished and running rows
+    assert transcribe(sm, utts, plain, 8, 48) == stock
+    cached = Inputs(sm, 0.075, tmp_path / "encoder", torch.device("cpu"))
+    assert transcribe(sm, utts, cached, 3, 48) == stock and cached.encoder_misses == len(utts)
+    assert transcribe(sm, utts, cached, 3, 48) == stock and cached.encoder_hits == len(utts)  # read back from the cache

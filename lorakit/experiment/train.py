@@ -59,18 +59,22 @@ def train_step(sm: SpeechModel, inputs: Inputs, micro_batches: list[list[Utteran
                max_grad_norm: float, autocast: torch.dtype | None = None, accelerator=None, model=None) -> dict:
     """forward -> loss -> backward (accumulated over micro-batches) -> clip -> optimizer step -> schedule.
 
+    Each micro-batch's mean token loss is weighted by its share of the step's label tokens, so the
+    accumulated step equals one batch holding all the micro-batches (clips of unequal length alike).
     Under accelerate, `model` is the prepared (data-parallel) model, the micro-batches are this
     process's slices, and gradients are all-reduced once, at the last micro-batch's backward.
     """
     model = model if model is not None else sm.model
     model.train()
     total = 0.0
+    labels = [inputs.labels(batch) for batch in micro_batches]
+    counts = [int((x != -100).sum()) for x in labels]  # label tokens the loss averages over
     for i, batch in enumerate(micro_batches):
-        model_in, labels = inputs.model_inputs(batch), inputs.labels(batch)
+        model_in = inputs.model_inputs(batch)
         accumulating = accelerator is not None and i < len(micro_batches) - 1
         with accelerator.no_sync(model) if accumulating else nullcontext():
             with torch.autocast(inputs.device.type, dtype=autocast, enabled=autocast is not None):
-                loss = model(**model_in, labels=labels).loss / len(micro_batches)
+                loss = model(**model_in, labels=labels[i]).loss * (counts[i] / sum(counts))
             accelerator.backward(loss) if accelerator is not None else loss.backward()
         total += loss.item()
     if accelerator is not None and accelerator.num_processes > 1:
