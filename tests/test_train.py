@@ -152,7 +152,7 @@ def test_run_writes_a_complete_record_and_reports_the_reloaded_best(tiny_cfg):
 
 
 def test_best_adapter_is_verified_on_a_sample_and_a_mismatch_forces_a_full_pass(tiny_cfg, monkeypatch):
-    from lorakit.experiment import train
+    from lorakit.experiment import best as best_mod
 
     sampled = run(RunConfig(**tiny_cfg, run_id="sampled", verify_best=5))
     m = sampled.metrics
@@ -161,7 +161,7 @@ def test_best_adapter_is_verified_on_a_sample_and_a_mismatch_forces_a_full_pass(
     best = next(r for r in _history(sampled.folder) if r["kind"] == "eval" and r["step"] == m["best_step"])
     assert m["tuned_wer"] == best["domain_wer"] and m["heldout_tuned_wer"] == best["heldout_wer"]
 
-    real = train.read_jsonl
+    real = best_mod.read_jsonl  # the verification reads the recorded predictions in best.py
 
     def tampered(path):  # what was recorded at the best step no longer matches the adapter on disk
         rows = real(path)
@@ -169,7 +169,7 @@ def test_best_adapter_is_verified_on_a_sample_and_a_mismatch_forces_a_full_pass(
             rows[0] = {**rows[0], "hyp": rows[0]["hyp"] + " tampered"}
         return rows
 
-    monkeypatch.setattr(train, "read_jsonl", tampered)
+    monkeypatch.setattr(best_mod, "read_jsonl", tampered)
     redone = run(RunConfig(**tiny_cfg, run_id="redone", verify_best=16))
     check = redone.metrics["best_verified"]
     assert check["mode"] == "full after mismatch" and check["identical"] == check["utterances"] - 1
