@@ -94,7 +94,7 @@ def test_papermill_p_target_modules_q_proj_v_proj_on_the_tiny_whisper(project, w
     assert set(adapter["target_modules"]) == {"q_proj", "v_proj"}
 
 
-def test_execute_refuses_a_changed_recipe_for_a_recorded_run_id_and_force_starts_afresh(tiny_cfg, capsys):
+def test_execute_refuses_a_changed_recipe_for_a_recorded_run_id_and_force_starts_afresh(tiny_cfg, capsys, monkeypatch):
     """`lorakit run` / sweeps go through `execute`: a run id recorded with another recipe is refused before
     a kernel starts (its record and notebook untouched); force=True deletes it and runs the new recipe."""
     from helpers import cheap
@@ -102,6 +102,7 @@ def test_execute_refuses_a_changed_recipe_for_a_recorded_run_id_and_force_starts
     from lorakit.experiment.train import run
     from lorakit.launch.notebooks import execute
 
+    monkeypatch.delenv("LORAKIT_SMOKE", raising=False)  # `make test` sets it; these are the real settings (the kernel's too)
     params = cheap(tiny_cfg, max_new_tokens=4)
     folder = run(RunConfig(**params, run_id="recipe")).folder
     (folder / "run.ipynb").write_text("the first run's notebook")
