@@ -199,7 +199,7 @@ def worker_train_hf(args) -> dict:
         return {"input_features": feats["input_features"], "labels": labels}
 
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=resolve_target_modules(sm.model, cfg.target_module_list()), bias="none")
+                      target_modules=resolve_target_modules(sm.model, cfg.target_module_spec()), bias="none")
     model = get_peft_model(sm.model, lora)
     first = collate([ds[i] for i in range(min(cfg.batch_size, len(ds)))])
     _warm_up_step(model, {"input_features": first["input_features"].to(device)}, first["labels"].to(device), device, autocast)
@@ -292,6 +292,8 @@ def worker_baseline_cache(args) -> dict:
     """The shared baseline's cache: miss, hit, and the keys that must change."""
     import hashlib
 
+    import torch
+
     from lorakit.experiment.baseline import baseline_key, cached_baseline, shared_baseline
     from lorakit.experiment.inputs import Inputs
     from lorakit.experiment.models import load_model
@@ -310,12 +312,15 @@ def worker_baseline_cache(args) -> dict:
         result = shared_baseline(sm, inputs, "domain", utts, sha, cfg, autocast)
         times.append(time.perf_counter() - start)
     ids = [u.id for u in utts]
-    key = baseline_key(sm, sha, ids, cfg.rms_target, cfg.max_new_tokens)
+    run = {"device_type": device.type, "autocast": autocast}
+    key = baseline_key(sm, sha, ids, cfg.rms_target, cfg.max_new_tokens, **run)
     changed = {
-        "manifest": baseline_key(sm, hashlib.sha256(Path(args.domain).read_bytes() + b"\n").hexdigest(), ids, cfg.rms_target, cfg.max_new_tokens),
-        "utterances": baseline_key(sm, sha, ids[:-1], cfg.rms_target, cfg.max_new_tokens),
-        "rms_target": baseline_key(sm, sha, ids, cfg.rms_target * 1.1, cfg.max_new_tokens),
-        "max_new_tokens": baseline_key(sm, sha, ids, cfg.rms_target, cfg.max_new_tokens // 2),
+        "manifest": baseline_key(sm, hashlib.sha256(Path(args.domain).read_bytes() + b"\n").hexdigest(), ids, cfg.rms_target, cfg.max_new_tokens, **run),
+        "utterances": baseline_key(sm, sha, ids[:-1], cfg.rms_target, cfg.max_new_tokens, **run),
+        "rms_target": baseline_key(sm, sha, ids, cfg.rms_target * 1.1, cfg.max_new_tokens, **run),
+        "max_new_tokens": baseline_key(sm, sha, ids, cfg.rms_target, cfg.max_new_tokens // 2, **run),
+        "precision": baseline_key(sm, sha, ids, cfg.rms_target, cfg.max_new_tokens, **{**run, "autocast": torch.bfloat16 if autocast is None else None}),
+        "device": baseline_key(sm, sha, ids, cfg.rms_target, cfg.max_new_tokens, **{**run, "device_type": "cuda" if device.type == "cpu" else "cpu"}),
     }
     return {"miss_seconds": times[0], "hit_seconds": times[1], "wer": result.wer, "n": len(utts),
             "changed_key_misses": {k: k2 != key and cached_baseline(cache, k2) is None for k, k2 in changed.items()}}

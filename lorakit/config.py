@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import types
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -20,6 +21,8 @@ from typing import Any
 import yaml
 
 SCHEDULERS = ("linear", "cosine", "constant")
+INIT_LORA_WEIGHTS = (True, False, "gaussian", "orthogonal")  # peft inits that leave the base weights as they are
+BASE_CHANGING_INITS = ("pissa", "olora", "corda", "loftq", "lora_ga")  # peft rewrites W = W - BA at init ("pissa_niter_k" too)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 ON_BAD = ("error", "skip")
@@ -62,11 +65,11 @@ class RunConfig:
     seed: int = 42  # python, numpy, torch; data order; adapter init
     # adapters
     use_dora: bool = False  # DoRA (weight-decomposed LoRA) instead of LoRA
-    init_lora_weights: Any = True  # True | False | "gaussian" | "pissa" | "olora" ...
+    init_lora_weights: Any = True  # True | False | "gaussian" | "orthogonal" (pissa, olora... refused: they change the base weights)
     lora_r: int = 16  # adapter rank
     lora_alpha: float = 32.0  # adapter scaling numerator: the scale is alpha over r
     lora_dropout: float = 0.05  # dropout on the adapter input
-    target_modules: str = "decoder"  # "decoder" (frozen encoder, cached), "encoder", "" (both sides), or "q_proj,v_proj"
+    target_modules: str = "decoder"  # "decoder" (frozen encoder, cached), "encoder", "" (both sides), names "q_proj,v_proj", or a regex
     # selection and stopping
     wer_stop_threshold: float = 0.0  # stop when domain WER > baseline x this; 0 disables
     guardrail: float = 0.2  # max heldout regression (WER points) for best-checkpoint selection
@@ -141,6 +144,24 @@ class RunConfig:
         relevant = {k: v for k, v in self.to_dict().items() if k not in NOT_RESULT_FIELDS}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
+    def changes_from(self, recorded: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+        """{parameter: (recorded value, this value)} for every parameter that shapes the result and
+        differs from `recorded` (a run's config.json "config"); a parameter the record predates counts
+        as its default."""
+        now = json.loads(json.dumps(self.to_dict(), default=str))  # compared as the record stores them
+        default = RunConfig().to_dict()
+        return {k: (recorded.get(k, default[k]), v) for k, v in now.items()
+                if k not in NOT_RESULT_FIELDS and recorded.get(k, default[k]) != v}
+
+    def check_same_run(self, recorded: dict[str, Any] | None, folder: Path) -> None:
+        """Refuse to continue (resume, or skip as finished) a run recorded in `folder` with another
+        configuration: resuming would mix two recipes in one record. Names every changed parameter."""
+        changed = self.changes_from(recorded) if recorded is not None else {}
+        if changed:
+            what = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+            raise ConfigError(f"run {folder.name!r} in {folder} was recorded with another configuration ({what}); "
+                              "choose another run_id, or start it afresh with `lorakit run --force` (or delete the folder)")
+
     def smoke(self) -> "RunConfig":
         """The smoke profile (LORAKIT_SMOKE=1): the same run, shrunk to seconds, for CI's notebook runs."""
         steps = min(self.max_steps, 4)
@@ -173,6 +194,13 @@ class RunConfig:
     def target_module_list(self) -> list[str]:
         return [m.strip() for m in self.target_modules.split(",") if m.strip()]
 
+    def target_module_spec(self) -> list[str] | str:
+        """What the adapters target, as peft takes it: a regex (one pattern holding regex characters,
+        e.g. `.*decoder.*(q_proj|v_proj)`, full-matched against module names) stays a string; anything
+        else is a list of names or name suffixes (`q_proj,v_proj`; `decoder`, `encoder`, or empty)."""
+        text = self.target_modules.strip()
+        return text if is_regex(text) else self.target_module_list()
+
     def path(self, name: str) -> Path | None:
         """A manifest or folder parameter as an absolute path (relative ones resolve at the project root)."""
         value = getattr(self, name)
@@ -180,6 +208,13 @@ class RunConfig:
             return None
         p = Path(value).expanduser()
         return p if p.is_absolute() else project_root() / p
+
+
+REGEX_CHARACTERS = frozenset("*+?[](){}|^$\\")  # a target_modules value holding one of these is a regex
+
+
+def is_regex(text: str) -> bool:
+    return any(c in REGEX_CHARACTERS for c in text)
 
 
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
@@ -293,6 +328,8 @@ def _coerce(cls: type, name: str, value: Any, source: str) -> Any:
     expected = cls.__dataclass_fields__[name].type
     bad = ConfigError(f"{source}: parameter {name!r} expects {expected}, got {value!r} ({type(value).__name__})")
     if name == "init_lora_weights":
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
         if isinstance(value, (bool, str)):
             return value
         raise bad
@@ -368,6 +405,7 @@ def _validate(cfg: RunConfig) -> None:
     need(cfg.guardrail >= 0, "guardrail", "must be >= 0 (WER points)")
     need(cfg.wer_stop_threshold == 0 or cfg.wer_stop_threshold >= 1, "wer_stop_threshold", "0 (off) or >= 1 (a ratio to the baseline)")
     need(cfg.rms_target > 0, "rms_target", "must be > 0")
+    _check_init(cfg.init_lora_weights)
     need(cfg.device in DEVICES or cfg.device.startswith("cuda:"), "device", f"must be one of {DEVICES} or cuda:N")
     need(cfg.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}")
     need(cfg.on_bad_audio in ON_BAD, "on_bad_audio", f"must be one of {ON_BAD}")
@@ -382,8 +420,25 @@ def _validate(cfg: RunConfig) -> None:
          f"must leave at least one replay and one training clip in a batch of {cfg.batch_size} (round(ratio x batch_size))")
     need(cfg.verify_best >= 0, "verify_best", "must be >= 0 (0: re-evaluate every clip)")
     need(all(0 < a <= 1 and math.isfinite(a) for a in cfg.scale_list()), "adapter_scales", "every scale must be in (0, 1]")
+    if is_regex(cfg.target_modules.strip()):
+        try:
+            re.compile(cfg.target_modules.strip())
+        except re.error as exc:
+            need(False, "target_modules", f"not a valid regular expression ({exc})")
     if cfg.run_id:
         need(all(c.isalnum() or c in "-_." for c in cfg.run_id), "run_id", "letters, digits, '-', '_' and '.' only")
+
+
+def _check_init(value: Any) -> None:
+    """Only adapter initialisations that leave the base model as it is: adapter_best/ must reproduce the
+    run when loaded onto the original base (peft could convert PiSSA/OLoRA adapters on save, with
+    `path_initial_model_for_weight_conversion`; lorakit does not, so it refuses them)."""
+    if isinstance(value, str) and value.lower().startswith(BASE_CHANGING_INITS):
+        raise ConfigError(f"parameter 'init_lora_weights' = {value!r}: this initialisation moves part of the base weights "
+                          "into the adapter (peft rewrites the base model in memory), so adapter_best/ would not reproduce "
+                          "the run on the original model; lorakit refuses it. Use one of " + ", ".join(map(repr, INIT_LORA_WEIGHTS)))
+    if value not in INIT_LORA_WEIGHTS or (value in (0, 1) and not isinstance(value, bool)):
+        raise ConfigError(f"parameter 'init_lora_weights' = {value!r}: must be one of {', '.join(map(repr, INIT_LORA_WEIGHTS))}")
 
 
 def check_inputs_exist(cfg: RunConfig) -> None:

@@ -214,6 +214,18 @@ def read_metrics(folder: Path) -> dict | None:
     return data if isinstance(data, dict) else {"status": "corrupt"}
 
 
+def recorded_config(folder: Path) -> dict | None:
+    """The parameters a run folder was recorded with (config.json's "config"); None when it has none."""
+    path = Path(folder) / "config.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+        raise ValueError(f"{path}: not a lorakit config.json (no 'config' mapping)")
+    return data["config"]
+
+
 def run_status(folder: Path) -> str | None:
     """finished / running / failed / interrupted / corrupt, or None when the folder holds no record."""
     metrics = read_metrics(folder)

@@ -95,8 +95,10 @@ def test_bad_parameters_are_named(values, needle):
 
 
 def test_papermill_style_values_are_accepted():
-    cfg = RunConfig.from_dict({"lr": "5e-5", "max_steps": 10.0, "eval_interval": 5, "use_dora": "True", "target_modules": ["q_proj", "v_proj"]})
+    cfg = RunConfig.from_dict({"lr": "5e-5", "max_steps": 10.0, "eval_interval": 5, "use_dora": "True", "target_modules": ["q_proj", "v_proj"],
+                               "init_lora_weights": "False"})
     assert cfg.lr == 5e-5 and cfg.max_steps == 10 and cfg.use_dora is True and cfg.target_module_list() == ["q_proj", "v_proj"]
+    assert cfg.init_lora_weights is False and RunConfig.from_dict({"init_lora_weights": "gaussian"}).init_lora_weights == "gaussian"
 
 
 def test_namespace_rejects_a_misspelt_injected_parameter():

@@ -268,6 +268,35 @@ def test_fuzzed_manifests_through_prepare_data(palette_dir, whisper, whisper_dir
         assert splits.warnings  # a skip is never silent
 
 
+# --- clips longer than the model's input window --------------------------------------------------
+
+@pytest.mark.parametrize("model, mode", [("whisper", "error"), ("whisper", "skip"), ("moonshine", "error")])
+def test_an_eval_clip_over_whispers_30_s_window_is_refused_or_counted_never_cut(model, mode, whisper, moonshine_dir,
+                                                                                small_corpus, tmp_path):
+    """Whisper's feature extractor keeps the first 30 s of a clip: scored on its whole text, a longer
+    clip would count words the model never heard. Moonshine takes any length, so it keeps the clip."""
+    sf.write(tmp_path / "long.wav", tone(31.0, freq=300), RATE)
+    domain = write_manifest(tmp_path / "domain.jsonl", absolute_lines(small_corpus["domain"], 3)
+                            + [{"audio_filepath": str(tmp_path / "long.wav"), "text": "a long recording"}])
+    cfg = RunConfig(train_manifest=str(small_corpus["train"]), domain_manifest=str(domain), heldout_manifest="",
+                    min_train_clips=8, on_bad_audio=mode)
+    sm = whisper if model == "whisper" else load_model(str(moonshine_dir))
+    if model == "whisper" and mode == "error":
+        with pytest.raises(AudioError) as info:
+            prepare_data(cfg, sampling_rate=RATE, sm=sm)
+        assert_names_the_line(info.value, domain, 4, "duration")
+        assert "lasts 31.00 s, over the model's 30 s input window" in str(info.value)
+        return
+    splits = prepare_data(cfg, sampling_rate=RATE, sm=sm)
+    if model == "moonshine":
+        assert [u.line for u in splits.evals["domain"]] == [1, 2, 3, 4] and "bad_audio_skipped" not in splits.report
+        return
+    assert [u.line for u in splits.evals["domain"]] == [1, 2, 3] and splits.report["domain"]["used"] == 3
+    (skip,) = splits.report["bad_audio_skipped"]
+    assert (skip["manifest"], skip["line"], skip["field"]) == (str(domain), 4, "duration") and "31.00 s" in skip["reason"]
+    assert any("skipped 1 unusable clip(s)" in w for w in splits.warnings)
+
+
 # --- the same inputs through run(): a few representative cases ----------------------------------
 
 @pytest.mark.parametrize("case", ["nan_clip", "non_utf8_line", "text_too_long"])

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from lorakit.experiment.leakage import check_leakage, normalize_for_leakage
 from lorakit.experiment.manifests import (
     DurationFilter,
+    MAX_REPORTED_BAD_LINES,
     ManifestError,
     StarvationError,
     Utterance,
@@ -146,6 +147,36 @@ def test_duplicate_line_is_bad(data):
     duplicate = r"d\.jsonl:3: field 'audio_filepath': duplicate of line 1"
     with pytest.raises(ManifestError, match=duplicate):
         read_manifest(m)
+
+
+def test_every_bad_line_is_reported_in_one_error(data):
+    """Three bad lines of three kinds: one error names each (file:line: field), so the file is fixed in
+    one pass; its attributes stay the first bad line's."""
+    m = write_lines(data / "three.jsonl", [
+        GOOD, {"audio_filepath": "clips/b.wav", "text": ""}, "{oops", {"audio_filepath": "clips/c.wav", "text": "ok"},
+        {"audio_filepath": "clips/nope.wav", "text": "gone"},
+    ])
+    with pytest.raises(ManifestError) as e:
+        read_manifest(m)
+    err = e.value
+    assert (err.path, err.line, err.field, err.reason) == (str(m), 2, "text", "empty text")
+    rows = str(err).splitlines()
+    assert rows[0] == f"{m}:2: field 'text': empty text (and 2 more bad line(s) of this manifest)"
+    assert rows[1].startswith(f"{m}:3: malformed JSON")
+    assert rows[2].startswith(f"{m}:5: field 'audio_filepath': audio file not found")
+    assert len(rows) == 3 and [(x.line, x.field) for x in err.errors] == [(2, "text"), (3, None), (5, "audio_filepath")]
+    again = pickle.loads(pickle.dumps(err))
+    assert str(again) == str(err) and again.line == 2
+
+
+def test_bad_lines_past_the_limit_are_counted(data):
+    n = MAX_REPORTED_BAD_LINES + 7
+    m = write_lines(data / "many.jsonl", [GOOD] + [{"audio_filepath": "clips/b.wav", "text": " "}] * n)
+    with pytest.raises(ManifestError) as e:
+        read_manifest(m)
+    rows = str(e.value).splitlines()
+    assert len(rows) == MAX_REPORTED_BAD_LINES + 1 and rows[-1] == "... and 7 more bad line(s)"
+    assert rows[-2].startswith(f"{m}:{MAX_REPORTED_BAD_LINES + 1}: field 'text'") and len(e.value.errors) == n
 
 
 def test_skip_mode_counts_and_keeps_reasons(data):

@@ -76,3 +76,41 @@ def test_papermill_unknown_parameter_fails_naming_it(project):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert errors and errors[0]["ename"] == "ConfigError" and "learning_rate" in errors[0]["evalue"]
     assert set(_records(project)) == before  # failed before any run folder (or model) existed
+
+
+def test_papermill_p_target_modules_q_proj_v_proj_on_the_tiny_whisper(project, whisper_dir):
+    """peft's own Whisper targets, typed as a user would: they match encoder and decoder alike, so the
+    run trains without the encoder cache (it used to stop: 'encoder cache enabled but the encoder has
+    trainable parameters')."""
+    before = set(_records(project))
+    proc = papermill(project, "notebooks/train.ipynb", "executed/qv.ipynb", "-p", "target_modules", "q_proj,v_proj",
+                     "-p", "model", str(whisper_dir), "-p", "max_new_tokens", "8")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (new,) = set(_records(project)) - before
+    metrics = json.loads((new / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and metrics["target_modules"] == 12  # q and v of 2 encoder + 2x2 decoder attentions
+    assert metrics["encoder_cache_hits"] == metrics["encoder_cache_misses"] == 0
+    adapter = json.loads((new / "adapter_best" / "adapter_config.json").read_text())
+    assert set(adapter["target_modules"]) == {"q_proj", "v_proj"}
+
+
+def test_execute_refuses_a_changed_recipe_for_a_recorded_run_id_and_force_starts_afresh(tiny_cfg, capsys, monkeypatch):
+    """`lorakit run` / sweeps go through `execute`: a run id recorded with another recipe is refused before
+    a kernel starts (its record and notebook untouched); force=True deletes it and runs the new recipe."""
+    from helpers import cheap
+    from lorakit import RunConfig
+    from lorakit.experiment.train import run
+    from lorakit.launch.notebooks import execute
+
+    monkeypatch.delenv("LORAKIT_SMOKE", raising=False)  # `make test` sets it; these are the real settings (the kernel's too)
+    params = cheap(tiny_cfg, max_new_tokens=4)
+    folder = run(RunConfig(**params, run_id="recipe")).folder
+    (folder / "run.ipynb").write_text("the first run's notebook")
+    changed = {**params, "lr": 5e-4}
+    assert execute(changed, "recipe", command="test") == "refused"
+    assert "lr: 0.001 -> 0.0005" in capsys.readouterr().err
+    assert (folder / "run.ipynb").read_text() == "the first run's notebook"
+    assert json.loads((folder / "config.json").read_text())["config"]["lr"] == 1e-3
+    assert execute(changed, "recipe", command="test", force=True, quiet=True) == "finished"
+    assert json.loads((folder / "config.json").read_text())["config"]["lr"] == 5e-4
+    assert nbformat.read(folder / "run.ipynb", as_version=4).cells

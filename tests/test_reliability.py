@@ -54,6 +54,12 @@ BAD_PARAMETERS = [  # (values over tiny_cfg, the parameter the message must name
     ({"heldout_manifest": "/nowhere/heldout.jsonl"}, "heldout_manifest", "manifest file not found"),
     ({"replay_manifest": "/nowhere/replay.jsonl", "replay_ratio": 0.25}, "replay_manifest", "manifest file not found"),
     ({"replay_ratio": 0.25}, "replay_ratio", "needs a replay_manifest"),
+    # these rewrite the base weights at init: adapter_best/ would not reproduce the run on the original model
+    ({"init_lora_weights": "pissa"}, "init_lora_weights", "moves part of the base weights into the adapter"),
+    ({"init_lora_weights": "pissa_niter_4"}, "init_lora_weights", "would not reproduce the run on the original model"),
+    ({"init_lora_weights": "olora"}, "init_lora_weights", "moves part of the base weights into the adapter"),
+    ({"init_lora_weights": "corda"}, "init_lora_weights", "lorakit refuses it"),
+    ({"init_lora_weights": "kaiming"}, "init_lora_weights", "must be one of True, False, 'gaussian', 'orthogonal'"),
 ]
 
 
@@ -95,7 +101,7 @@ def test_same_config_and_seed_twice_give_identical_results(tiny_cfg, monkeypatch
     baseline instead of reading the shared cache, so every number is produced twice."""
     values = cheap(tiny_cfg, max_steps=4, eval_interval=2, lora_dropout=0.1, max_eval_utterances=3)
     a = run(RunConfig(**values, run_id="det_a"))
-    monkeypatch.setattr(baseline_mod, "cached_baseline", lambda *args: None)
+    monkeypatch.setattr(baseline_mod, "cached_baseline", lambda *args: None)  # the shared cache lives in baseline.py
     b = run(RunConfig(**values, run_id="det_b"))
 
     def comparable(folder):

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
+from helpers import cheap
 from lorakit import RunConfig
+from lorakit.config import ConfigError
 from lorakit.experiment import checkpoint as ckpt
 from lorakit.experiment.inputs import Inputs
 from lorakit.experiment.manifests import read_manifest
-from lorakit.experiment.models import add_adapters, encoder_is_frozen, load_model
+from lorakit.experiment.models import add_adapters, encoder_is_frozen, load_model, plan_targets
 from lorakit.experiment.train import make_optimizer, run, select_best, train_step
 
 
@@ -54,6 +57,48 @@ def test_unknown_target_module_is_named(whisper_dir):
     sm = load_model(str(whisper_dir))
     with pytest.raises(ValueError, match="not_a_layer"):
         add_adapters(sm, RunConfig(target_modules="q_proj,not_a_layer"))
+
+
+DECODER_QV = r".*decoder\.layers\.\d+\.self_attn\.(q_proj|v_proj)"
+
+
+@pytest.mark.parametrize("form, targets, expected", [
+    ("list", "q_proj,v_proj", r".*\.(q_proj|v_proj)"),  # peft's Whisper example: encoder, decoder and cross-attention
+    ("regex", DECODER_QV, DECODER_QV),
+    ("decoder", "decoder", r"model\.decoder\.layers\..*"),
+    ("encoder", "encoder", r"model\.encoder\.layers\..*"),
+    ("all", "", r"model\.(encoder|decoder)\.layers\..*"),
+], ids=lambda v: v if v in ("list", "regex", "decoder", "encoder", "all") else "")
+def test_every_target_modules_form_runs_with_the_encoder_cache_only_when_peft_left_the_encoder_alone(tiny_cfg, form, targets, expected):
+    """The adapters land on exactly the linear layers the form names (read back from adapter_best/), and
+    frozen-encoder mode (the encoder-output cache) follows the modules peft adapted, not the words used."""
+    from safetensors import safe_open
+
+    result = run(RunConfig(**cheap(tiny_cfg, target_modules=targets), run_id=f"targets-{form}"))
+    m = result.metrics
+    assert m["status"] == "finished"
+    with safe_open(str(result.folder / "adapter_best" / "adapter_model.safetensors"), "pt") as f:
+        adapted = {k.removeprefix("base_model.model.").split(".lora_")[0] for k in f.keys()}
+    linear = {n for n, mod in load_model(tiny_cfg["model"]).model.named_modules() if isinstance(mod, torch.nn.Linear)}
+    assert adapted == {n for n in linear if re.fullmatch(expected, n)} and m["target_modules"] == len(adapted)
+    encoder_adapted = any(".encoder." in n for n in adapted)
+    assert (m["encoder_cache_hits"] + m["encoder_cache_misses"] > 0) != encoder_adapted
+    saved = json.loads((result.folder / "adapter_best" / "adapter_config.json").read_text())["target_modules"]
+    assert isinstance(saved, str) == (targets == DECODER_QV)  # a regex reaches peft as a regex
+
+
+def test_target_plan_is_what_peft_adapts(whisper_dir):
+    sm = load_model(str(whisper_dir))
+    plan = plan_targets(sm.model, RunConfig(target_modules="q_proj,v_proj").target_module_spec())
+    assert len(plan.modules) == 12 and not plan.encoder_frozen  # 2 encoder + 2x2 decoder attentions, q and v
+    assert add_adapters(sm, RunConfig(target_modules="q_proj,v_proj"), plan) is plan and not encoder_is_frozen(sm)
+    assert set(sm.model.targeted_module_names) == set(plan.modules)
+    with pytest.raises(ValueError, match="not layers LoRA can adapt.*WhisperDecoder"):
+        plan_targets(load_model(str(whisper_dir)).model, r"model\.decoder.*")  # the decoder block itself, its norms...
+    with pytest.raises(ValueError, match="matches no layer"):
+        plan_targets(load_model(str(whisper_dir)).model, r".*\.nothing_here")
+    with pytest.raises(ConfigError, match="'target_modules'.*regular expression"):
+        RunConfig(target_modules="(q_proj|v_proj")
 
 
 def test_select_best_honours_the_guardrail():
@@ -116,7 +161,7 @@ def test_best_adapter_is_verified_on_a_sample_and_a_mismatch_forces_a_full_pass(
     best = next(r for r in _history(sampled.folder) if r["kind"] == "eval" and r["step"] == m["best_step"])
     assert m["tuned_wer"] == best["domain_wer"] and m["heldout_tuned_wer"] == best["heldout_wer"]
 
-    real = best_mod.read_jsonl
+    real = best_mod.read_jsonl  # the verification reads the recorded predictions in best.py
 
     def tampered(path):  # what was recorded at the best step no longer matches the adapter on disk
         rows = real(path)
@@ -154,6 +199,20 @@ def test_baseline_cache_misses_when_manifest_preprocessing_or_generation_change(
     assert not baseline(domain_manifest=str(reversed_manifest))
     assert not baseline(rms_target=0.05)
     assert not baseline(max_new_tokens=10)
+
+
+def test_baseline_and_encoder_cache_keys_include_precision_and_device_type(whisper_dir, tmp_path):
+    """A bf16 GPU baseline (or encoder output) is not an fp32 CPU one: each (device type, autocast)
+    pair has its own key, and the same pair always gets the same key."""
+    from lorakit.experiment.baseline import baseline_key
+
+    sm = load_model(str(whisper_dir))
+    computes = [("cpu", None), ("cpu", torch.bfloat16), ("cuda", None), ("cuda", torch.bfloat16), ("cuda", torch.float16)]
+    baseline = [baseline_key(sm, "sha", ["domain:1"], 0.075, 12, device_type=d, autocast=a, model_fingerprint="w") for d, a in computes]
+    encoder = [Inputs.cache_dir_for(tmp_path, sm, 0.075, d, a) for d, a in computes]
+    assert len(set(baseline)) == len(set(encoder)) == len(computes)
+    assert baseline_key(sm, "sha", ["domain:1"], 0.075, 12, device_type="cpu", autocast=None, model_fingerprint="w") == baseline[0]
+    assert Inputs.cache_dir_for(tmp_path, sm, 0.075, "cuda", torch.bfloat16) == encoder[3]
 
 
 def test_baseline_is_computed_once_and_shared(tiny_cfg, capsys):
@@ -203,6 +262,39 @@ def test_a_finished_run_is_not_overwritten(tiny_cfg):
     run(cfg)
     with pytest.raises(Exception, match="already finished"):
         run(cfg)
+
+
+def test_a_run_id_recorded_with_another_config_is_refused_before_the_model_loads(tiny_cfg, monkeypatch):
+    """An unfinished run resumes only with the configuration it was recorded with: a changed recipe is
+    refused, naming each changed parameter, and the record is left as it was. run_id, notes, command
+    and output_dir shape no number, so they may differ."""
+    from lorakit.experiment import train
+
+    values = cheap(tiny_cfg, max_steps=2, eval_interval=2)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("simulated crash at the first evaluation")
+
+    with monkeypatch.context() as m:
+        m.setattr(train, "evaluate_step", crash)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            run(RunConfig(**values, run_id="recipe"))
+    folder = Path(tiny_cfg["output_dir"]) / "recipe"
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    assert json.loads(before["metrics.json"])["status"] == "failed" and "config.json" in before
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded for a refused run")
+
+    with monkeypatch.context() as m:
+        m.setattr(train, "load_model", no_model)
+        with pytest.raises(ConfigError) as info:
+            run(RunConfig(**{**values, "lr": 5e-4, "lora_r": 8}, run_id="recipe"))
+    assert "lr: 0.001 -> 0.0005" in str(info.value) and "lora_r: 16 -> 8" in str(info.value)
+    assert "max_steps" not in str(info.value) and "--force" in str(info.value)
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+    resumed = run(RunConfig(**values, run_id="recipe", notes="same recipe, new notes", command="again"))
+    assert resumed.metrics["status"] == "finished"
 
 
 def test_adapters_are_active_at_evaluation(tiny_cfg, small_corpus):
@@ -277,3 +369,100 @@ def test_a_run_evaluates_exactly_at_the_listed_steps(tiny_cfg):
     assert sorted(p.name for p in (result.folder / "predictions").glob("domain_step*.jsonl")) == [
         "domain_step000001.jsonl", "domain_step000003.jsonl", "domain_step000005.jsonl"]
     assert result.metrics["best_step"] in (1, 3, 5)
+
+
+# --- what the loop is built from, step by step -----------------------------------------------------
+
+@pytest.mark.parametrize("scheduler", ["linear", "cosine", "constant"])
+def test_lr_schedule_step_by_step(scheduler):
+    """Warmup over int(warmup_ratio x max_steps) steps from 0 to `lr`, then linear to 0, half a cosine to 0,
+    or flat; the value at step s is what the s-th optimizer step uses."""
+    import math
+
+    cfg = RunConfig(lr=1e-3, max_steps=10, eval_interval=10, warmup_ratio=0.25, scheduler=scheduler)  # warmup: int(2.5) = 2
+    layer = torch.nn.Linear(2, 2)
+    optimizer, schedule = make_optimizer(layer, cfg)
+    seen = []
+    for _ in range(cfg.max_steps):
+        seen.append(schedule.get_last_lr()[0])
+        optimizer.step()
+        schedule.step()
+    after = {"linear": lambda s: (10 - s) / 8, "cosine": lambda s: 0.5 * (1 + math.cos(math.pi * (s - 2) / 8)), "constant": lambda s: 1.0}
+    expected = [1e-3 * (s / 2 if s < 2 else after[scheduler](s)) for s in range(10)]
+    assert seen == pytest.approx(expected, abs=1e-12)
+    assert seen[:3] == pytest.approx([0.0, 5e-4, 1e-3]) and optimizer.param_groups[0]["lr"] == pytest.approx(
+        {"linear": 0.0, "cosine": 0.0, "constant": 1e-3}[scheduler], abs=1e-12)
+
+
+def test_grad_accum_2_equals_one_batch_twice_as_large(whisper_dir, small_corpus):
+    """Two micro-batches of 2 clips accumulate to the step of one 4-clip batch: the same loss and the same
+    updated adapter weights (the loss is weighted by label tokens, so clips of unequal length count alike)."""
+    utts = read_manifest(small_corpus["train"]).utterances[:4]
+    cfg = RunConfig(model=str(whisper_dir), lr=1e-2, warmup_ratio=0.0, max_steps=2, eval_interval=2, lora_dropout=0.0)
+    results = []
+    for micro_batches in ([utts[:2], utts[2:]], [utts]):
+        torch.manual_seed(0)
+        sm = load_model(cfg.model)
+        add_adapters(sm, cfg)
+        optimizer, scheduler = make_optimizer(sm.model, cfg)
+        inputs = Inputs(sm, cfg.rms_target, None, torch.device("cpu"))
+        losses = [train_step(sm, inputs, micro_batches, optimizer, scheduler, cfg.max_grad_norm)["loss"] for _ in range(2)]
+        results.append((losses, {n: p.detach().clone() for n, p in sm.model.named_parameters() if p.requires_grad}))
+    lengths = {len(Inputs(sm, 0.075, None, torch.device("cpu")).sm.label_ids(u.text)) for u in utts}
+    assert len(lengths) > 1  # clips of unequal label length: a plain mean of the micro-batch means would differ
+    (acc_losses, acc_weights), (big_losses, big_weights) = results
+    assert acc_losses == pytest.approx(big_losses, rel=1e-5)
+    assert acc_weights.keys() == big_weights.keys()
+    assert all(torch.allclose(acc_weights[k], big_weights[k], rtol=1e-4, atol=1e-6) for k in acc_weights)
+
+
+def test_wer_stop_threshold_stops_the_run_and_records_why(tiny_cfg, monkeypatch):
+    """domain WER > baseline x wer_stop_threshold at an evaluation stops training there; below it, the run
+    goes on. The evaluations are real; their domain WER is scaled to put it on either side of the line."""
+    from lorakit.experiment import train
+
+    real_evaluate, real_baselines = train.evaluate_step, train.compute_baselines
+    baseline: list[float] = []
+    scale = {2: 1.5, 4: 3.0}  # threshold 2: step 2 goes on, step 4 stops
+
+    def baselines(r):
+        out = real_baselines(r)
+        baseline.append(out["domain"].wer)
+        return out
+
+    def scaled(sm, inputs, splits, cfg, step, record, autocast, accelerator=None):
+        row = real_evaluate(sm, inputs, splits, cfg, step, record, autocast, accelerator)
+        return {**row, "domain_wer": scale[step] * baseline[0]}
+
+    monkeypatch.setattr(train, "compute_baselines", baselines)
+    monkeypatch.setattr(train, "evaluate_step", scaled)
+    result = run(RunConfig(**cheap(tiny_cfg, max_steps=8, eval_interval=2, wer_stop_threshold=2.0), run_id="stopped"))
+    m = json.loads((result.folder / "metrics.json").read_text())
+    assert m["status"] == "finished" and m["steps"] == 4
+    assert m["stop_reason"].startswith("wer_stop_threshold: domain WER") and "> 2.0 x baseline" in m["stop_reason"]
+    hist = _history(result.folder)
+    assert [r["step"] for r in hist if r["kind"] == "eval"] == [2, 4] and max(r["step"] for r in hist) == 4
+    # the loop steps the schedule once per optimizer step: linear from lr to 0 over max_steps (no warmup here)
+    assert [r["lr"] for r in hist if r["kind"] == "train"] == pytest.approx([1e-3 * (8 - k) / 8 for k in range(4)])
+
+
+@pytest.mark.slow
+def test_batched_evaluation_equals_stock_batch_1_generate(small_corpus, tmp_path):
+    """lorakit's batched, length-sorted transcription (from features, and from the encoder-output cache)
+    gives, clip for clip, what transformers' own generate gives one clip at a time. On the bundled
+    whisper-tiny.en: the tiny random Whisper says the same few tokens whatever it hears."""
+    from lorakit.experiment.bundled import BUNDLED_NAME
+    from lorakit.experiment.evaluate import transcribe
+
+    sm = load_model(BUNDLED_NAME)
+    utts = read_manifest(small_corpus["domain"]).utterances[:8]
+    plain = Inputs(sm, 0.075, None, torch.device("cpu"))
+    stock = []
+    for u in utts:
+        ids = sm.model.generate(input_features=plain.features([u])["input_features"], max_new_tokens=48, num_beams=1, do_sample=False)
+        stock.append(sm.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)[0].strip())
+    assert len({len(t.split()) for t in stock}) > 2  # hypotheses of several lengths: batches hold finished and running rows
+    assert transcribe(sm, utts, plain, 8, 48) == stock
+    cached = Inputs(sm, 0.075, tmp_path / "encoder", torch.device("cpu"))
+    assert transcribe(sm, utts, cached, 3, 48) == stock and cached.encoder_misses == len(utts)
+    assert transcribe(sm, utts, cached, 3, 48) == stock and cached.encoder_hits == len(utts)  # read back from the cache

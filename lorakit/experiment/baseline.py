@@ -1,5 +1,5 @@
 """The shared baseline: the base model's step-0 WER on an eval set, computed once per (model,
-manifest, preprocessing, generation, normalizer) and reused by every run that asks for the same.
+manifest, preprocessing, generation, normalizer, device type and precision) and reused by every run that asks for the same.
 `baseline_key` lists exactly what a baseline depends on; nothing else goes into it."""
 
 from __future__ import annotations
@@ -12,15 +12,16 @@ from ..config import RunConfig, cache_root
 from ..record import read_jsonl, write_jsonl
 from .distributed import broadcast, evaluate_all
 from .evaluate import NORMALIZER_VERSION, EvalResult
-from .inputs import Inputs, preprocessing_fingerprint, tensor_fingerprint
+from .inputs import Inputs, compute_fingerprint, preprocessing_fingerprint, tensor_fingerprint
 from .manifests import Utterance
 from .models import SpeechModel
 
 
-def baseline_key(sm: SpeechModel, manifest_sha: str, utt_ids: list[str], rms_target: float, max_new_tokens: int,
-                 model_fingerprint: str | None = None) -> str:
+def baseline_key(sm: SpeechModel, manifest_sha: str, utt_ids: list[str], rms_target: float, max_new_tokens: int, *,
+                 device_type: str, autocast, model_fingerprint: str | None = None) -> str:
     """What the baseline depends on: the model's weights, the manifest's bytes (and which lines are
-    used), the preprocessing, the generation settings and the normalizer. Nothing else.
+    used), the preprocessing, the generation settings, the normalizer, and the device type and
+    autocast precision that decode (a bf16 GPU baseline is not an fp32 one). Nothing else.
 
     `model_fingerprint` is `tensor_fingerprint(sm.base)` when the caller already has it: hashing every
     weight costs 0.4 s for whisper-tiny and grows with the model, so a run hashes once for all its sets.
@@ -32,6 +33,7 @@ def baseline_key(sm: SpeechModel, manifest_sha: str, utt_ids: list[str], rms_tar
         "preprocessing": preprocessing_fingerprint(sm, rms_target),
         "generation": {**sm.base.generation_config.to_diff_dict(), "max_new_tokens": max_new_tokens},
         "normalizer": NORMALIZER_VERSION,
+        "compute": compute_fingerprint(device_type, autocast),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
@@ -56,7 +58,8 @@ def shared_baseline(sm: SpeechModel, inputs: Inputs, name: str, utts: list[Utter
     Under several processes the main one looks in the cache for all (another run may store the
     entry between two processes' looks), they compute it together, and the main one stores it.
     """
-    key = baseline_key(sm, manifest_sha, [u.id for u in utts], cfg.rms_target, cfg.max_new_tokens, model_fingerprint)
+    key = baseline_key(sm, manifest_sha, [u.id for u in utts], cfg.rms_target, cfg.max_new_tokens,
+                       device_type=inputs.device.type, autocast=autocast, model_fingerprint=model_fingerprint)
     cached = broadcast(cached_baseline(cache_root(), key), accelerator)
     if cached is not None:
         print(f"baseline {name}: from the shared cache ({key})")

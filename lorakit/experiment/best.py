@@ -66,7 +66,7 @@ def reevaluate_best(cfg: RunConfig, splits: Splits, record: RunRecord, autocast,
     sm = load_model(cfg.model, device=device)
     sm.model = PeftModel.from_pretrained(sm.model, str(record.folder / ckpt.BEST), is_trainable=False)
     sm.model.to(device)
-    inputs = make_inputs(sm, cfg, device, frozen_encoder=encoder_is_frozen(sm))
+    inputs = make_inputs(sm, cfg, device, frozen_encoder=encoder_is_frozen(sm), autocast=autocast)
     out: dict[str, EvalResult] = {}
     check: dict = {"mode": "full"}
     if cfg.verify_best and best_step is not None:

@@ -34,6 +34,12 @@ def tensor_fingerprint(module: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def compute_fingerprint(device_type: str, autocast: torch.dtype | None) -> dict:
+    """How the numbers are computed: a bf16 GPU pass and an fp32 CPU pass of the same weights give
+    different outputs, so a cache entry of one is not reused by the other."""
+    return {"device": device_type, "precision": str(autocast).removeprefix("torch.") if autocast is not None else "float32"}
+
+
 def preprocessing_fingerprint(sm: SpeechModel, rms_target: float) -> dict:
     """Everything between the audio file and the model input, as a JSON-able dict."""
     fe = sm.processor.feature_extractor.to_dict()
@@ -56,8 +62,11 @@ class Inputs:
             cache_dir.mkdir(parents=True, exist_ok=True)
 
     @staticmethod
-    def cache_dir_for(root: Path, sm: SpeechModel, rms_target: float) -> Path:
-        key = json.dumps({"encoder": tensor_fingerprint(sm.base.get_encoder()), "pre": preprocessing_fingerprint(sm, rms_target)}, sort_keys=True)
+    def cache_dir_for(root: Path, sm: SpeechModel, rms_target: float, device_type: str, autocast: torch.dtype | None) -> Path:
+        """The encoder outputs' folder, keyed by the encoder's weights, the preprocessing, and the
+        device type and autocast precision that computed them."""
+        key = json.dumps({"encoder": tensor_fingerprint(sm.base.get_encoder()), "pre": preprocessing_fingerprint(sm, rms_target),
+                          "compute": compute_fingerprint(device_type, autocast)}, sort_keys=True)
         return root / "encoder" / hashlib.sha256(key.encode()).hexdigest()[:16]
 
     def audio(self, utt: Utterance) -> np.ndarray:
@@ -104,8 +113,9 @@ class Inputs:
         return self.features(utts)
 
 
-def make_inputs(sm: SpeechModel, cfg: RunConfig, device, frozen_encoder: bool) -> Inputs:
+def make_inputs(sm: SpeechModel, cfg: RunConfig, device: torch.device, frozen_encoder: bool, autocast: torch.dtype | None) -> Inputs:
     """A run's `Inputs`: with the Whisper encoder frozen (and `encoder_cache` on), encoder outputs
-    come from the disk cache keyed by that encoder and the preprocessing."""
+    come from the disk cache keyed by that encoder, the preprocessing, the device type and precision."""
     cached = sm.family == "whisper" and cfg.encoder_cache and frozen_encoder
-    return Inputs(sm, cfg.rms_target, Inputs.cache_dir_for(cache_root(), sm, cfg.rms_target) if cached else None, device)
+    folder = Inputs.cache_dir_for(cache_root(), sm, cfg.rms_target, device.type, autocast) if cached else None
+    return Inputs(sm, cfg.rms_target, folder, device)

@@ -33,21 +33,51 @@ PathLike = str | os.PathLike
 # Reading
 
 
-class ManifestError(ValueError):
-    """A bad manifest line: `path:line: field 'text': empty text`."""
+MAX_REPORTED_BAD_LINES = 20  # one ManifestError lists this many bad lines, then counts the rest
 
-    def __init__(self, path: PathLike, line: int | None, field: str | None, reason: str):
+
+class ManifestError(ValueError):
+    """A bad manifest line: `path:line: field 'text': empty text`.
+
+    When a manifest has several bad lines, one error reports them all (`others`: the lines after the
+    first, each its own ManifestError), so a user fixes the file in one pass. `path`, `line`, `field`
+    and `reason` are the first bad line's; the message lists up to MAX_REPORTED_BAD_LINES lines, one
+    per row, then "... and N more".
+    """
+
+    def __init__(self, path: PathLike, line: int | None, field: str | None, reason: str,
+                 others: tuple["ManifestError", ...] = ()):
         self.path, self.line, self.field, self.reason = str(path), line, field, reason
-        where = self.path if line is None else f"{self.path}:{line}"
-        super().__init__(f"{where}: {self.problem}")
+        self.others = tuple(others)
+        super().__init__(self._message())
+
+    @property
+    def where(self) -> str:
+        return self.path if self.line is None else f"{self.path}:{self.line}"
 
     @property
     def problem(self) -> str:
         """The message without the `path:line:` prefix (what skip mode records)."""
         return f"field '{self.field}': {self.reason}" if self.field else self.reason
 
+    @property
+    def errors(self) -> list["ManifestError"]:
+        """Every bad line this error reports, the first one included."""
+        return [ManifestError(self.path, self.line, self.field, self.reason), *self.others]
+
+    def _message(self) -> str:
+        first = f"{self.where}: {self.problem}"
+        if not self.others:
+            return first
+        shown = self.errors[:MAX_REPORTED_BAD_LINES]
+        lines = [first + f" (and {len(self.others)} more bad line(s) of this manifest)"]
+        lines += [f"{e.where}: {e.problem}" for e in shown[1:]]
+        if len(self.errors) > len(shown):
+            lines.append(f"... and {len(self.errors) - len(shown)} more bad line(s)")
+        return "\n".join(lines)
+
     def __reduce__(self):  # picklable despite the 4-argument constructor
-        return type(self), (self.path, self.line, self.field, self.reason)
+        return type(self), (self.path, self.line, self.field, self.reason, self.others)
 
 
 @dataclass(frozen=True)
@@ -83,9 +113,10 @@ class Manifest:
 def read_manifest(path: PathLike, on_bad: Literal["error", "skip"] = "error") -> Manifest:
     """Read and validate a JSONL manifest.
 
-    on_bad="error" raises ManifestError at the first bad line; "skip" leaves bad lines out but
-    records each one in `Manifest.skipped` and warns, so nothing disappears silently. Blank
-    lines are ignored. A manifest without a usable line raises ManifestError either way.
+    on_bad="error" reads the whole file, then raises one ManifestError naming every bad line (the
+    first one's path, line and field as its attributes); "skip" leaves bad lines out but records
+    each one in `Manifest.skipped` and warns, so nothing disappears silently. Blank lines are
+    ignored. A manifest without a usable line raises ManifestError either way.
     """
     if on_bad not in ("error", "skip"):
         raise ValueError(f"on_bad must be 'error' or 'skip', got {on_bad!r}")
@@ -95,7 +126,7 @@ def read_manifest(path: PathLike, on_bad: Literal["error", "skip"] = "error") ->
     data = mpath.read_bytes()
 
     utterances: list[Utterance] = []
-    skipped: list[tuple[int, str]] = []
+    bad: list[ManifestError] = []
     seen: dict[tuple[str, str], int] = {}  # (audio, text) -> first line, to catch duplicates
     n_lines = 0
     for lineno, raw in enumerate(data.split(b"\n"), start=1):
@@ -110,12 +141,13 @@ def read_manifest(path: PathLike, on_bad: Literal["error", "skip"] = "error") ->
             if first != lineno:
                 raise ManifestError(mpath, lineno, "audio_filepath", f"duplicate of line {first}")
         except ManifestError as e:
-            if on_bad == "error":
-                raise
-            skipped.append((lineno, e.problem))
+            bad.append(e)
             continue
         utterances.append(utt)
 
+    if bad and on_bad == "error":
+        raise ManifestError(bad[0].path, bad[0].line, bad[0].field, bad[0].reason, tuple(bad[1:]))
+    skipped = [(e.line, e.problem) for e in bad]
     if not utterances:
         reason = "no usable lines" + (f" ({len(skipped)} bad lines skipped)" if skipped else "")
         raise ManifestError(mpath, None, None, reason)

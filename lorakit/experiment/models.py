@@ -7,7 +7,6 @@ becomes labels, and how to generate.
 
 from __future__ import annotations
 
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,14 @@ class SpeechModel:
     @property
     def sampling_rate(self) -> int:
         return int(self.processor.feature_extractor.sampling_rate)
+
+    @property
+    def input_seconds(self) -> float | None:
+        """The longest clip the model sees whole: Whisper's fixed window (its feature extractor pads
+        or cuts every clip to `n_samples`, 30 s); None for Moonshine, which takes any length."""
+        if self.family != "whisper":
+            return None
+        return self.processor.feature_extractor.n_samples / self.sampling_rate
 
     @property
     def base(self):
@@ -187,26 +194,69 @@ def discover_target_modules(model: torch.nn.Module, side: str = "") -> list[str]
     return names
 
 
-def resolve_target_modules(model: torch.nn.Module, spec: list[str]) -> list[str] | str:
-    """'' -> all blocks; 'decoder'/'encoder' -> that side; else names or suffixes given to peft."""
+ADAPTABLE = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d)  # layer types peft's LoRA wraps
+
+
+@dataclass(frozen=True)
+class TargetPlan:
+    """Which layers the adapters will sit on, known before they exist (the baseline and the encoder
+    cache are set up first): `spec` is what peft receives as `target_modules`, `modules` the names
+    peft's own matching picks from the base model, `encoder_frozen` whether none of them is in the encoder."""
+
+    spec: list[str] | str
+    modules: tuple[str, ...]
+    encoder_frozen: bool
+
+
+def resolve_target_modules(model: torch.nn.Module, spec: list[str] | str) -> list[str] | str:
+    """[] -> every block's linear layers; ['decoder'] / ['encoder'] -> that side's; a str is a regex
+    (peft full-matches it against module names); else names or name suffixes, each of which must match."""
+    if isinstance(spec, str):
+        return spec
     if not spec:
         return discover_target_modules(model)
     if spec in (["decoder"], ["encoder"]):
         return discover_target_modules(model, spec[0])
-    linear_names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     for item in spec:
-        if not any(n == item or n.endswith("." + item) or re.fullmatch(item, n) for n in linear_names):
-            raise ValueError(f"target_modules: {item!r} matches no linear layer of this model")
+        if not peft_matches(model, [item]):
+            raise ValueError(f"target_modules: {item!r} matches no layer of this model")
     return spec
 
 
-def add_adapters(sm: SpeechModel, cfg, targets: list[str] | str | None = None) -> list[str]:
-    """Wrap the model with a peft LoRA/DoRA adapter from the run config (on `targets` when already
-    resolved by `resolve_target_modules`); returns the target names."""
-    from peft import LoraConfig, get_peft_model
+def peft_matches(model: torch.nn.Module, spec: list[str] | str) -> list[str]:
+    """The module names that peft will adapt for `target_modules=spec`: its own matching function."""
+    from peft import LoraConfig
+    from peft.tuners.tuners_utils import check_target_module_exists
 
-    targets = targets if targets is not None else resolve_target_modules(sm.model, cfg.target_module_list())
-    lora = LoraConfig(
+    probe = LoraConfig(target_modules=spec)
+    return [name for name, _ in model.named_modules() if name and check_target_module_exists(probe, name)]
+
+
+def plan_targets(model: torch.nn.Module, spec: list[str] | str) -> TargetPlan:
+    """Resolve `spec` (RunConfig.target_module_spec) and match it the way peft will, on the base model."""
+    resolved = resolve_target_modules(model, spec)
+    modules = peft_matches(model, resolved)
+    if not modules:
+        raise ValueError(f"target_modules: {spec!r} matches no layer of this model")
+    kinds = dict(model.named_modules())
+    odd = [f"{n} ({type(kinds[n]).__name__})" for n in modules if not isinstance(kinds[n], ADAPTABLE)]
+    if odd:
+        raise ValueError(f"target_modules: {spec!r} matches {len(odd)} module(s) that are not layers LoRA can adapt "
+                         f"(linear, embedding, convolution), e.g. {', '.join(odd[:3])}; narrow the pattern")
+    encoder = _encoder_prefix(model)
+    frozen = encoder is None or not any(n == encoder or n.startswith(encoder + ".") for n in modules)
+    return TargetPlan(spec=resolved, modules=tuple(modules), encoder_frozen=frozen)
+
+
+def _encoder_prefix(model: torch.nn.Module) -> str | None:
+    encoder = model.get_encoder() if hasattr(model, "get_encoder") else None
+    return next((name for name, m in model.named_modules() if m is encoder), None)
+
+
+def lora_config(cfg, targets: list[str] | str):
+    from peft import LoraConfig
+
+    return LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
@@ -215,13 +265,34 @@ def add_adapters(sm: SpeechModel, cfg, targets: list[str] | str | None = None) -
         init_lora_weights=cfg.init_lora_weights,
         bias="none",
     )
-    sm.model = get_peft_model(sm.model, lora)
-    return list(targets)
+
+
+def add_adapters(sm: SpeechModel, cfg, plan: TargetPlan | None = None) -> TargetPlan:
+    """Wrap the model with a peft LoRA/DoRA adapter from the run config, on `plan` (from `plan_targets`,
+    made before the adapters exist) or the config's targets; checks that peft adapted exactly the
+    planned modules, and returns the plan."""
+    from peft import get_peft_model
+
+    plan = plan if plan is not None else plan_targets(sm.model, cfg.target_module_spec())
+    sm.model = get_peft_model(sm.model, lora_config(cfg, plan.spec))
+    adapted = set(sm.model.targeted_module_names)
+    if adapted != set(plan.modules) or encoder_is_frozen(sm) != plan.encoder_frozen:
+        raise RuntimeError(f"internal: peft adapted {len(adapted)} modules ({sorted(adapted ^ set(plan.modules))[:3]} differ) "
+                           f"where {len(plan.modules)} were planned (encoder frozen: planned {plan.encoder_frozen})")
+    return plan
 
 
 def encoder_is_frozen(sm: SpeechModel) -> bool:
-    """True when no trainable parameter lives in the encoder (decoder-only adapters)."""
-    return not any(p.requires_grad for n, p in sm.model.named_parameters() if ".encoder." in n)
+    """True when no adapter layer and no trainable parameter lives in the encoder (decoder-only adapters).
+
+    Decided from the layers peft actually wrapped, not from `requires_grad` alone: an adapter loaded
+    for inference (`is_trainable=False`) still changes the encoder's output."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    encoder = sm.base.get_encoder() if hasattr(sm.base, "get_encoder") else None
+    if encoder is None:
+        return True
+    return not any(isinstance(m, BaseTunerLayer) for m in encoder.modules()) and not any(p.requires_grad for p in encoder.parameters())
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -35,8 +35,9 @@ SILENCE_RMS = 1e-8  # linear amplitude: below it `rms_normalize` leaves a clip a
 DURATION_TOLERANCE = 0.25  # seconds (or 10 % of the clip): manifests round durations; truncated copies lose more
 
 
-def _clip_problem(u: Utterance, sampling_rate: int, rms_target: float) -> tuple[str, str] | None:
-    """(field, problem) when a clip cannot be used as it is listed, else None."""
+def _clip_problem(u: Utterance, sampling_rate: int, rms_target: float, window: float | None = None) -> tuple[str, str] | None:
+    """(field, problem) when a clip cannot be used as it is listed, else None. `window`: the longest
+    clip the model sees whole (Whisper's 30 s); a longer one would be cut without a word."""
     try:
         x = load_audio(u.audio_filepath, sampling_rate=sampling_rate, rms_target=rms_target)
     except AudioError as exc:
@@ -50,14 +51,18 @@ def _clip_problem(u: Utterance, sampling_rate: int, rms_target: float) -> tuple[
     if abs(seconds - u.duration) > max(DURATION_TOLERANCE, 0.1 * u.duration):
         # a truncated copy, or a wrong field that the duration filter trusted
         return "duration", f"says {u.duration:g} s but {u.audio_filepath} lasts {seconds:.2f} s (truncated file or wrong field)"
+    if window is not None and seconds > window:
+        return "duration", (f"{u.audio_filepath} lasts {seconds:.2f} s, over the model's {window:g} s input window: Whisper would "
+                            "hear only the start and be scored on the whole text (split the clip, or on_bad_audio='skip')")
     return None
 
 
-def _usable_audio(utts: list[Utterance], policy: str, sampling_rate: int, rms_target: float, skipped: list) -> list[Utterance]:
+def _usable_audio(utts: list[Utterance], policy: str, sampling_rate: int, rms_target: float, skipped: list,
+                  window: float | None = None) -> list[Utterance]:
     """Decode every clip once up front, so a bad file fails (or is skipped) before training starts."""
     good = []
     for u in utts:
-        problem = _clip_problem(u, sampling_rate, rms_target)
+        problem = _clip_problem(u, sampling_rate, rms_target, window)
         if problem is None:
             good.append(u)
             continue
@@ -90,13 +95,15 @@ def _fitting_labels(utts: list[Utterance], sm: SpeechModel | None, policy: str, 
 def prepare_data(cfg: RunConfig, sampling_rate: int = 16_000, sm: SpeechModel | None = None) -> Splits:
     """Read, filter and check every manifest and clip before any training: bad input is an error
     naming file, line and field, or (on_bad_audio='skip') a skip counted in `report`. With `sm`,
-    training texts are also checked against the model's label limit."""
+    training texts are also checked against the model's label limit, and every clip against its input
+    window (Whisper: 30 s; a longer clip is an error naming file, line and duration, or a counted skip)."""
     manifests, report, warnings = _read_manifests(cfg)
     train = _filtered_train(cfg, manifests["train"], report)
     skipped_audio: list[dict] = []
-    train = _usable_audio(train, cfg.on_bad_audio, sampling_rate, cfg.rms_target, skipped_audio)
+    window = sm.input_seconds if sm is not None else None
+    train = _usable_audio(train, cfg.on_bad_audio, sampling_rate, cfg.rms_target, skipped_audio, window)
     evals = {name: _usable_audio(subset(manifests[name].utterances, cfg.max_eval_utterances, cfg.seed), cfg.on_bad_audio,
-                                 sampling_rate, cfg.rms_target, skipped_audio)
+                                 sampling_rate, cfg.rms_target, skipped_audio, window)
              for name in ("domain", "heldout") if name in manifests}
     skipped_text: list[dict] = []
     train = _fitting_labels(train, sm, cfg.on_bad_audio, skipped_text)

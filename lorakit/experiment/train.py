@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import ConfigError, RunConfig, check_inputs_exist, project_root
-from ..record import RunRecord, git_sha, markdown_table, now, run_command, today, versions, write_json
+from ..record import RunRecord, git_sha, markdown_table, now, recorded_config, run_command, today, versions, write_json
 from . import checkpoint as ckpt
 from .baseline import shared_baseline
 from .batches import mixed_batches
@@ -36,7 +36,7 @@ from .distributed import FollowerRecord, broadcast, evaluate_all, make_accelerat
 from .evaluate import EvalResult
 from .inputs import Inputs, make_inputs, tensor_fingerprint
 from .manifests import Utterance
-from .models import SpeechModel, add_adapters, encoder_is_frozen, load_model, pick_autocast, pick_device, resolve_target_modules
+from .models import SpeechModel, TargetPlan, add_adapters, load_model, pick_autocast, pick_device, plan_targets
 from .prepare import Splits, prepare_data
 
 
@@ -61,18 +61,22 @@ def train_step(sm: SpeechModel, inputs: Inputs, micro_batches: list[list[Utteran
                max_grad_norm: float, autocast: torch.dtype | None = None, accelerator=None, model=None) -> dict:
     """forward -> loss -> backward (accumulated over micro-batches) -> clip -> optimizer step -> schedule.
 
+    Each micro-batch's mean token loss is weighted by its share of the step's label tokens, so the
+    accumulated step equals one batch holding all the micro-batches (clips of unequal length alike).
     Under accelerate, `model` is the prepared (data-parallel) model, the micro-batches are this
     process's slices, and gradients are all-reduced once, at the last micro-batch's backward.
     """
     model = model if model is not None else sm.model
     model.train()
     total = 0.0
+    labels = [inputs.labels(batch) for batch in micro_batches]
+    counts = [int((x != -100).sum()) for x in labels]  # label tokens the loss averages over
     for i, batch in enumerate(micro_batches):
-        model_in, labels = inputs.model_inputs(batch), inputs.labels(batch)
+        model_in = inputs.model_inputs(batch)
         accumulating = accelerator is not None and i < len(micro_batches) - 1
         with accelerator.no_sync(model) if accumulating else nullcontext():
             with torch.autocast(inputs.device.type, dtype=autocast, enabled=autocast is not None):
-                loss = model(**model_in, labels=labels).loss / len(micro_batches)
+                loss = model(**model_in, labels=labels[i]).loss * (counts[i] / sum(counts))
             accelerator.backward(loss) if accelerator is not None else loss.backward()
         total += loss.item()
     if accelerator is not None and accelerator.num_processes > 1:
@@ -113,11 +117,13 @@ def default_run_id(cfg: RunConfig) -> str:
 
 def run(cfg: RunConfig) -> RunResult:
     """Execute one experiment and write its run record. Resumes from `checkpoint_last` when the
-    run folder holds an unfinished run with the same configuration."""
+    run folder holds an unfinished run with the same configuration; refuses, before anything loads,
+    a run id recorded with another configuration (naming what changed)."""
     check_inputs_exist(cfg)
     accelerator = make_accelerator(cfg)
     run_id = broadcast(cfg.run_id or default_run_id(cfg), accelerator)  # the main process's timestamp names the run
     folder = cfg.path("output_dir") / run_id
+    cfg.check_same_run(recorded_config(folder), folder)
     record = RunRecord(folder) if accelerator.is_main_process else FollowerRecord(folder)
     previous = record.metrics()
     if previous.get("status") == "finished":
@@ -150,7 +156,7 @@ class RunState:
     sm: SpeechModel
     splits: Splits
     inputs: Inputs
-    targets: list[str] | str
+    targets: TargetPlan
     baselines: dict[str, EvalResult] = field(default_factory=dict)
     optimizer: object = None
     scheduler: object = None
@@ -179,8 +185,9 @@ def _run(cfg: RunConfig, run_id: str, record: RunRecord, started: float, acceler
 
 
 def set_up(cfg: RunConfig, run_id: str, record: RunRecord, started: float, accelerator) -> RunState:
-    """Seed, device, model, checked data, config.json; the adapter targets decide frozen-encoder mode
-    before the adapters exist, so the baseline can use the encoder cache too."""
+    """Seed, device, model, checked data, config.json; the adapter targets, matched by peft's own rule
+    on the base model, decide frozen-encoder mode before the adapters exist, so the baseline can use
+    the encoder cache too (`add_adapters` then checks that peft adapted exactly those modules)."""
     seed_everything(cfg.seed)
     n_proc = accelerator.num_processes
     if n_proc > 1 and cfg.batch_size % n_proc:
@@ -189,6 +196,7 @@ def set_up(cfg: RunConfig, run_id: str, record: RunRecord, started: float, accel
     device = pick_device(cfg.device) if n_proc == 1 else accelerator.device
     autocast = pick_autocast(cfg.precision, device)
     sm = load_model(cfg.model, device=device)
+    targets = plan_targets(sm.model, cfg.target_module_spec())  # a target_modules that matches nothing fails here
     splits = prepare_data(cfg, sampling_rate=sm.sampling_rate, sm=sm)
     if accelerator.is_main_process:
         write_json(record.folder / "config.json", {
@@ -198,8 +206,7 @@ def set_up(cfg: RunConfig, run_id: str, record: RunRecord, started: float, accel
             "manifests": {name: {"path": str(m.path), "sha256": m.sha256, "n_lines": splits.report[name]["lines"],
                                  "n_used": splits.report[name].get("used")} for name, m in splits.manifests.items()},
         })
-    targets = resolve_target_modules(sm.model, cfg.target_module_list())
-    inputs = make_inputs(sm, cfg, device, frozen_encoder=all(".encoder." not in f".{t}" for t in targets))
+    inputs = make_inputs(sm, cfg, device, frozen_encoder=targets.encoder_frozen, autocast=autocast)
     return RunState(cfg, run_id, record, started, accelerator, device, autocast, sm, splits, inputs, targets)
 
 
@@ -225,12 +232,10 @@ def add_run_adapters(r: RunState) -> None:
             sm.base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         else:
             sm.base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    add_adapters(sm, cfg, r.targets)
-    if r.inputs.cache_dir is not None and not encoder_is_frozen(sm):
-        raise RuntimeError("internal: encoder cache enabled but the encoder has trainable parameters")
+    add_adapters(sm, cfg, r.targets)  # raises unless peft adapted exactly the planned modules
     r.n_trainable = sum(p.numel() for p in sm.model.parameters() if p.requires_grad)
     n_all = sum(p.numel() for p in sm.model.parameters())
-    print(f"adapters: {'DoRA' if cfg.use_dora else 'LoRA'} r={cfg.lora_r} on {len(r.targets)} modules; "
+    print(f"adapters: {'DoRA' if cfg.use_dora else 'LoRA'} r={cfg.lora_r} on {len(r.targets.modules)} modules; "
           f"{r.n_trainable:,} trainable of {n_all:,} parameters ({100 * r.n_trainable / n_all:.2f} %); "
           f"encoder cache: {'on' if r.inputs.cache_dir is not None else 'off'}")
     r.optimizer, r.scheduler = make_optimizer(sm.model, cfg)
@@ -262,7 +267,7 @@ def record_start(r: RunState) -> dict:
         heldout_manifest=cfg.heldout_manifest or None, max_steps=cfg.max_steps, lr=cfg.lr, scheduler=cfg.scheduler,
         use_dora=cfg.use_dora, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, seed=cfg.seed, model=cfg.model, notes=cfg.notes,
         baseline_wer=r.baseline_wer("domain"), heldout_baseline_wer=r.baseline_wer("heldout"), data=r.splits.report,
-        leakage=r.splits.report["leakage"], warnings=list(r.splits.warnings), target_modules=len(r.targets),
+        leakage=r.splits.report["leakage"], warnings=list(r.splits.warnings), target_modules=len(r.targets.modules),
         trainable_params=r.n_trainable,
     )
 

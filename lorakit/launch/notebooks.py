@@ -12,12 +12,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..config import RunConfig, launch_rank, project_root
-from ..record import run_status
+from ..config import ConfigError, RunConfig, launch_rank, project_root, smoke_requested
+from ..record import recorded_config, run_status
 
 
 def execute(params: dict[str, Any], run_id: str, force: bool = False, quiet: bool = False, command: str | None = None) -> str:
-    """Run the train notebook for one run id; returns the run's final status ('skipped' if finished).
+    """Run the train notebook for one run id; returns the run's final status ('skipped' if finished,
+    'refused' if the folder holds a run recorded with another configuration: `force` starts afresh).
 
     `command` (default: this process's `lorakit ...` command line) reaches the run record as the
     notebook's `command` parameter. Under `accelerate launch` / torchrun every rank executes the
@@ -31,6 +32,13 @@ def execute(params: dict[str, Any], run_id: str, force: bool = False, quiet: boo
     cfg = RunConfig.from_dict({**params, "run_id": run_id, "command": command})
     folder = cfg.path("output_dir") / run_id
     rank = launch_rank()
+    if not force:  # before the finished check: a finished run of another recipe is not this one
+        try:
+            shown = cfg.smoke() if smoke_requested() else cfg  # what the notebook will build (RunConfig.from_namespace)
+            shown.check_same_run(recorded_config(folder), folder)
+        except ConfigError as exc:  # the old record stays as it is (its run.ipynb too)
+            print(f"{run_id}: refused: {exc}", file=sys.stderr)
+            return "refused"
     status = run_status(folder)
     if status == "finished" and not force:
         print(f"{run_id}: already finished in {folder} (use --force to run again)")
