@@ -22,7 +22,7 @@ from lorakit.experiment.distributed import make_accelerator
 from lorakit.experiment.evaluate import evaluate
 from lorakit.experiment.inputs import Inputs
 from lorakit.experiment.manifests import read_manifest
-from lorakit.experiment.models import add_adapters, load_model, pick_autocast, pick_device, resolve_target_modules
+from lorakit.experiment.models import add_adapters, load_model, pick_autocast, pick_device, plan_targets
 from lorakit.experiment.train import make_optimizer, run, train_step
 
 pytestmark = pytest.mark.gpu
@@ -63,9 +63,9 @@ def _trainer(model_dir: Path, precision: str, cache: Path, **changes) -> SimpleN
     device = pick_device(cfg.device)
     torch.manual_seed(0)
     sm = load_model(cfg.model, device=device)
-    targets = resolve_target_modules(sm.model, cfg.target_module_list())
-    frozen = sm.family == "whisper" and all(".encoder." not in f".{t}" for t in targets)
-    add_adapters(sm, cfg, targets)
+    plan = plan_targets(sm.model, cfg.target_module_spec())  # the layers peft will adapt, matched as peft does
+    frozen = sm.family == "whisper" and plan.encoder_frozen
+    add_adapters(sm, cfg, plan)
     optimizer, scheduler = make_optimizer(sm.model, cfg)
     model, optimizer = accelerator.prepare(sm.model, optimizer)
     inputs = Inputs(sm, cfg.rms_target, cache if frozen else None, device)
