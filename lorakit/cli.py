@@ -23,11 +23,12 @@ from .config import ConfigError, RunConfig, load_yaml, project_root
 
 def parse_value(text: str) -> Any:
     """`-p key value` like papermill: Python/YAML literals become numbers and booleans, else a string."""
-    for parse in (ast.literal_eval,):
-        try:
-            return parse(text)
-        except (ValueError, SyntaxError):
-            pass
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        pass
+    else:  # "1.0,0.5" is a tuple to Python; a list is what papermill can inject into the notebook
+        return list(value) if isinstance(value, tuple) else value
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
     return text
@@ -44,12 +45,21 @@ def _overrides(pairs: list[list[str]] | None) -> dict[str, Any]:
     return {k: parse_value(v) for k, v in (pairs or [])}
 
 
+def _variant_id(stem: str, overrides: dict[str, Any]) -> str:
+    """demo + {lr: 5e-05, adapter_scales: [1.0, 0.5]} -> demo-lr5e-05-adapter_scales1.0_0.5 (a valid run id)."""
+    def text(v: Any) -> str:
+        return ",".join(map(str, v)) if isinstance(v, list) else str(v)
+
+    raw = stem + "".join(f"-{k}{text(v)}" for k, v in overrides.items())
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in raw)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     overrides = _overrides(args.p)
     params = recipe_parameters(args.recipe, overrides)
     # the run id is the recipe's name; -p overrides make it e.g. demo-lr5e-05, so a variant never
     # collides with (or is skipped as) the plain recipe
-    run_id = params.pop("run_id", "") or Path(args.recipe).stem + "".join(f"-{k}{v}" for k, v in overrides.items())
+    run_id = params.pop("run_id", "") or _variant_id(Path(args.recipe).stem, overrides)
     from .launch.notebooks import execute
 
     status = execute(params, run_id, force=args.force, quiet=args.quiet)

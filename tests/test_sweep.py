@@ -3,6 +3,8 @@ and verdicts. No training here (see test_recipes.py for sweeps that run)."""
 
 from __future__ import annotations
 
+import ast
+
 import json
 import statistics
 from pathlib import Path
@@ -227,3 +229,26 @@ def test_parallel_jobs_split_threads_and_gpus(tmp_path, monkeypatch):
     assert {gpu for gpu, *_ in seen} == {"0", "1"}
     assert all(len(busy) <= 2 and len(set(busy)) == len(busy) for *_, busy in seen)  # never two runs on one GPU
     assert sorted(p.stem for p in (tmp_path / "runs" / ".sweep-logs").glob("*.log")) == sorted(statuses)
+
+
+@pytest.mark.parametrize("name, text, expected", [("adapter_scales", "1.0,0.75,0.5", "1.0,0.75,0.5"),
+                                                  ("eval_steps", "10,20,40", "10,20,40"),
+                                                  ("target_modules", "q_proj,v_proj", "q_proj,v_proj")])
+def test_a_comma_list_on_the_command_line_reaches_the_notebook_as_a_list(name, text, expected):
+    """`lorakit run -p adapter_scales 1.0,0.75,0.5`: Python reads "1.0,0.75,0.5" as a tuple, which papermill
+    injects as the text "(1.0, 0.75, 0.5)"; the value must reach the notebook in a form RunConfig accepts."""
+    from papermill.translators import PythonTranslator
+
+    from lorakit.cli import parse_value
+
+    injected = ast.literal_eval(PythonTranslator.translate(parse_value(text)))  # what the parameters cell then holds
+    assert getattr(RunConfig.from_dict({name: injected}), name) == expected
+
+
+def test_a_variant_run_id_is_a_valid_run_id():
+    from lorakit.cli import _variant_id, parse_value
+
+    overrides = {"lr": parse_value("5e-5"), "adapter_scales": parse_value("1.0,0.5"), "train_manifest": "data/demo/x.jsonl"}
+    run_id = _variant_id("demo", overrides)
+    assert run_id == "demo-lr5e-05-adapter_scales1.0_0.5-train_manifestdata_demo_x.jsonl"
+    assert RunConfig(run_id=run_id).run_id == run_id  # accepted by the run_id rule
