@@ -80,6 +80,8 @@ class RunConfig:
     # evaluation and compute
     eval_batch_size: int = 32  # clips per generation batch
     max_new_tokens: int = 128  # generation limit per clip
+    prompt: str = ""  # Whisper text prompt (prompt_ids) at every evaluation, e.g. domain terms; "@path": a file's lines joined by ", "
+    prompt_only: bool = False  # train nothing: the base model with `prompt` against the base model without (the free competitor's row)
     encoder_cache: bool = True  # reuse encoder outputs when the encoder is frozen (Whisper)
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~1.5x slower steps
     log_interval: int = 10  # steps between training-loss lines in history.jsonl
@@ -188,6 +190,21 @@ class RunConfig:
         else:
             steps = _number_list(spec, "eval_steps", int)
         return sorted({*steps, self.max_steps})
+
+    def prompt_text(self) -> str:
+        """The prompt's text: `prompt` itself, or for "@path" the file's non-empty lines joined by ", " (a terms list)."""
+        if not self.prompt.startswith("@"):
+            return self.prompt.strip()
+        path = Path(self.prompt[1:]).expanduser()
+        path = path if path.is_absolute() else project_root() / path
+        try:
+            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        except OSError as exc:
+            raise ConfigError(f"parameter 'prompt' = {self.prompt!r}: cannot read {path} ({exc.strerror or exc})") from None
+        terms = [line for line in lines if line]
+        if not terms:
+            raise ConfigError(f"parameter 'prompt' = {self.prompt!r}: {path} holds no terms")
+        return ", ".join(terms) + "."
 
     def scale_list(self) -> list[float]:
         """`adapter_scales` as numbers, largest first; 1.0 (the adapter as trained) is always among them."""
@@ -422,6 +439,8 @@ def _validate(cfg: RunConfig) -> None:
          f"must leave at least one replay and one training clip in a batch of {cfg.batch_size} (round(ratio x batch_size))")
     need(not cfg.heldout_test_manifest or bool(cfg.heldout_manifest), "heldout_test_manifest",
          "needs a heldout_manifest (the dev set that checks the guardrail while choosing)")
+    need(not cfg.prompt_only or bool(cfg.prompt), "prompt_only", "needs a prompt (the base model with the prompt is the row)")
+    need(not cfg.prompt.startswith("@") or len(cfg.prompt) > 1, "prompt", "'@' must be followed by a file path")
     need(cfg.verify_best >= 0, "verify_best", "must be >= 0 (0: re-evaluate every clip)")
     need(all(0 < a <= 1 and math.isfinite(a) for a in cfg.scale_list()), "adapter_scales", "every scale must be in (0, 1]")
     if is_regex(cfg.target_modules.strip()):
@@ -452,3 +471,5 @@ def check_inputs_exist(cfg: RunConfig) -> None:
         p = cfg.path(name) if name != "replay_manifest" or cfg.replay_per_batch() else None
         if p is not None and not p.exists():
             raise ConfigError(f"parameter {name!r}: manifest file not found: {p}")
+    if cfg.prompt:
+        cfg.prompt_text()  # an unreadable or empty "@path" prompt fails here, before any model loads

@@ -503,3 +503,65 @@ def test_batched_evaluation_equals_stock_batch_1_generate(small_corpus, tmp_path
     cached = Inputs(sm, 0.075, tmp_path / "encoder", torch.device("cpu"))
     assert transcribe(sm, utts, cached, 3, 48) == stock and cached.encoder_misses == len(utts)
     assert transcribe(sm, utts, cached, 3, 48) == stock and cached.encoder_hits == len(utts)  # read back from the cache
+
+
+def test_a_prompt_reaches_every_generation_and_the_baseline_key(tiny_cfg, whisper_dir, tmp_path):
+    """prompt_ids change what the model decodes (the output holds no prompt token), the baseline cache tells a
+    prompted baseline from a plain one, and an over-long prompt keeps its first tokens up to Whisper's limit."""
+    from lorakit.experiment.baseline import baseline_key
+    from lorakit.experiment.models import load_model
+
+    sm = load_model(str(whisper_dir))
+    feats = {"input_features": torch.randn(2, sm.base.config.num_mel_bins, 3000)}
+    seen = []  # the token ids the decoder reads at its first step
+    sm.base.model.decoder.register_forward_pre_hook(lambda mod, args, kw: seen.append(kw["input_ids"][0].tolist()), with_kwargs=True)
+    plain = sm.generate(feats, 8)
+    key_plain = baseline_key(sm, "sha", ["a"], 0.075, 8, device_type="cpu", autocast=None)
+    info = sm.set_prompt("Amoxicillin, metformin, cholecystectomy.")
+    first = len(seen)
+    prompted = sm.generate(feats, 8)
+    assert info["tokens"] == len(sm.prompt_ids) - 1 > 3 and info["cut_from_tokens"] is None
+    assert int(sm.prompt_ids[0]) == sm.processor.tokenizer.convert_tokens_to_ids("<|startofprev|>")
+    assert seen[first][: len(sm.prompt_ids)] == sm.prompt_ids.tolist() and seen[0][0] != sm.prompt_ids[0]
+    assert prompted.shape[1] <= 8 + len(seen[0])  # the output leaves the prompt out
+    assert baseline_key(sm, "sha", ["a"], 0.075, 8, device_type="cpu", autocast=None) != key_plain
+    long = sm.set_prompt(" ".join(["cholecystectomy"] * 400))
+    assert long["tokens"] == sm.base.config.max_target_positions // 2 - 2 and long["cut_from_tokens"] > long["tokens"]
+    sm.set_prompt("")
+    assert torch.equal(sm.generate(feats, 8), plain)
+
+
+def test_prompt_from_a_terms_file_and_its_errors(tmp_path):
+    terms = tmp_path / "terms.txt"
+    terms.write_text("amoxicillin\n\nmetformin\n")
+    assert RunConfig(prompt=f"@{terms}").prompt_text() == "amoxicillin, metformin."
+    with pytest.raises(ConfigError, match="cannot read"):
+        RunConfig(prompt=f"@{tmp_path / 'missing.txt'}").prompt_text()
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(ConfigError, match="holds no terms"):
+        RunConfig(prompt=f"@{tmp_path / 'empty.txt'}").prompt_text()
+    with pytest.raises(ConfigError, match="prompt_only"):
+        RunConfig(prompt_only=True)
+
+
+@pytest.mark.slow
+def test_prompt_only_is_the_base_model_with_the_prompt_against_the_base_model(tiny_cfg, small_corpus):
+    """On the bundled tiny.en (the tiny random Whisper says nothing a prompt could change): the baseline is the
+    plain base model, the reported "tuned" predictions are the same model prompted with the domain terms."""
+    from lorakit.analysis.matrix import matrix_row
+    from lorakit.analysis.runs import load_run
+    from lorakit.experiment.bundled import BUNDLED_NAME
+    from lorakit.record import read_jsonl
+
+    terms = Path(small_corpus["domain"]).parent / "terms.txt"
+    cfg = {**tiny_cfg, "model": BUNDLED_NAME, "max_eval_utterances": 8, "max_new_tokens": 48}
+    folder = run(RunConfig(**cfg, run_id="prompted", prompt=f"@{terms}", prompt_only=True)).folder
+    m = json.loads((folder / "metrics.json").read_text())
+    assert m["status"] == "finished" and m["stop_reason"] == "prompt_only" and m["steps"] == 0
+    assert m["prompt"]["tokens"] == 222 < m["prompt"]["cut_from_tokens"]  # the terms list is cut to Whisper's limit (223 with <|startofprev|>)
+    base, tuned = (read_jsonl(folder / "predictions" / f"domain_{t}.jsonl") for t in ("baseline", "best"))
+    assert [r["id"] for r in base] == [r["id"] for r in tuned] and [r["hyp"] for r in base] != [r["hyp"] for r in tuned]
+    assert m["tuned_wer"] == pytest.approx(sum(r["errors"] for r in tuned) / sum(r["ref_words"] for r in tuned))
+    assert m["baseline_wer"] == pytest.approx(sum(r["errors"] for r in base) / sum(r["ref_words"] for r in base))
+    assert not (folder / "adapter_best").exists() and not (folder / "history.jsonl").exists()  # nothing trained or evaluated
+    assert matrix_row(load_run(folder))["adapter"] == "none (prompt only)"

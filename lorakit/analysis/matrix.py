@@ -65,7 +65,8 @@ def matrix_row(run: Run, n_resamples: int = 2000, seed: int = 0, loop_min_repeat
         "tuned_wer": g("tuned_wer"), "notes": notes,
         "heldout_baseline_wer": g("heldout_baseline_wer"), "heldout_tuned_wer": g("heldout_tuned_wer"),
         "best_step": run.best_step(), "best_alpha": g("best_alpha"), "stop_reason": g("stop_reason"),
-        "adapter": None if g("use_dora") is None else ("DoRA" if g("use_dora") else "LoRA"),
+        "adapter": "none (prompt only)" if g("stop_reason") == "prompt_only" else (
+            None if g("use_dora") is None else ("DoRA" if g("use_dora") else "LoRA")),
         "rank": g("lora_r"), "status": run.status, "error": None, "seed": g("seed"),
         "config_key": _config_key(run.config, ignore={"seed"}), "reported_on": reported_on(run.metrics),
     }

@@ -176,6 +176,8 @@ class RunState:
 def _run(cfg: RunConfig, run_id: str, record: RunRecord, started: float, accelerator) -> RunResult:
     r = set_up(cfg, run_id, record, started, accelerator)
     r.baselines = compute_baselines(r)
+    if cfg.prompt_only:
+        return prompt_only(r)
     add_run_adapters(r)
     step, evals = resume(r)
     model, r.optimizer = accelerator.prepare(r.sm.model, r.optimizer)  # r.sm.model stays the unwrapped peft model
@@ -196,6 +198,9 @@ def set_up(cfg: RunConfig, run_id: str, record: RunRecord, started: float, accel
     device = pick_device(cfg.device) if n_proc == 1 else accelerator.device
     autocast = pick_autocast(cfg.precision, device)
     sm = load_model(cfg.model, device=device)
+    prompt = sm.set_prompt(cfg.prompt_text()) if cfg.prompt and not cfg.prompt_only else {}  # prompt_only: after the baseline
+    if prompt:
+        record.update_metrics(prompt=prompt)
     targets = plan_targets(sm.model, cfg.target_module_spec())  # a target_modules that matches nothing fails here
     splits = prepare_data(cfg, sampling_rate=sm.sampling_rate, sm=sm)
     if accelerator.is_main_process:
@@ -359,6 +364,28 @@ def finish(r: RunState, step: int, evals: list[dict], stop_reason: str, metrics:
           + (f", heldout {base_held:.4f} -> {metrics['heldout_tuned_wer']:.4f}" if base_held is not None else "")
           + (f" ({ckpt.BEST}/ reloaded: {verified['identical']} of {verified['utterances']} re-transcribed clips identical)"
              if verified["mode"] == "sample" else f" (every clip re-evaluated from {ckpt.BEST}/)"))
+    return RunResult(run_id=r.run_id, folder=record.folder, metrics=metrics)
+
+
+def prompt_only(r: RunState) -> RunResult:
+    """The free competitor: no training; the base model with `prompt` on the reported sets (test sets when given)
+    is this run's "tuned" model, against the same base model without it (the baselines just computed)."""
+    cfg, record, rep = r.cfg, r.record, r.splits.reported
+    metrics = record_start(r)
+    info = r.sm.set_prompt(cfg.prompt_text())
+    sets = {**r.splits.evals, **r.splits.tests}
+    out = {name: evaluate_all(r.sm, sets[name], r.inputs, cfg, f"prompted {name}", r.autocast, r.accelerator)
+           for name in {rep("domain"), rep("heldout")} if name in sets}
+    for name, res in out.items():
+        record.write_predictions(name, "best", res.rows)
+    dom, held = out[rep("domain")], out.get(rep("heldout"))
+    metrics = record.update_metrics(
+        status="finished", steps=0, stop_reason="prompt_only", best_step=0, best_alpha=None, prompt=info, guardrail_ok=None,
+        tuned_wer=dom.wer, heldout_tuned_wer=held.wer if held else None, domain_sdi=dom.summary(),
+        heldout_sdi=held.summary() if held else None, baseline_sdi=r.baselines[rep("domain")].summary(),
+        warnings=list(metrics.get("warnings", [])), finished=now(), elapsed_s=r.elapsed())
+    print(f"prompt only ({info['tokens']} prompt tokens): domain WER {metrics['baseline_wer']:.4f} -> {dom.wer:.4f}"
+          + (f", heldout {metrics['heldout_baseline_wer']:.4f} -> {held.wer:.4f}" if held else ""))
     return RunResult(run_id=r.run_id, folder=record.folder, metrics=metrics)
 
 
