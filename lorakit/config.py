@@ -44,6 +44,7 @@ class RunConfig:
     heldout_manifest: str = "data/demo/heldout.jsonl"  # safety guardrail; empty to skip
     domain_test_manifest: str = ""  # with it, domain_manifest is the dev set that chooses; this one reports
     heldout_test_manifest: str = ""  # the same for heldout (needs heldout_manifest)
+    real_manifest: str = ""  # real recordings (e.g. data/real/real.jsonl), evaluated for baseline and best adapter only: a sanity figure
     replay_manifest: str = ""  # general speech mixed into every training batch (e.g. data/demo/replay.jsonl); used when replay_ratio > 0
     replay_ratio: float = 0.0  # fraction of each training batch drawn from replay_manifest: round(ratio x batch_size) clips
     max_seconds: float = 20.0  # duration filter for training clips
@@ -467,7 +468,7 @@ def _check_init(value: Any) -> None:
 def check_inputs_exist(cfg: RunConfig) -> None:
     """Missing manifest files are parameter errors too: raise before any model loads."""
     for name in ("train_manifest", "domain_manifest", "heldout_manifest", "replay_manifest", "domain_test_manifest",
-                 "heldout_test_manifest"):
+                 "heldout_test_manifest", "real_manifest"):
         p = cfg.path(name) if name != "replay_manifest" or cfg.replay_per_batch() else None
         if p is not None and not p.exists():
             raise ConfigError(f"parameter {name!r}: manifest file not found: {p}")

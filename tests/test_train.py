@@ -159,7 +159,8 @@ def test_dev_sets_choose_and_test_sets_report(tiny_cfg, small_corpus):
     from lorakit.record import read_jsonl
 
     cfg = {**tiny_cfg, "domain_manifest": str(small_corpus["domain_dev"]), "heldout_manifest": str(small_corpus["heldout_dev"]),
-           "domain_test_manifest": str(small_corpus["domain"]), "heldout_test_manifest": str(small_corpus["heldout"])}
+           "domain_test_manifest": str(small_corpus["domain"]), "heldout_test_manifest": str(small_corpus["heldout"]),
+           "real_manifest": str(small_corpus["replay"])}  # stands in for the real-speech set: reported, never chooses
     folder = run(RunConfig(**cfg, run_id="devtest")).folder
     m = json.loads((folder / "metrics.json").read_text())
     pred = folder / "predictions"
@@ -173,7 +174,9 @@ def test_dev_sets_choose_and_test_sets_report(tiny_cfg, small_corpus):
     assert m["baseline_wer"] == pytest.approx(wer("domain_test_baseline")) and m["tuned_wer"] == pytest.approx(wer("domain_test_best"))
     assert m["heldout_tuned_wer"] == pytest.approx(wer("heldout_test_best"))
     assert len(read_jsonl(pred / "domain_test_best.jsonl")) == 16 and len(read_jsonl(pred / "domain_step000002.jsonl")) == 8
-    assert not list(pred.glob("*_test_step*"))  # the test sets never take part in choosing
+    assert not list(pred.glob("*_test_step*")) and not list(pred.glob("real_step*"))  # the test sets never take part in choosing
+    assert m["real_baseline_wer"] == pytest.approx(wer("real_baseline")) and m["real_tuned_wer"] == pytest.approx(wer("real_best"))
+    assert m["real_sdi"]["n"] == 12
     best = next(r for r in _history(folder) if r.get("kind") == "eval" and r["step"] == m["best_step"])
     assert m["dev"]["tuned_wer"] == pytest.approx(best["domain_wer"]) and m["dev"]["manifest"] == str(small_corpus["domain_dev"])
     assert m["dev"]["baseline_wer"] == pytest.approx(wer("domain_baseline"))
@@ -181,6 +184,9 @@ def test_dev_sets_choose_and_test_sets_report(tiny_cfg, small_corpus):
     assert r.predictions_path("domain", "best").name == "domain_test_best.jsonl"
     assert r.predictions_path("domain", "step000002").name == "domain_step000002.jsonl"
     assert reported_on(m).startswith("test; chosen on dev")
+    from lorakit.analysis.matrix import matrix_row
+
+    assert matrix_row(r)["real"].endswith("(12 clips)")
 
 
 def test_a_heldout_test_set_needs_a_heldout_dev_set(tiny_cfg, small_corpus):

@@ -273,8 +273,9 @@ def record_start(r: RunState) -> dict:
         command=run_command(cfg), dataset=cfg.train_manifest, manifest=cfg.domain_test_manifest or cfg.domain_manifest,
         heldout_manifest=cfg.heldout_test_manifest or cfg.heldout_manifest or None, max_steps=cfg.max_steps, lr=cfg.lr,
         scheduler=cfg.scheduler, use_dora=cfg.use_dora, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, seed=cfg.seed, model=cfg.model,
-        notes=cfg.notes, reported_on="test" if r.splits.tests else "selection",
-        test_sets={name.removesuffix("_test"): name for name in r.splits.tests}, dev=dev_numbers(r) if r.splits.tests else None,
+        notes=cfg.notes, reported_on="test" if r.splits.has_test else "selection", real_baseline_wer=r.baseline_wer("real"),
+        test_sets={name.removesuffix("_test"): name for name in r.splits.tests if name != "real"},
+        dev=dev_numbers(r) if r.splits.has_test else None,
         baseline_wer=r.baseline_wer(rep("domain")), heldout_baseline_wer=r.baseline_wer(rep("heldout")), data=r.splits.report,
         leakage=r.splits.report["leakage"], warnings=list(r.splits.warnings), target_modules=len(r.targets.modules),
         trainable_params=r.n_trainable,
@@ -350,7 +351,8 @@ def finish(r: RunState, step: int, evals: list[dict], stop_reason: str, metrics:
     dom, held = final[r.splits.reported("domain")], final.get(r.splits.reported("heldout"))
     metrics = record.update_metrics(
         status="finished", steps=step, stop_reason=stop_reason, best_step=chosen["step"], best_alpha=chosen["alpha"],
-        adapter_scaling=curve, guardrail_ok=qualified, dev=dev_numbers(r, final) if r.splits.tests else None,
+        adapter_scaling=curve, guardrail_ok=qualified, dev=dev_numbers(r, final) if r.splits.has_test else None,
+        real_tuned_wer=final["real"].wer if "real" in final else None, real_sdi=final["real"].summary() if "real" in final else None,
         tuned_wer=dom.wer, heldout_tuned_wer=held.wer if held else None, domain_sdi=dom.summary(),
         heldout_sdi=held.summary() if held else None, baseline_sdi=r.baselines[r.splits.reported("domain")].summary(),
         warnings=warnings, finished=now(), best_verified=verified,
@@ -359,7 +361,7 @@ def finish(r: RunState, step: int, evals: list[dict], stop_reason: str, metrics:
     r.accelerator.wait_for_everyone()  # no process returns before the record is complete
     base_dom, base_held = metrics["baseline_wer"], metrics["heldout_baseline_wer"]
     print(f"best step {metrics['best_step']}" + (f" x alpha {chosen['alpha']:g}" if chosen["alpha"] != 1 else "")
-          + (" (chosen on the dev sets; test sets)" if r.splits.tests else "")
+          + (" (chosen on the dev sets; test sets)" if r.splits.has_test else "")
           + f": domain WER {base_dom:.4f} -> {metrics['tuned_wer']:.4f}"
           + (f", heldout {base_held:.4f} -> {metrics['heldout_tuned_wer']:.4f}" if base_held is not None else "")
           + (f" ({ckpt.BEST}/ reloaded: {verified['identical']} of {verified['utterances']} re-transcribed clips identical)"
