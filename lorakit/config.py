@@ -45,8 +45,8 @@ class RunConfig:
     domain_test_manifest: str = ""  # with it, domain_manifest is the dev set that chooses; this one reports
     heldout_test_manifest: str = ""  # the same for heldout (needs heldout_manifest)
     real_manifest: str = ""  # real recordings (e.g. data/real/real.jsonl), evaluated for baseline and best adapter only: a sanity figure
-    replay_manifest: str = ""  # general speech mixed into every training batch (e.g. data/demo/replay.jsonl); used when replay_ratio > 0
-    replay_ratio: float = 0.0  # fraction of each training batch drawn from replay_manifest: round(ratio x batch_size) clips
+    replay_manifest: str = "data/demo/replay.jsonl"  # general speech mixed into every training batch (lorakit demo-data writes this one)
+    replay_ratio: float = 0.25  # fraction of each training batch drawn from replay_manifest: round(ratio x batch_size) clips; 0: off
     max_seconds: float = 20.0  # duration filter for training clips
     min_train_clips: int = 32  # refuse to train with fewer clips after filtering
     min_keep_fraction: float = 0.5  # refuse to train when filtering drops more than half
@@ -77,7 +77,7 @@ class RunConfig:
     wer_stop_threshold: float = 0.0  # stop when domain WER > baseline x this; 0 disables
     guardrail: float = 0.2  # max heldout regression (WER points) for best-checkpoint selection
     verify_best: int = 64  # domain clips re-transcribed from the reloaded best adapter; 0: re-evaluate all
-    adapter_scales: str = "1.0"  # also try the best adapter's update times each alpha in (0, 1], e.g. "1.0,0.75,0.5,0.25"; "1.0": off
+    adapter_scales: str = "1.0,0.75,0.5,0.25"  # also try the best adapter's update times each alpha in (0, 1]; "1.0": off
     # evaluation and compute
     eval_batch_size: int = 32  # clips per generation batch
     max_new_tokens: int = 128  # generation limit per clip
@@ -471,6 +471,8 @@ def check_inputs_exist(cfg: RunConfig) -> None:
                  "heldout_test_manifest", "real_manifest"):
         p = cfg.path(name) if name != "replay_manifest" or cfg.replay_per_batch() else None
         if p is not None and not p.exists():
-            raise ConfigError(f"parameter {name!r}: manifest file not found: {p}")
+            hint = ("; `lorakit demo-data` writes the general-English replay set the defaults use, or set replay_ratio 0"
+                    if name == "replay_manifest" else "")
+            raise ConfigError(f"parameter {name!r}: manifest file not found: {p}{hint}")
     if cfg.prompt:
         cfg.prompt_text()  # an unreadable or empty "@path" prompt fails here, before any model loads

@@ -64,4 +64,5 @@ def tiny_cfg(small_corpus, whisper_dir, tmp_path):
         model=str(whisper_dir), train_manifest=str(small_corpus["train"]), domain_manifest=str(small_corpus["domain"]),
         heldout_manifest=str(small_corpus["heldout"]), max_steps=4, eval_interval=2, batch_size=4, eval_batch_size=8,
         max_new_tokens=12, min_train_clips=8, lr=1e-3, log_interval=1, output_dir=str(tmp_path / "runs"), warmup_ratio=0.0,
+        replay_ratio=0.0, adapter_scales="1.0",  # the default recipe's replay and scales: tested on their own
     )

@@ -63,7 +63,7 @@ def test_replay_ratio_gives_clips_per_batch(ratio, batch_size, per_batch):
     assert cfg.replay_per_batch() == per_batch
 
 
-@pytest.mark.parametrize("values", [{"replay_ratio": 0.25}, {"replay_ratio": 1.0, "replay_manifest": "r.jsonl"},
+@pytest.mark.parametrize("values", [{"replay_ratio": 0.25, "replay_manifest": ""}, {"replay_ratio": 1.0, "replay_manifest": "r.jsonl"},
                                     {"replay_ratio": 0.05, "replay_manifest": "r.jsonl"},
                                     {"replay_ratio": 0.95, "replay_manifest": "r.jsonl"}])
 def test_bad_replay_ratios_are_named(values):

@@ -173,3 +173,14 @@ def test_bad_eval_steps_are_named(values, reason):
 
 def test_the_smoke_profile_keeps_eval_steps_within_its_steps():
     assert RunConfig(eval_steps="10,20,40,80,150").smoke().eval_step_list() == [2, 4]
+
+
+def test_the_default_recipe_guards_against_forgetting_and_names_its_replay_set(tmp_path):
+    """Issue 12's study chose replay 0.25 and the alpha grid as defaults; without the demo's replay set the error says how to get it."""
+    from lorakit.config import check_inputs_exist
+
+    cfg = RunConfig()
+    assert cfg.replay_per_batch() == 2 and cfg.scale_list() == [1.0, 0.75, 0.5, 0.25]
+    with pytest.raises(ConfigError, match=r"replay_manifest.*lorakit demo-data.*replay_ratio 0"):
+        check_inputs_exist(RunConfig(replay_manifest=str(tmp_path / "replay.jsonl")))
+    check_inputs_exist(RunConfig(replay_manifest=str(tmp_path / "replay.jsonl"), replay_ratio=0.0))  # not used, not needed

@@ -95,3 +95,22 @@ def test_adapter_scaling_shows_the_trade_off_the_guardrail_and_the_choice(tmp_pa
     unscaled = runs.Run("plain", tmp_path, "finished", {"run_id": "plain"}, {}, {}, [], None)
     assert plots.scaling_figures([run, unscaled])[0][0] == "scaling_scaled" and len(plots.scaling_figures([unscaled])) == 0
     assert "no adapter scaling" in plots.plot_adapter_scaling(unscaled).axes[0].texts[0].get_text()
+
+
+def test_with_test_sets_the_scaling_and_curves_use_the_dev_baselines_they_were_chosen_against(tmp_path):
+    """The alpha curve and the evaluations during training are dev-set numbers: alpha 0 and the guardrail come from
+    the dev baselines (`metrics["dev"]`), not from the test baselines the record reports."""
+    curve = [{"alpha": 1.0, "step": 150, "domain_wer": 0.104, "heldout_wer": 0.112, "chosen": False},
+             {"alpha": 0.5, "step": 150, "domain_wer": 0.172, "heldout_wer": 0.086, "chosen": True}]
+    metrics = {"run_id": "devtest", "status": "finished", "baseline_wer": 0.365, "heldout_baseline_wer": 0.067,
+               "dev": {"baseline_wer": 0.379, "heldout_baseline_wer": 0.098}, "adapter_scaling": curve, "best_step": 150}
+    history = [{"kind": "eval", "step": 150, "domain_wer": 0.104, "heldout_wer": 0.112, "best": True}]
+    run = runs.Run("devtest", tmp_path, "finished", metrics, {"guardrail": 0.2}, {}, history, None)
+    ax = plots.plot_adapter_scaling(run).axes[0]
+    lines = {line.get_label(): line for line in ax.lines}
+    assert list(lines["scaled adapter"].get_xdata())[0] == 0.379 and list(lines["scaled adapter"].get_ydata())[0] == 0.098
+    assert list(lines["guardrail (+0.2 pt)"].get_ydata()) == pytest.approx([0.100, 0.100])
+    assert ax.get_title().endswith("(dev sets)")
+    wer_ax = plots.plot_run_curves(run).axes[0]
+    baselines = {line.get_label(): line.get_ydata()[0] for line in wer_ax.lines if "baseline" in line.get_label()}
+    assert baselines == {"domain baseline": 0.379, "heldout baseline": 0.098}

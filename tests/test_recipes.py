@@ -31,7 +31,7 @@ def project(tmp_path_factory, whisper_dir, small_corpus) -> Path:
     (root / "executed").mkdir()
     tiny = {
         "model": str(whisper_dir), "train_manifest": str(small_corpus["train"]), "domain_manifest": str(small_corpus["domain"]),
-        "heldout_manifest": str(small_corpus["heldout"]), "max_steps": 2, "eval_interval": 2, "batch_size": 2,
+        "heldout_manifest": str(small_corpus["heldout"]), "replay_manifest": str(small_corpus["replay"]), "max_steps": 2, "eval_interval": 2, "batch_size": 2,
         "eval_batch_size": 2, "max_new_tokens": 4, "min_train_clips": 4, "max_train_utterances": 8, "max_eval_utterances": 2,
         "log_interval": 1, "warmup_ratio": 0.0, "lr": 1.0e-3, "target_modules": "decoder",
     }

@@ -58,10 +58,11 @@ def plot_run_curves(run: Run | PathLike, save: bool = False, figures_dir: PathLi
             if at_best:
                 ax_wer.plot([best], at_best, "*", color=colour, markersize=16,
                             markeredgecolor="black", label=f"best (step {best})" if name == "domain" else None)
-        if run.get(base_key) is not None:
-            ax_wer.axhline(run.get(base_key), color=colour, linestyle="--", linewidth=1,
+        if run.selection_baseline(base_key) is not None:
+            ax_wer.axhline(run.selection_baseline(base_key), color=colour, linestyle="--", linewidth=1,
                            label=f"{name} baseline")
-    ax_wer.set(xlabel="step", ylabel="WER", title=f"{run.run_id} ({run.status}): WER")
+    dev = " on the dev sets" if run.metrics.get("dev") else ""
+    ax_wer.set(xlabel="step", ylabel="WER", title=f"{run.run_id} ({run.status}): WER{dev}")
     if ax_wer.lines:
         ax_wer.legend(fontsize="small")
     if not run.evals:
@@ -93,7 +94,7 @@ def plot_adapter_scaling(run: Run | PathLike) -> Figure:
     fig = NotebookFigure(figsize=(6, 4.2), layout="constrained")
     ax = fig.subplots()
     curve = sorted(run.scaling, key=lambda p: p["alpha"])
-    base_dom, base_held = run.get("baseline_wer"), run.get("heldout_baseline_wer")
+    base_dom, base_held = run.selection_baseline("baseline_wer"), run.selection_baseline("heldout_baseline_wer")
     points = [p for p in curve if p.get("heldout_wer") is not None]
     if base_dom is not None and base_held is not None and points:
         points = [{"alpha": 0.0, "domain_wer": base_dom, "heldout_wer": base_held, "chosen": False}, *points]
@@ -112,7 +113,8 @@ def plot_adapter_scaling(run: Run | PathLike) -> Figure:
         ax.legend(fontsize="small")
     else:
         _no_data(ax, "no adapter scaling recorded (adapter_scales)")
-    ax.set(xlabel="domain WER", ylabel="heldout WER", title=f"{run.run_id}: adapter scale α")
+    dev = " (dev sets)" if run.metrics.get("dev") else ""
+    ax.set(xlabel="domain WER", ylabel="heldout WER", title=f"{run.run_id}: adapter scale α{dev}")
     return fig
 
 

@@ -74,6 +74,12 @@ class Run:
     def train_log(self) -> list[dict]:
         return [h for h in self.history if h.get("kind") == "train"]
 
+    def selection_baseline(self, key: str) -> float | None:
+        """A baseline WER (`baseline_wer`, `heldout_baseline_wer`) on the sets the evaluations during training
+        used: the dev sets' when the run had test sets (`metrics["dev"]`), else the reported one."""
+        dev = self.metrics.get("dev") or {}
+        return dev.get(key) if dev else self.get(key)
+
     def best_step(self) -> int | None:
         if self.metrics.get("best_step") is not None:
             return self.metrics["best_step"]
