@@ -261,6 +261,29 @@ def test_export_ct2_int8_is_reported_and_stale_forms_are_left_out(tiny_run):
     assert "left out: ct2-int8" in (tiny_run / "export" / "parity.md").read_text()
 
 
+@pytest.mark.slow
+def test_bench_deploy_times_every_form_on_the_same_clips(tiny_run, tmp_path):
+    """`bench/bench.py --deploy RUN`: the four shipped forms on the same seeded clips and threads, each
+    with its WER; merged and CT2 float32 give the unmerged adapter's hypotheses (no speed is asserted)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(root / "bench" / "bench.py"), "--deploy", str(tiny_run), "--quick", "--threads", "1",
+                           "--out", str(out)], capture_output=True, text=True, cwd=root, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    report = json.loads(out.read_text())
+    results = report["results"]
+    assert set(results) == {"deploy-export", "deploy-unmerged", "deploy-merged", "deploy-ct2-float32", "deploy-ct2-int8"}
+    forms = [results[f"deploy-{f}"] for f in ("unmerged", "merged", "ct2-float32", "ct2-int8")]
+    assert all(f["n"] == 6 and f["threads"] == 1 and len(f["hyps"]) == 6 and 0 <= f["wer"] for f in forms)
+    assert forms[1]["hyps"] == forms[0]["hyps"] == forms[2]["hyps"] and any(forms[0]["hyps"])
+    assert forms[3]["compute_type"].startswith("int8")
+    assert "x unmerged" in proc.stdout and "deploy_ct2-int8_vs_unmerged" in report["ratios"]
+
+
 def test_ct2_prompt_is_what_transformers_forces(talkative_whisper, small_corpus):
     """The prompt CTranslate2 gets is the one transformers decodes with: the tokenizer's own prefix for
     English transcription without timestamps (and the bundled tiny.en's: start, no-timestamps)."""
@@ -300,7 +323,7 @@ def test_export_ct2_refuses_moonshine_saying_why(moonshine_dir, small_corpus, tm
 
 @pytest.mark.slow
 def test_bundled_tiny_en_short_run_every_form_decodes_like_the_adapter(small_corpus, tmp_path):
-    """A short real run on the bundled whisper-tiny.en (decoder LoRA, 6 steps at lr 1e-3: the adapter
+    """A short real run on the bundled whisper-tiny.en (decoder LoRA, 4 steps at lr 1e-3: the adapter
     moves the hypotheses), then merged, CT2 float32 and CT2 int8 on all 16 domain and 12 heldout clips.
     Measured (2-core AMD EPYC, 2026-11-26): merged identical; CT2 float32 identical; int8 within a few
     points (numbers printed). faster-whisper, fed the normalized audio, reads the same folder."""
@@ -313,7 +336,7 @@ def test_bundled_tiny_en_short_run_every_form_decodes_like_the_adapter(small_cor
     from lorakit.record import utterance_errors
 
     cfg = RunConfig(model="bundled:whisper-tiny.en", train_manifest=str(small_corpus["train"]), domain_manifest=str(small_corpus["domain"]),
-                    heldout_manifest=str(small_corpus["heldout"]), max_steps=6, eval_interval=6, batch_size=4, eval_batch_size=16,
+                    heldout_manifest=str(small_corpus["heldout"]), max_steps=4, eval_interval=4, batch_size=4, eval_batch_size=16,
                     max_new_tokens=64, min_train_clips=8, lr=1e-3, log_interval=1, output_dir=str(tmp_path), warmup_ratio=0.0,
                     target_modules="decoder", run_id="tiny-en", verify_best=4)
     run(cfg)
