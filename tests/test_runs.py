@@ -350,7 +350,7 @@ def test_parity_reports_are_shown_for_runs_with_exports_and_missing_ones_named(r
     heading level, and the runs that have none named (with the command that makes one)."""
     from lorakit.deploy.parity import parity_markdown as render
 
-    sets = {"domain": {"n": 200, "wer": 0.1831, "sub": 40, "del": 3, "ins": 5, "differ": 0, "utt_per_s": 1.5, "identical": True}}
+    sets = {"domain": {"n": 200, "wer": 0.1831, "sub": 40, "del": 3, "ins": 5, "differ": 0, "utt_per_s": 1.5, "utt_per_cpu_s": 0.8, "identical": True}}
     int8 = {"domain": {**sets["domain"], "wer": 0.1850, "differ": 4, "identical": False, "within_tolerance": True, "wer_delta_pts": 0.19,
                        "first_diffs": [{"id": "domain:7", "reference": "metformin", "ct2-int8": "met for men"}]}}
     report = {"run": DORA, "device": "cpu", "cpu": "AMD EPYC", "threads": 2, "sample": 200,

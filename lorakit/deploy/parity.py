@@ -54,10 +54,12 @@ def _decode_form(sm: SpeechModel, sets: dict[str, list[Utterance]], src: Source,
     warm = next(iter(sets.values()))[:1]  # one untimed clip first: the first call pays for lazy setup, not the form
     decode_utterances(sm, warm, src.rms_target, src.max_new_tokens, 1, device, autocast, progress=False)
     for name, utts in sets.items():
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         hyps, _ = decode_utterances(sm, utts, src.rms_target, src.max_new_tokens, src.batch_size, device, autocast, progress=False)
-        seconds = time.perf_counter() - started
-        out[name] = {"result": score(utts, hyps), "utt_per_s": len(utts) / max(seconds, 1e-9)}
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+        # CPU seconds of this process (every thread, CTranslate2's too) hardly move when other programs share the cores
+        out[name] = {"result": score(utts, hyps), "utt_per_s": len(utts) / max(seconds, 1e-9),
+                     "utt_per_cpu_s": len(utts) / max(cpu_seconds, 1e-9)}
     return out
 
 
@@ -71,13 +73,15 @@ def compare(reference: dict, form: dict, form_name: str) -> dict:
         same = not diffs
         within = same or abs(delta) <= TOLERANCE_PTS.get(form_name, float("inf")) + 1e-9
         ok = ok and within
-        sets[name] = {**f.summary(), "utt_per_s": round(form[name]["utt_per_s"], 2), "wer_delta_pts": round(delta, 4),
+        sets[name] = {**f.summary(), "utt_per_s": round(form[name]["utt_per_s"], 2), "utt_per_cpu_s": round(form[name]["utt_per_cpu_s"], 2),
+                      "wer_delta_pts": round(delta, 4),
                       "differ": len(diffs), "first_diffs": diffs[:SHOWN_DIFFS], "identical": same, "within_tolerance": within}
     return {"sets": sets, "ok": ok}
 
 
 def _reference_sets(reference: dict) -> dict:
-    return {name: {**d["result"].summary(), "utt_per_s": round(d["utt_per_s"], 2), "differ": 0, "identical": True}
+    return {name: {**d["result"].summary(), "utt_per_s": round(d["utt_per_s"], 2), "utt_per_cpu_s": round(d["utt_per_cpu_s"], 2),
+                   "differ": 0, "identical": True}
             for name, d in reference.items()}
 
 
@@ -133,7 +137,7 @@ def parity_report(src: Source, forms: dict[str, Path], sample: int = 200, device
 
 
 COLUMNS = [("form", "form"), ("set", "set"), ("n", "n"), ("wer", "WER %"), ("sdi", "S/D/I"), ("differ", "differ from unmerged"),
-           ("utt_per_s", "utt/s"), ("verdict", "verdict")]
+           ("utt_per_s", "utt/s"), ("utt_per_cpu_s", "utt/CPU-s"), ("verdict", "verdict")]
 
 
 def _verdict(form: str, s: dict) -> str:
@@ -152,7 +156,7 @@ def parity_markdown(report: dict) -> str:
         for name, s in f["sets"].items():
             verdict = _verdict(form, s)
             rows.append({"form": form, "set": name, "n": s["n"], "wer": f"{s['wer'] * 100:.2f}", "sdi": f"{s['sub']}/{s['del']}/{s['ins']}",
-                         "differ": s["differ"], "utt_per_s": s["utt_per_s"], "verdict": verdict})
+                         "differ": s["differ"], "utt_per_s": s["utt_per_s"], "utt_per_cpu_s": s.get("utt_per_cpu_s", ""), "verdict": verdict})
     lines = [f"# Parity: {report['run']} ({report['device']}, {report.get('cpu', '?')}, {report.get('threads', '?')} threads, "
              f"seeded sample of {report['sample']} per set)", "", markdown_table(rows, COLUMNS), ""]
     lines += [f"- left out: {name}: {why}" for name, why in report.get("left_out", {}).items()]
