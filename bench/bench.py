@@ -20,6 +20,15 @@ warm-up and no cache left in memory by another. Sections:
                   manifest, RMS target and generation limit (must miss)
   profile         torch.profiler over one training step (cache off, and frozen) and one eval batch
 
+With `--deploy RUN` (a run id such as demo, or a run folder), the shipped forms of that run's adapter
+instead (`lorakit export`, made first where missing), each on the same seeded clips of the run's domain
+set, the same CPU threads (`--threads`), batches, prompt and greedy settings, with the WER beside each:
+
+  deploy-unmerged     the adapter injected in PyTorch (peft), as the run evaluated it: the reference
+  deploy-merged       the merged transformers model (`export/merged`)
+  deploy-ct2-float32  CTranslate2, float32 weights (`export/ct2-float32`)
+  deploy-ct2-int8     CTranslate2, int8 weights (`export/ct2-int8`)
+
 Results: a table on stdout and `bench/results/latest.json` (`--out` to change). A section that fails is
 reported (its error and stderr in the JSON), the others still run, and the exit code is 1.
 
@@ -44,6 +53,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = ["train-hf", "train-lorakit", "train-nocache", "train-full", "eval-batch1", "eval-lorakit", "baseline-cache", "profile"]
+DEPLOY_FORMS = ["unmerged", "merged", "ct2-float32", "ct2-int8"]
+DEPLOY_WORKERS = ["deploy-export"] + [f"deploy-{f}" for f in DEPLOY_FORMS]
 
 
 # --- shared set-up ---------------------------------------------------------------------------------
@@ -366,6 +377,90 @@ def worker_profile(args) -> dict:
     return tables
 
 
+# --- shipped forms (--deploy RUN) -------------------------------------------------------------------
+def worker_deploy_export(args) -> dict:
+    """Untimed: export the forms the deploy sections measure, where the run has none from this adapter."""
+    from lorakit.deploy.export import exported_forms, export_ct2, export_merged
+    from lorakit.deploy.transcribe import resolve_source
+
+    src = resolve_source(None, args.deploy)
+    have, _ = exported_forms(src)
+    made = []
+    for form in DEPLOY_FORMS[1:]:
+        if form not in have:
+            export_merged(src) if form == "merged" else export_ct2(src, form.split("-", 1)[1])
+            made.append(form)
+    return {"exported": made, "found": sorted(have)}
+
+
+def _deploy_worker(args, form: str) -> dict:
+    """One form decodes the run's seeded domain clips through `decode_utterances` (the kit's audio,
+    features, length-sorted batches, greedy), on `--threads` CPU threads; one untimed clip first."""
+    import torch
+
+    from lorakit.deploy.export import exported_forms
+    from lorakit.deploy.parity import load_form, parity_sample
+    from lorakit.deploy.transcribe import decode_utterances, load_source, resolve_source
+    from lorakit.experiment.evaluate import score
+
+    torch.set_num_threads(args.threads)
+    src = resolve_source(None, args.deploy)
+    utts = parity_sample(src, args.eval_n)["domain"]
+    device = torch.device("cpu")
+    if form == "unmerged":
+        sm = load_source(src, device)
+    else:
+        forms, stale = exported_forms(src)
+        if form not in forms:
+            raise SystemExit(f"{args.deploy}: no export/{form} from this adapter ({stale.get(form, 'not exported')})")
+        sm = load_form(form, forms[form], device)
+    decode_utterances(sm, utts[:1], src.rms_target, src.max_new_tokens, 1, device, None, progress=False)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    hyps, _ = decode_utterances(sm, utts, src.rms_target, src.max_new_tokens, args.eval_batch_size, device, None, progress=False)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    result = score(utts, hyps)
+    # CPU seconds (all threads of this process, CTranslate2's included) barely move when other programs
+    # share the cores; wall-clock utt/s does: both are reported
+    return {"form": form, "n": len(utts), "seconds": seconds, "utt_per_s": len(utts) / seconds, "cpu_seconds": cpu_seconds,
+            "utt_per_cpu_s": len(utts) / cpu_seconds, "wer": result.wer,
+            **{k: result.summary()[k] for k in ("sub", "del", "ins", "ref_words")}, "threads": torch.get_num_threads(),
+            "compute_type": getattr(sm.model, "compute_type", "float32 (PyTorch)"), "hyps": hyps}
+
+
+def worker_deploy_unmerged(args) -> dict:
+    return _deploy_worker(args, "unmerged")
+
+
+def worker_deploy_merged(args) -> dict:
+    return _deploy_worker(args, "merged")
+
+
+def worker_deploy_ct2_float32(args) -> dict:
+    return _deploy_worker(args, "ct2-float32")
+
+
+def worker_deploy_ct2_int8(args) -> dict:
+    return _deploy_worker(args, "ct2-int8")
+
+
+def _deploy_rows(r: dict, rows: list, ratios: dict) -> None:
+    ref = r["deploy-unmerged"]
+    for form in DEPLOY_FORMS:
+        if f"deploy-{form}" not in r:
+            continue
+        f = r[f"deploy-{form}"]
+        ratios[f"deploy_{form}_vs_unmerged"] = f["utt_per_s"] / ref["utt_per_s"]
+        ratios[f"deploy_{form}_cpu_vs_unmerged"] = f["utt_per_cpu_s"] / ref["utt_per_cpu_s"]
+        ratios[f"deploy_{form}_wer_delta_pts"] = (f["wer"] - ref["wer"]) * 100
+        same = sum(a == b for a, b in zip(f["hyps"], ref["hyps"]))
+        target = ">= 3x at WER within 0.5 pt" if form == "ct2-int8" else ""
+        rows.append((f"deploy: {form} ({f['compute_type']}, {f['threads']} threads) (utt/s; utt per CPU-s)",
+                     f"{f['utt_per_s']:.2f}  ({ratios[f'deploy_{form}_vs_unmerged']:.2f}x unmerged; per CPU-s {f['utt_per_cpu_s']:.2f} = "
+                     f"{ratios[f'deploy_{form}_cpu_vs_unmerged']:.2f}x; WER {100 * f['wer']:.2f} "
+                     f"({ratios[f'deploy_{form}_wer_delta_pts']:+.2f} pt), S/D/I {f['sub']}/{f['del']}/{f['ins']}; "
+                     f"{same}/{f['n']} hyps identical)", target))
+
+
 # --- driver -----------------------------------------------------------------------------------------
 def run_worker(name: str, argv: list[str]) -> dict:
     """One section in its own process; a failing section is reported as {"error": ...}, and the others
@@ -431,6 +526,8 @@ def summarize(r: dict, args) -> tuple[list[tuple[str, str, str]], dict]:
         _train_rows(ok, args, rows, ratios)
     if {"eval-batch1", "eval-lorakit"} <= set(ok):
         _eval_rows(ok, rows, ratios)
+    if "deploy-unmerged" in ok:
+        _deploy_rows(ok, rows, ratios)
     if "baseline-cache" in ok:
         bc = ok["baseline-cache"]
         rows.append(("baseline: miss / hit (s)", f"{bc['miss_seconds']:.1f} / {bc['hit_seconds']:.3f}", "hit ~ 0 s"))
@@ -474,6 +571,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto")
+    p.add_argument("--deploy", default="", metavar="RUN", help="measure the shipped forms of this run (id or folder) instead")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="CPU threads for the deploy sections, every form alike")
     p.add_argument("--only", default="", help="comma-separated sections (default: all); the others are kept from --out")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -514,10 +613,11 @@ def main(argv=None) -> int:
         return 0
 
     forwarded = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k not in ("quick", "only", "out", "worker")]
-    chosen = [w for w in WORKERS if not args.only or w in args.only.split(",")]
+    sections = DEPLOY_WORKERS if args.deploy else WORKERS
+    chosen = [w for w in sections if not args.only or w in args.only.split(",")]
     out = Path(args.out)
     results: dict = {}
-    if args.only and out.exists():  # re-run some sections: keep the others from the last report
+    if (args.only or args.deploy) and out.exists():  # re-run some sections: keep the others from the last report
         results = json.loads(out.read_text()).get("results", {})
     for name in chosen:
         print(f"[bench] {name} ...", flush=True)

@@ -138,7 +138,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .deploy.transcribe import TranscribeError
 
     try:
-        result = export(args.source, to=args.to, model=args.model, runs_dir=args.runs, parity=not args.no_parity,
+        result = export(args.source, to=args.to, quantization=args.quantization, model=args.model, runs_dir=args.runs, parity=not args.no_parity,
                         sample=args.sample, device=args.device)
     except (TranscribeError, FileNotFoundError, ValueError) as exc:
         print(f"lorakit export: {exc}", file=sys.stderr)
@@ -160,9 +160,11 @@ def _add_deploy_parsers(sub) -> None:
     p.add_argument("--runs", default=None, help="where run ids are looked up (default: executed/)")
     p.set_defaults(func=cmd_transcribe)
 
-    p = sub.add_parser("export", help="export a run's adapter (merged) to executed/<run>/export/ with a parity report")
+    p = sub.add_parser("export", help="export a run's adapter (merged, CTranslate2) to executed/<run>/export/ with a parity report")
     p.add_argument("source", help="a run id, a run folder or an adapter folder")
-    p.add_argument("--to", default="merged", choices=("merged",), help="the form (CTranslate2 is not built yet)")
+    p.add_argument("--to", default="merged", choices=("merged", "ct2"),
+                   help="merged: a standalone transformers folder; ct2: CTranslate2 / faster-whisper (Whisper only)")
+    p.add_argument("--quantization", default="int8", choices=("float32", "float16", "int8"), help="CTranslate2 weights (with --to ct2)")
     p.add_argument("--model", help="the base model, when the source is a bare adapter folder")
     p.add_argument("--sample", type=int, default=200, help="seeded clips per set for the parity report (0: all)")
     p.add_argument("--no-parity", action="store_true", help="skip the parity report")

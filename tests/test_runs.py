@@ -343,3 +343,22 @@ def test_matrix_csv_has_the_new_columns_at_the_end(runs_dir):
     assert (dora["Domain P(improve)"], dora["Heldout point"], dora["Heldout NI"], dora["Guardrail test"]) == (
         "1.000", "pass", "fail", "point")
     assert dora["Domain speakers"] == "3" and dora["Domain hallucinations tuned"] == "0"
+
+
+def test_parity_reports_are_shown_for_runs_with_exports_and_missing_ones_named(runs_dir):
+    """The analysis notebook's section 6: the parity.md `lorakit export` wrote, under the section's
+    heading level, and the runs that have none named (with the command that makes one)."""
+    from lorakit.deploy.parity import parity_markdown as render
+
+    sets = {"domain": {"n": 200, "wer": 0.1831, "sub": 40, "del": 3, "ins": 5, "differ": 0, "utt_per_s": 1.5, "utt_per_cpu_s": 0.8, "identical": True}}
+    int8 = {"domain": {**sets["domain"], "wer": 0.1850, "differ": 4, "identical": False, "within_tolerance": True, "wer_delta_pts": 0.19,
+                       "first_diffs": [{"id": "domain:7", "reference": "metformin", "ct2-int8": "met for men"}]}}
+    report = {"run": DORA, "device": "cpu", "cpu": "AMD EPYC", "threads": 2, "sample": 200,
+              "forms": {"unmerged": {"sets": sets}, "ct2-int8": {"sets": int8}}}
+    (runs_dir / DORA / "export").mkdir()
+    (runs_dir / DORA / "export" / "parity.md").write_text(render(report))
+    md = runs.parity_markdown(runs.active(runs.load_runs(runs_dir)))
+    assert md.startswith(f"### Parity: {DORA} (cpu, AMD EPYC, 2 threads")
+    assert "| ct2-int8 | domain | 200 | 18.50 | 40/3/5 | 4 |" in md and "reported (+0.19 pt)" in md
+    assert "`domain:7`: unmerged `metformin` -> `met for men`" in md
+    assert f"No parity report for {LORA}" in md and ARCHIVED not in md and "--to ct2" in md

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,3 +229,23 @@ def sweep_groups(runs: Sequence[Run]) -> list[tuple[str, list[Run]]]:
 def _sort_key(value: Any) -> tuple:
     """Numbers (and booleans) in numeric order before anything else, which sorts as text."""
     return (0, float(value), "") if isinstance(value, (int, float)) else (1, 0.0, str(value))
+
+
+# --- shipped forms ------------------------------------------------------------------------------
+PARITY_MD = Path("export") / "parity.md"  # written by `lorakit export` (lorakit/deploy/parity.py)
+
+
+def parity_markdown(runs: Sequence[Run]) -> str:
+    """Every run's parity report (unmerged adapter against merged and CTranslate2 forms), as
+    `lorakit export` rendered it, headings moved under the notebook's section; then the finished runs without one."""
+    parts, without = [], []
+    for run in runs:
+        path = run.path / PARITY_MD
+        if path.exists():
+            parts.append(re.sub(r"^# ", "### ", path.read_text(), flags=re.M).rstrip())
+        elif run.status == "finished":
+            without.append(run.run_id)
+    if without:
+        parts.append(f"No parity report for {', '.join(without)}: `lorakit export RUN --to merged` (or "
+                     "`--to ct2 --quantization int8`) writes one to `executed/RUN/export/parity.md`.")
+    return "\n\n".join(parts) if parts else "No runs."

@@ -3,11 +3,16 @@ unmerged adapter (the reference: how the run evaluated it) and with every export
 same preprocessing, batches and greedy settings. Written to `export/parity.json` and `parity.md`:
 WER with S/D/I, how many hypotheses differ from the reference (the first few shown), utterances per
 second. Acceptance: a merged model gives identical hypotheses, or a WER within 0.1 pt with the
-differences listed.
+differences listed; CTranslate2 float32 within 0.2 pt; float16 and int8 are reported as measured.
+
+A CTranslate2 form is decoded by `ct2.CT2SpeechModel` through the very same `decode_utterances` (audio,
+features, batches, prompt, greedy, token limit) on as many CPU threads as PyTorch uses here, so the
+utterances per second of every form compare like for like.
 """
 
 from __future__ import annotations
 
+import platform
 import time
 from pathlib import Path
 
@@ -19,10 +24,12 @@ from ..experiment.batches import subset
 from ..experiment.evaluate import score
 from ..experiment.manifests import Utterance, read_manifest
 from ..experiment.models import SpeechModel, load_model, pick_autocast, pick_device
+from . import ct2
 from .transcribe import Source, decode_utterances, load_source
 
 REFERENCE = "unmerged"
-TOLERANCE_PTS = {"merged": 0.1}  # WER points a form may differ from the reference when hypotheses differ
+TOLERANCE_PTS = {"merged": 0.1, "ct2-float32": 0.2}  # WER points a form may differ from the reference
+# when its hypotheses differ; a form without one (ct2-float16, ct2-int8) is reported as measured
 SHOWN_DIFFS = 5
 
 
@@ -47,10 +54,12 @@ def _decode_form(sm: SpeechModel, sets: dict[str, list[Utterance]], src: Source,
     warm = next(iter(sets.values()))[:1]  # one untimed clip first: the first call pays for lazy setup, not the form
     decode_utterances(sm, warm, src.rms_target, src.max_new_tokens, 1, device, autocast, progress=False)
     for name, utts in sets.items():
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         hyps, _ = decode_utterances(sm, utts, src.rms_target, src.max_new_tokens, src.batch_size, device, autocast, progress=False)
-        seconds = time.perf_counter() - started
-        out[name] = {"result": score(utts, hyps), "utt_per_s": len(utts) / max(seconds, 1e-9)}
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+        # CPU seconds of this process (every thread, CTranslate2's too) hardly move when other programs share the cores
+        out[name] = {"result": score(utts, hyps), "utt_per_s": len(utts) / max(seconds, 1e-9),
+                     "utt_per_cpu_s": len(utts) / max(cpu_seconds, 1e-9)}
     return out
 
 
@@ -64,32 +73,63 @@ def compare(reference: dict, form: dict, form_name: str) -> dict:
         same = not diffs
         within = same or abs(delta) <= TOLERANCE_PTS.get(form_name, float("inf")) + 1e-9
         ok = ok and within
-        sets[name] = {**f.summary(), "utt_per_s": round(form[name]["utt_per_s"], 2), "wer_delta_pts": round(delta, 4),
+        sets[name] = {**f.summary(), "utt_per_s": round(form[name]["utt_per_s"], 2), "utt_per_cpu_s": round(form[name]["utt_per_cpu_s"], 2),
+                      "wer_delta_pts": round(delta, 4),
                       "differ": len(diffs), "first_diffs": diffs[:SHOWN_DIFFS], "identical": same, "within_tolerance": within}
     return {"sets": sets, "ok": ok}
 
 
 def _reference_sets(reference: dict) -> dict:
-    return {name: {**d["result"].summary(), "utt_per_s": round(d["utt_per_s"], 2), "differ": 0, "identical": True}
+    return {name: {**d["result"].summary(), "utt_per_s": round(d["utt_per_s"], 2), "utt_per_cpu_s": round(d["utt_per_cpu_s"], 2),
+                   "differ": 0, "identical": True}
             for name, d in reference.items()}
 
 
-def parity_report(src: Source, forms: dict[str, Path], sample: int = 200, device: str = "cpu", out_dir: Path | None = None) -> dict:
-    """Decode the sample with the unmerged adapter and each exported form (a transformers folder), write
-    `parity.json` and `parity.md` beside the forms (`<run>/export/`), and return the report."""
+def load_form(name: str, path: Path, device: torch.device) -> SpeechModel:
+    """An exported form ready to decode: a CTranslate2 folder (on torch's number of threads) or a transformers one."""
+    if ct2.is_ct2_form(name):
+        return ct2.load_ct2(path, threads=torch.get_num_threads(), device="cuda" if device.type == "cuda" else "cpu")
+    sm = load_model(str(path), device=device)
+    sm.model.eval()
+    return sm
+
+
+def cpu_name() -> str:
+    try:
+        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def _acceptance(forms: dict) -> dict:
+    return {name: {"ok": f["ok"], "tolerance_pts": TOLERANCE_PTS.get(name), "reported_only": name not in TOLERANCE_PTS,
+                   "identical": all(s["identical"] for s in f["sets"].values())}
+            for name, f in forms.items() if name != REFERENCE}
+
+
+def parity_report(src: Source, forms: dict[str, Path], sample: int = 200, device: str = "cpu", out_dir: Path | None = None,
+                  left_out: dict[str, str] | None = None) -> dict:
+    """Decode the sample with the unmerged adapter and each exported form (a transformers or CTranslate2
+    folder), write `parity.json` and `parity.md` beside the forms (`<run>/export/`), and return the report.
+    `left_out`: forms in the folder that are not compared, with the reason (shown in both files)."""
+    if not forms:
+        raise ValueError("parity needs at least one exported form to compare with the unmerged adapter")
     dev = pick_device(device)
     sets = parity_sample(src, sample)
     reference = _decode_form(load_source(src, dev), sets, src, dev)
     report = {"run": src.run_folder.name if src.run_folder else None, "model": src.model, "adapter": str(src.adapter),
-              "device": str(dev), "sample": sample, "seed": int(src.run_config.get("seed", 42)), "created": now(),
+              "device": str(dev), "cpu": cpu_name(), "threads": torch.get_num_threads(), "sample": sample,
+              "seed": int(src.run_config.get("seed", 42)), "max_new_tokens": src.max_new_tokens, "batch_size": src.batch_size,
+              "created": now(), "left_out": dict(left_out or {}),
               "forms": {REFERENCE: {"path": str(src.adapter), "sets": _reference_sets(reference), "ok": True}}}
     for name, path in forms.items():
-        sm = load_model(str(path), device=dev)
-        sm.model.eval()
+        sm = load_form(name, path, dev)
         report["forms"][name] = {"path": str(path), **compare(reference, _decode_form(sm, sets, src, dev), name)}
-    report["acceptance"] = {name: {"ok": f["ok"], "tolerance_pts": TOLERANCE_PTS.get(name),
-                                   "identical": all(s["identical"] for s in f["sets"].values())}
-                            for name, f in report["forms"].items() if name != REFERENCE}
+        if ct2.is_ct2_form(name):
+            report["forms"][name]["compute_type"] = sm.model.compute_type
+        del sm
+    report["acceptance"] = _acceptance(report["forms"])
     out_dir = Path(out_dir) if out_dir is not None else next(iter(forms.values())).parent
     write_json(out_dir / "parity.json", report)
     atomic_write_text(out_dir / "parity.md", parity_markdown(report))
@@ -97,19 +137,29 @@ def parity_report(src: Source, forms: dict[str, Path], sample: int = 200, device
 
 
 COLUMNS = [("form", "form"), ("set", "set"), ("n", "n"), ("wer", "WER %"), ("sdi", "S/D/I"), ("differ", "differ from unmerged"),
-           ("utt_per_s", "utt/s"), ("verdict", "verdict")]
+           ("utt_per_s", "utt/s"), ("utt_per_cpu_s", "utt/CPU-s"), ("verdict", "verdict")]
+
+
+def _verdict(form: str, s: dict) -> str:
+    if form == REFERENCE:
+        return "reference"
+    if s["identical"]:
+        return "identical"
+    if form not in TOLERANCE_PTS:
+        return f"reported ({s['wer_delta_pts']:+.2f} pt)"
+    return "within tolerance" if s["within_tolerance"] else f"DIFFERS ({s['wer_delta_pts']:+.2f} pt)"
 
 
 def parity_markdown(report: dict) -> str:
     rows = []
     for form, f in report["forms"].items():
         for name, s in f["sets"].items():
-            verdict = "reference" if form == REFERENCE else ("identical" if s["identical"] else
-                                                             ("within tolerance" if s["within_tolerance"] else "DIFFERS"))
+            verdict = _verdict(form, s)
             rows.append({"form": form, "set": name, "n": s["n"], "wer": f"{s['wer'] * 100:.2f}", "sdi": f"{s['sub']}/{s['del']}/{s['ins']}",
-                         "differ": s["differ"], "utt_per_s": s["utt_per_s"], "verdict": verdict})
-    lines = [f"# Parity: {report['run']} ({report['device']}, seeded sample of {report['sample']} per set)", "",
-             markdown_table(rows, COLUMNS), ""]
+                         "differ": s["differ"], "utt_per_s": s["utt_per_s"], "utt_per_cpu_s": s.get("utt_per_cpu_s", ""), "verdict": verdict})
+    lines = [f"# Parity: {report['run']} ({report['device']}, {report.get('cpu', '?')}, {report.get('threads', '?')} threads, "
+             f"seeded sample of {report['sample']} per set)", "", markdown_table(rows, COLUMNS), ""]
+    lines += [f"- left out: {name}: {why}" for name, why in report.get("left_out", {}).items()]
     for form, f in report["forms"].items():
         for name, s in f["sets"].items():
             for d in s.get("first_diffs", []):

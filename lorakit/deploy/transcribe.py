@@ -188,7 +188,8 @@ def long_form_mode(sm: SpeechModel, requested: str = "auto") -> str:
     """"whisper" (transformers' sequential long-form) or "windows" for clips over one window."""
     if requested not in ("auto", "whisper", "windows"):
         raise TranscribeError(f"long_form must be auto, whisper or windows, not {requested!r}")
-    knows_timestamps = sm.family == "whisper" and getattr(sm.base.generation_config, "no_timestamps_token_id", None) is not None
+    gc = getattr(sm.base, "generation_config", None)  # a CTranslate2 model has none: windows
+    knows_timestamps = sm.family == "whisper" and getattr(gc, "no_timestamps_token_id", None) is not None
     if requested == "whisper" and not knows_timestamps:
         raise TranscribeError(f"{sm.name}: long-form needs a Whisper whose generation config has timestamp tokens")
     return "whisper" if requested == "auto" and knows_timestamps else ("windows" if requested == "auto" else requested)
