@@ -85,6 +85,10 @@ class RunConfig:
     precision: str = "auto"  # auto: bf16 on capable GPUs, else fp32
     output_dir: str = "executed"  # run records go to <output_dir>/<run_id>/
     command: str = ""  # how the run was started (`lorakit run` fills it in); empty: the equivalent papermill command
+    # search (`lorakit search` fills these in; a trial reports each evaluation's domain WER and stops when pruned)
+    search_storage: str = ""  # Optuna storage URL of the study this run is a trial of; empty: not a trial
+    search_study: str = ""  # the study's name in that storage
+    search_trial: int = -1  # the trial's number in that study; -1: not a trial
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -218,7 +222,8 @@ def is_regex(text: str) -> bool:
 
 
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
-NOT_RESULT_FIELDS = ("run_id", "notes", "output_dir", "command")  # name, describe or place a run; shape no number
+# name, describe or place a run; shape no number (a search trial's identity neither: a retried trial resumes its run)
+NOT_RESULT_FIELDS = ("run_id", "notes", "output_dir", "command", "search_storage", "search_study", "search_trial")
 LIST_FIELDS = ("adapter_scales", "eval_steps")  # comma-separated strings that also accept a number or a list
 
 
@@ -425,6 +430,9 @@ def _validate(cfg: RunConfig) -> None:
             re.compile(cfg.target_modules.strip())
         except re.error as exc:
             need(False, "target_modules", f"not a valid regular expression ({exc})")
+    need(cfg.search_trial >= -1, "search_trial", "must be a trial number (>= 0), or -1 when the run is not a trial")
+    trial = (bool(cfg.search_storage), bool(cfg.search_study), cfg.search_trial >= 0)
+    need(all(trial) or not any(trial), "search_trial", "a trial needs all of search_storage, search_study and search_trial")
     if cfg.run_id:
         need(all(c.isalnum() or c in "-_." for c in cfg.run_id), "run_id", "letters, digits, '-', '_' and '.' only")
 

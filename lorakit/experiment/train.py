@@ -38,6 +38,7 @@ from .inputs import Inputs, make_inputs, tensor_fingerprint
 from .manifests import Utterance
 from .models import SpeechModel, TargetPlan, add_adapters, load_model, pick_autocast, pick_device, plan_targets
 from .prepare import Splits, prepare_data
+from . import trial
 
 
 def seed_everything(seed: int) -> None:
@@ -279,6 +280,7 @@ def train_loop(r: RunState, model, step: int, evals: list[dict]) -> tuple[int, l
     bar = tqdm(total=cfg.max_steps, initial=step, desc="train", disable=not r.main)
     stop_reason = "max_steps"
     eval_at = set(cfg.eval_step_list())
+    search = trial.connect(cfg, r.accelerator)  # a `lorakit search` trial reports every evaluation; else None
     while step < cfg.max_steps:
         mine = [next(batches)[r.accelerator.process_index :: n_proc] for _ in range(cfg.grad_accum)]  # this process's slices
         out = train_step(r.sm, r.inputs, mine, r.optimizer, r.scheduler, cfg.max_grad_norm, r.autocast, r.accelerator, model)
@@ -296,6 +298,9 @@ def train_loop(r: RunState, model, step: int, evals: list[dict]) -> tuple[int, l
             base_dom = r.baseline_wer("domain")
             if cfg.wer_stop_threshold and row["domain_wer"] > base_dom * cfg.wer_stop_threshold:
                 stop_reason = f"wer_stop_threshold: domain WER {row['domain_wer']:.4f} > {cfg.wer_stop_threshold} x baseline {base_dom:.4f}"
+                break
+            if search is not None and search.should_prune(step, row["domain_wer"]):
+                stop_reason = "pruned"
                 break
     bar.close()
     return step, evals, stop_reason
