@@ -14,9 +14,10 @@ import math
 import os
 import re
 import types
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -264,6 +265,35 @@ def visible_gpus_listed() -> list[str] | None:
     """CUDA_VISIBLE_DEVICES as a list, None when unset (then every GPU torch sees is visible)."""
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
     return None if listed is None else [g.strip() for g in listed.split(",") if g.strip()]
+
+
+PROGRESS_ENV = "LORAKIT_PROGRESS"  # "text": progress bars as text lines (a kernel whose output streams to a terminal)
+
+
+def progress_bar(*args: Any, **kwargs: Any):
+    """tqdm: text bars when this process's output streams to a terminal (`lorakit run` executing the
+    notebook sets LORAKIT_PROGRESS=text for its kernel), else tqdm.auto's choice (widgets in JupyterLab)."""
+    if os.environ.get(PROGRESS_ENV) == "text":
+        from tqdm.std import tqdm
+    else:
+        from tqdm.auto import tqdm
+    return tqdm(*args, **kwargs)
+
+
+@contextmanager
+def kernel_environment(**changes: str) -> Iterator[None]:
+    """Variables a kernel started inside the block inherits (a kernel takes this process's environment);
+    restored afterwards."""
+    before = {k: os.environ.get(k) for k in changes}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def child_environment(**changes: str) -> dict[str, str]:

@@ -221,6 +221,9 @@ def test_a_killed_study_resumes_its_killed_run_and_ends_with_4_trials(project, t
     figures = project / "executed" / "figures-search-s"
     assert (figures / "search-s-history.png").exists() and (figures / "search-s-intermediate.png").exists()
     assert "best trial within the guardrail" in again.stdout
+    # the resumed run's progress reached the terminal: its log lines, its bars, its result row
+    assert "resuming from" in again.stdout and "step 8: domain WER" in again.stdout
+    assert "train: 100%" in again.stderr and "| s-t3 | finished | 8 | max_steps |" in again.stdout
 
 
 def test_two_workers_share_one_sqlite_study(project):
@@ -237,3 +240,8 @@ def test_two_workers_share_one_sqlite_study(project):
     assert len(set(run_ids)) == 4 and all(metrics(project / "executed" / r)["status"] == "finished" for r in run_ids)
     ran = [{r for r in run_ids if f"Trial {r.split('-t')[1]} " in out} for out in outputs]
     assert all(ran) and not ran[0] & ran[1], ran  # both workers ran trials, none twice
+
+
+def test_the_shipped_demo_search_loads():
+    search = load_search(ROOT / "params" / "search" / "demo.yaml")
+    assert search.base == "params/demo.yaml" and search.enqueue and set(search.enqueue[0]) == set(search.space)

@@ -81,7 +81,10 @@ def study_figures(study) -> list[tuple[str, Figure]]:
     if len(complete) >= 2 and any(len({str(t.params.get(k)) for t in complete}) > 1 for k in complete[0].params):
         figures.append((f"{name}-importances", ovm.plot_param_importances(study, target_name="domain WER").figure))
     best = best_feasible(study)
-    for _, fig in figures[:1]:
-        fig.axes[0].set_title("optimisation history" + (f" (best within the guardrail: trial {best.number}, {best.value:.4f})"
-                                                        if best is not None else " (no trial within the guardrail)"))
+    figures[0][1].axes[0].set_title("optimisation history (grey: outside the guardrail)\n"
+                                    + (f"best within the guardrail: trial {best.number}, {best.value:.4f}" if best is not None
+                                       else "no trial within the guardrail"), fontsize=10)
+    for _, fig in figures:
+        fig.set_size_inches(9, 4.5)
+        fig.tight_layout()
     return figures

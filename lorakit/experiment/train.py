@@ -23,9 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from ..config import ConfigError, RunConfig, check_inputs_exist, project_root
+from ..config import ConfigError, RunConfig, check_inputs_exist, progress_bar as tqdm, project_root
 from ..record import RunRecord, git_sha, markdown_table, now, recorded_config, run_command, today, versions, write_json
 from . import checkpoint as ckpt
 from .baseline import shared_baseline
