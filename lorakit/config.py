@@ -27,6 +27,7 @@ BASE_CHANGING_INITS = ("pissa", "olora", "corda", "loftq", "lora_ga")  # peft re
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 ON_BAD = ("error", "skip")
+TRACKERS = ("none", "tensorboard", "mlflow", "wandb")  # accelerate's trackers a run can report to
 
 
 class ConfigError(ValueError):
@@ -85,6 +86,7 @@ class RunConfig:
     device: str = "auto"  # auto: cuda, then mps, then cpu
     precision: str = "auto"  # auto: bf16 on capable GPUs, else fp32
     output_dir: str = "executed"  # run records go to <output_dir>/<run_id>/
+    report_to: str = "none"  # none | tensorboard | mlflow | wandb (offline): config, losses, LR, each evaluation's WERs, final metrics
     command: str = ""  # how the run was started (`lorakit run` fills it in); empty: the equivalent papermill command
     # search (`lorakit search` fills these in; a trial reports each evaluation's domain WER and stops when pruned)
     search_storage: str = ""  # Optuna storage URL of the study this run is a trial of; empty: not a trial
@@ -224,7 +226,7 @@ def is_regex(text: str) -> bool:
 
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 # name, describe or place a run; shape no number (a search trial's identity neither: a retried trial resumes its run)
-NOT_RESULT_FIELDS = ("run_id", "notes", "output_dir", "command", "search_storage", "search_study", "search_trial")
+NOT_RESULT_FIELDS = ("run_id", "notes", "output_dir", "command", "report_to", "search_storage", "search_study", "search_trial")
 LIST_FIELDS = ("adapter_scales", "eval_steps")  # comma-separated strings that also accept a number or a list
 
 
@@ -443,6 +445,7 @@ def _validate(cfg: RunConfig) -> None:
     _check_init(cfg.init_lora_weights)
     need(cfg.device in DEVICES or cfg.device.startswith("cuda:"), "device", f"must be one of {DEVICES} or cuda:N")
     need(cfg.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}")
+    need(cfg.report_to in TRACKERS, "report_to", f"must be one of {TRACKERS}")
     need(cfg.on_bad_audio in ON_BAD, "on_bad_audio", f"must be one of {ON_BAD}")
     need(bool(cfg.model), "model", "must name a model")
     need(bool(cfg.train_manifest), "train_manifest", "must name a manifest")

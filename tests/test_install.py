@@ -9,7 +9,8 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-EXTRA_ONLY = ("optuna", "ray", "pytest", "playwright", "datasets", "jupyterlab", "hypothesis", "nbmake")
+EXTRA_ONLY = ("optuna", "ray", "pytest", "playwright", "datasets", "jupyterlab", "hypothesis", "nbmake", "tensorboard", "mlflow",
+              "wandb")
 
 # every module the demo's commands import (run -> train notebook, analysis notebook, demo-data, import-model),
 # and the analysis notebook's search section with no study given

@@ -37,7 +37,7 @@ from .inputs import Inputs, make_inputs, tensor_fingerprint
 from .manifests import Utterance
 from .models import SpeechModel, TargetPlan, add_adapters, load_model, pick_autocast, pick_device, plan_targets
 from .prepare import Splits, prepare_data
-from . import trial
+from . import trackers, trial
 
 
 def seed_everything(seed: int) -> None:
@@ -124,7 +124,7 @@ def run(cfg: RunConfig) -> RunResult:
     run_id = broadcast(cfg.run_id or default_run_id(cfg), accelerator)  # the main process's timestamp names the run
     folder = cfg.path("output_dir") / run_id
     cfg.check_same_run(recorded_config(folder), folder)
-    record = RunRecord(folder) if accelerator.is_main_process else FollowerRecord(folder)
+    record = trackers.run_record(folder, cfg, run_id) if accelerator.is_main_process else FollowerRecord(folder)  # + report_to
     previous = record.metrics()
     if previous.get("status") == "finished":
         raise ConfigError(f"run {run_id!r} already finished in {folder}; choose another run_id (or `lorakit run --force`)")
