@@ -65,29 +65,35 @@ def run_process(run: SweepRun, force: bool, env: dict[str, str], out_dir: Path, 
     return status
 
 
-def run_parallel(todo: Sequence[SweepRun], jobs: int, force: bool, out_dir: Path) -> dict[str, str]:
-    """`jobs` runs at a time, each a `lorakit run` process; with GPUs, job slot i gets GPU i mod #GPUs
-    (CUDA_VISIBLE_DEVICES). Logs go to <output_dir>/.sweep-logs/<id>.log."""
-    import queue
+class JobSlots:
+    """`jobs` slots for `lorakit run` processes on this machine: each gets cores // jobs threads and, with
+    GPUs, slot i gets GPU i mod #GPUs (CUDA_VISIBLE_DEVICES); output goes to <logs>/<id>.log."""
 
-    env = thread_env((os.cpu_count() or 1) // jobs)
-    gpus = _visible_gpus()
-    slots: queue.Queue = queue.Queue()
-    for i in range(jobs):
-        slots.put(gpus[i % len(gpus)] if gpus else None)
-    logs = out_dir / ".sweep-logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    def __init__(self, jobs: int, out_dir: Path, logs: Path) -> None:
+        import queue
 
-    def one(run: SweepRun) -> tuple[str, str]:
-        gpu = slots.get()
+        self.env, self.out_dir, self.logs = thread_env((os.cpu_count() or 1) // jobs), out_dir, logs
+        gpus = _visible_gpus()
+        self.slots: queue.Queue = queue.Queue()
+        for i in range(jobs):
+            self.slots.put(gpus[i % len(gpus)] if gpus else None)
+        logs.mkdir(parents=True, exist_ok=True)
+
+    def run(self, run: SweepRun, force: bool = False) -> str:
+        """Wait for a free slot, run there, return the run's status."""
+        gpu = self.slots.get()
         try:
-            return run.run_id, run_process(run, force, {**env, **({"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {})},
-                                           out_dir, logs)
+            return run_process(run, force, {**self.env, **({"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {})},
+                               self.out_dir, self.logs)
         finally:
-            slots.put(gpu)
+            self.slots.put(gpu)
 
+
+def run_parallel(todo: Sequence[SweepRun], jobs: int, force: bool, out_dir: Path) -> dict[str, str]:
+    """`jobs` runs at a time (see JobSlots). Logs go to <output_dir>/.sweep-logs/<id>.log."""
+    slots = JobSlots(jobs, out_dir, out_dir / ".sweep-logs")
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return dict(pool.map(one, todo))
+        return dict(pool.map(lambda run: (run.run_id, slots.run(run, force)), todo))
 
 
 def _ray_task(command: list[str], root: str, env: dict[str, str], folder: str) -> tuple[str, int, str]:

@@ -31,7 +31,6 @@ from its `checkpoint_last`; the study ends with `trials` finished (complete or p
 
 from __future__ import annotations
 
-import os
 import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +41,7 @@ from typing import Any, Callable
 from ..config import ConfigError, RunConfig, check_inputs_exist, load_yaml
 from ..record import delta_pts, read_metrics
 from .notebooks import execute, execute_analysis
-from .pool import SweepRun, run_process, thread_env
+from .pool import JobSlots, SweepRun
 from .sweep import ID_CHARS, reproduce_command
 
 SEARCH_KEYS = {"name", "base", "fixed", "space", "trials", "enqueue", "pruner", "sampler", "heartbeat_s", "description"}
@@ -311,12 +310,11 @@ def worker(study, search: Search, n: int, launch: Callable[[SweepRun], str], sto
 # --- execution -------------------------------------------------------------------------------------
 def _launcher(search: Search, jobs: int, out_dir: Path) -> Callable[[SweepRun], str]:
     """One job: each trial's run in this process (its notebook's output on the terminal, as `lorakit run`);
-    several: each a `lorakit run` process with cores // jobs threads, its output in <output_dir>/.search-logs/."""
+    several: each a `lorakit run` process in a job slot (cores // jobs threads, a GPU each when there
+    are GPUs), its output in <output_dir>/.search-logs/."""
     if jobs == 1:
         return lambda run: execute(run.params, run.run_id, command=shlex.join(run.command))
-    env, logs = thread_env((os.cpu_count() or 1) // jobs), out_dir / ".search-logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    return lambda run: run_process(run, False, env, out_dir, logs)
+    return JobSlots(jobs, out_dir, out_dir / ".search-logs").run
 
 
 def run_search(path: str | Path, trials: int | None = None, jobs: int = 1, storage: str | None = None,
