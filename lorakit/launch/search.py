@@ -192,8 +192,9 @@ def trial_outcome(metrics: dict) -> tuple[float, float | None]:
 
 # --- the study -------------------------------------------------------------------------------------
 def open_storage(url: str, heartbeat_s: int):
-    """The study's storage with a heartbeat per trial: a trial silent for 2 x heartbeat_s is failed by
-    the next worker to look, and retried once more with the same values (and run id) at most twice."""
+    """The study's storage with a heartbeat per running trial: a trial silent for 2 x heartbeat_s (its
+    worker died) is failed by the next worker to look and queued again with the same values, run id and
+    reported evaluations (at most twice per trial)."""
     import warnings
 
     import optuna
