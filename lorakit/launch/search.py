@@ -199,12 +199,18 @@ def open_storage(url: str, heartbeat_s: int):
 
     import optuna
 
-    with warnings.catch_warnings():  # heartbeats and retries are "experimental" in Optuna since 2.8; they are what resumes a study
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,  # a shared file waits for its lock
-            heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2, inherit_intermediate_values=True))
+    for attempt in range(3):
+        try:
+            with warnings.catch_warnings():  # heartbeats and retries are "experimental" in Optuna since 2.8; they are what resumes a study
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,  # a shared file waits
+                    heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2, inherit_intermediate_values=True))
+        except Exception:  # noqa: BLE001 - two workers starting on a fresh database both create its schema; one loses
+            if attempt == 2:  # ("table studies already exists", or a UNIQUE constraint on alembic_version): a bad URL fails thrice
+                raise
+            time.sleep(1.0)
 
 
 def open_study(search: Search, url: str):
