@@ -1,6 +1,8 @@
 # lorakit: two commands do all set-up on a fresh machine (idempotent):
-#   make demo   corpus + bundled model + the demo experiment + the analysis notebook
-#   make test   the whole suite (pytest, papermill executions, nbmake over notebooks/, browser test)
+#   make demo   corpus + bundled model + the demo experiment + the analysis notebook; installs only the
+#               base dependencies (no test, Ray, bench, search or browser extras)
+#   make test   the whole suite (pytest, papermill executions, nbmake over notebooks/, browser test);
+#               installs every extra the suite needs
 # Also: make lab (JupyterLab on the project's environment), make bench, make clean-cache.
 
 VENV      ?= .venv
@@ -8,6 +10,8 @@ PYTHON    ?= python3
 PY        := $(VENV)/bin/python
 PIP       := $(PY) -m pip
 STAMP     := $(VENV)/.lorakit-installed
+TEST_STAMP := $(VENV)/.lorakit-test-installed
+EXTRAS    := test,ray,bench,search,lab,tensorboard,mlflow,deploy
 # Without a GPU, install the CPU build of torch before anything can pull the multi-GB CUDA build.
 # (These machines hold torch 2.13.0 CPU locally; elsewhere point TORCH_CPU at PyTorch's CPU wheel index,
 # e.g. make TORCH_CPU="torch --index-url <cpu index>".) With a GPU, or a torch already present, nothing changes.
@@ -15,9 +19,10 @@ TORCH_CPU ?= torch==2.13.0
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PKGS  := espeak-ng flite sox
 
-.PHONY: setup system-deps demo test lab bench clean-cache browser-deps
+.PHONY: setup setup-all system-deps demo test lab bench clean-cache browser-deps
 
 setup: $(STAMP) system-deps
+setup-all: $(TEST_STAMP) system-deps
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +31,12 @@ $(STAMP): pyproject.toml | $(PY)
 	@if ! $(PY) -c "import torch" 2>/dev/null; then \
 	  if command -v nvidia-smi >/dev/null 2>&1; then $(PIP) install torch; else $(PIP) install "$(TORCH_CPU)"; fi; \
 	fi
-	$(PIP) install -e ".[test,ray,bench,deploy]"
+	$(PIP) install -e .
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(PIP) install -e ".[$(EXTRAS)]"
+	touch $(TEST_STAMP)
 
 system-deps:
 	@missing=""; for b in $(APT_PKGS); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
@@ -44,15 +53,15 @@ demo: setup
 
 # CI and `make test` execute the notebooks in the smoke profile (LORAKIT_SMOKE=1: a few steps on a
 # few clips) so the suite stays within ~20 minutes; the real experiment is `make demo`.
-test: setup browser-deps
+test: setup-all browser-deps
 	$(PY) -m lorakit demo-data
 	$(PY) -m lorakit import-model
 	LORAKIT_SMOKE=1 $(PY) -m pytest -q --nbmake tests notebooks
 
-lab: setup
+lab: setup-all
 	$(VENV)/bin/jupyter lab notebooks/
 
-bench: setup
+bench: setup-all
 	$(PY) bench/bench.py
 
 clean-cache:

@@ -1,4 +1,4 @@
-"""`lorakit` command line: run / sweep / matrix / archive / analysis / demo-data / import-model /
+"""`lorakit` command line: run / sweep / search / matrix / archive / analysis / demo-data / import-model /
 transcribe / export.
 
 The composition root: the one module that knows every side of the package. Each command parses its
@@ -70,6 +70,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .launch.sweep import run_sweep
 
     return run_sweep(args.sweep, jobs=args.jobs, ray_address=args.ray, force=args.force, analysis=not args.no_analysis)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .launch.search import load_search, run_search
+
+    code = run_search(args.search, trials=args.trials, jobs=args.jobs, storage=args.storage, analysis=not args.no_analysis)
+    from .analysis.search import open_study, study_markdown
+
+    search = load_search(args.search)
+    print(study_markdown(open_study(args.storage or search.default_storage(), search.name)))
+    return code
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
@@ -148,6 +159,25 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0 if not parity or all(a["ok"] for a in parity["acceptance"].values()) else 1
 
 
+def _add_launch_parsers(sub) -> None:
+    p = sub.add_parser("sweep", help="expand params/sweeps/<name>.yaml into runs and execute them")
+    p.add_argument("sweep")
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel on this machine")
+    p.add_argument("--ray", default=None, metavar="auto|local|ADDRESS",
+                   help="run each run as a Ray task: auto (the running cluster), local (a fresh one here) or host:port")
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--no-analysis", action="store_true", help="skip the analysis notebook afterwards")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("search", help="an Optuna study over params/search/<name>.yaml: every trial a run")
+    p.add_argument("search")
+    p.add_argument("--trials", type=int, default=None, help="finished trials the study ends with (default: the file's 'trials')")
+    p.add_argument("--jobs", type=int, default=1, help="trials in parallel on this machine")
+    p.add_argument("--storage", default=None, help="an Optuna storage URL (default: sqlite:///<output_dir>/search-<name>.db)")
+    p.add_argument("--no-analysis", action="store_true", help="skip the analysis notebook afterwards")
+    p.set_defaults(func=cmd_search)
+
+
 def _add_deploy_parsers(sub) -> None:
     p = sub.add_parser("transcribe", help="transcribe audio files, folders or manifests with a model and an adapter or run")
     p.add_argument("inputs", nargs="+", help="audio files, folders (recursive) or JSONL manifests")
@@ -184,14 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="no cell output on the terminal")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("sweep", help="expand params/sweeps/<name>.yaml into runs and execute them")
-    p.add_argument("sweep")
-    p.add_argument("--jobs", type=int, default=1, help="runs in parallel on this machine")
-    p.add_argument("--ray", default=None, metavar="auto|local|ADDRESS",
-                   help="run each run as a Ray task: auto (the running cluster), local (a fresh one here) or host:port")
-    p.add_argument("--force", action="store_true")
-    p.add_argument("--no-analysis", action="store_true", help="skip the analysis notebook afterwards")
-    p.set_defaults(func=cmd_sweep)
+    _add_launch_parsers(sub)
 
     p = sub.add_parser("matrix", help="write executed/run_matrix.md and .csv from the run records")
     p.add_argument("--runs", default="executed")

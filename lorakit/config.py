@@ -14,9 +14,10 @@ import math
 import os
 import re
 import types
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -26,6 +27,7 @@ BASE_CHANGING_INITS = ("pissa", "olora", "corda", "loftq", "lora_ga")  # peft re
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 ON_BAD = ("error", "skip")
+TRACKERS = ("none", "tensorboard", "mlflow", "wandb")  # accelerate's trackers a run can report to
 
 
 class ConfigError(ValueError):
@@ -89,7 +91,12 @@ class RunConfig:
     device: str = "auto"  # auto: cuda, then mps, then cpu
     precision: str = "auto"  # auto: bf16 on capable GPUs, else fp32
     output_dir: str = "executed"  # run records go to <output_dir>/<run_id>/
+    report_to: str = "none"  # none | tensorboard | mlflow | wandb (offline): config, losses, LR, each evaluation's WERs, final metrics
     command: str = ""  # how the run was started (`lorakit run` fills it in); empty: the equivalent papermill command
+    # search (`lorakit search` fills these in; a trial reports each evaluation's domain WER and stops when pruned)
+    search_storage: str = ""  # Optuna storage URL of the study this run is a trial of; empty: not a trial
+    search_study: str = ""  # the study's name in that storage
+    search_trial: int = -1  # the trial's number in that study; -1: not a trial
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -238,7 +245,8 @@ def is_regex(text: str) -> bool:
 
 
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
-NOT_RESULT_FIELDS = ("run_id", "notes", "output_dir", "command")  # name, describe or place a run; shape no number
+# name, describe or place a run; shape no number (a search trial's identity neither: a retried trial resumes its run)
+NOT_RESULT_FIELDS = ("run_id", "notes", "output_dir", "command", "report_to", "search_storage", "search_study", "search_trial")
 LIST_FIELDS = ("adapter_scales", "eval_steps")  # comma-separated strings that also accept a number or a list
 
 
@@ -279,6 +287,35 @@ def visible_gpus_listed() -> list[str] | None:
     """CUDA_VISIBLE_DEVICES as a list, None when unset (then every GPU torch sees is visible)."""
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
     return None if listed is None else [g.strip() for g in listed.split(",") if g.strip()]
+
+
+PROGRESS_ENV = "LORAKIT_PROGRESS"  # "text": progress bars as text lines (a kernel whose output streams to a terminal)
+
+
+def progress_bar(*args: Any, **kwargs: Any):
+    """tqdm: text bars when this process's output streams to a terminal (`lorakit run` executing the
+    notebook sets LORAKIT_PROGRESS=text for its kernel), else tqdm.auto's choice (widgets in JupyterLab)."""
+    if os.environ.get(PROGRESS_ENV) == "text":
+        from tqdm.std import tqdm
+    else:
+        from tqdm.auto import tqdm
+    return tqdm(*args, **kwargs)
+
+
+@contextmanager
+def kernel_environment(**changes: str) -> Iterator[None]:
+    """Variables a kernel started inside the block inherits (a kernel takes this process's environment);
+    restored afterwards."""
+    before = {k: os.environ.get(k) for k in changes}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def child_environment(**changes: str) -> dict[str, str]:
@@ -396,16 +433,7 @@ def _validate(cfg: RunConfig) -> None:
         if not condition:
             raise ConfigError(f"parameter {name!r} = {getattr(cfg, name)!r}: {why}")
 
-    for f in fields(cfg):
-        value = getattr(cfg, f.name)
-        if f.type == "float":
-            need(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), f.name, "must be a finite number")
-        elif f.type == "int":
-            need(isinstance(value, int) and not isinstance(value, bool), f.name, "must be an integer")
-        elif f.type == "bool":
-            need(isinstance(value, bool), f.name, "must be true or false")
-        elif f.type == "str":
-            need(isinstance(value, str), f.name, "must be a string")
+    _check_types(cfg, need)
     need(cfg.lr > 0, "lr", "must be > 0")
     need(cfg.max_steps >= 1, "max_steps", "must be >= 1")
     need(1 <= cfg.eval_interval and (cfg.eval_interval <= cfg.max_steps or bool(cfg.eval_steps.strip())), "eval_interval",
@@ -449,8 +477,30 @@ def _validate(cfg: RunConfig) -> None:
             re.compile(cfg.target_modules.strip())
         except re.error as exc:
             need(False, "target_modules", f"not a valid regular expression ({exc})")
+    _check_reporting(cfg, need)
     if cfg.run_id:
         need(all(c.isalnum() or c in "-_." for c in cfg.run_id), "run_id", "letters, digits, '-', '_' and '.' only")
+
+
+def _check_types(cfg: RunConfig, need) -> None:
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.type == "float":
+            need(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), f.name, "must be a finite number")
+        elif f.type == "int":
+            need(isinstance(value, int) and not isinstance(value, bool), f.name, "must be an integer")
+        elif f.type == "bool":
+            need(isinstance(value, bool), f.name, "must be true or false")
+        elif f.type == "str":
+            need(isinstance(value, str), f.name, "must be a string")
+
+
+def _check_reporting(cfg: RunConfig, need) -> None:
+    """Where a run reports besides its record: a tracker (`report_to`), a search study (`search_*`)."""
+    need(cfg.report_to in TRACKERS, "report_to", f"must be one of {TRACKERS}")
+    need(cfg.search_trial >= -1, "search_trial", "must be a trial number (>= 0), or -1 when the run is not a trial")
+    trial = (bool(cfg.search_storage), bool(cfg.search_study), cfg.search_trial >= 0)
+    need(all(trial) or not any(trial), "search_trial", "a trial needs all of search_storage, search_study and search_trial")
 
 
 def _check_init(value: Any) -> None:

@@ -25,9 +25,8 @@ from typing import Any, Iterable
 import numpy as np
 import soundfile as sf
 import torch
-from tqdm.auto import tqdm
 
-from ..config import RunConfig, project_root
+from ..config import RunConfig, project_root, progress_bar as tqdm
 from ..record import atomic_write_text, read_json, write_jsonl
 from ..experiment.audio import RMS_TARGET, load_audio, rms_normalize
 from ..experiment.batches import eval_batches

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
-from tqdm.auto import tqdm
 
+from ..config import progress_bar as tqdm
 from ..record import utterance_errors
 from .batches import eval_batches
 from .inputs import Inputs

@@ -23,9 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from ..config import ConfigError, RunConfig, check_inputs_exist, project_root
+from ..config import ConfigError, RunConfig, check_inputs_exist, progress_bar as tqdm, project_root
 from ..record import RunRecord, git_sha, markdown_table, now, recorded_config, run_command, today, versions, write_json
 from . import checkpoint as ckpt
 from .baseline import shared_baseline
@@ -38,6 +37,7 @@ from .inputs import Inputs, make_inputs, tensor_fingerprint
 from .manifests import Utterance
 from .models import SpeechModel, TargetPlan, add_adapters, load_model, pick_autocast, pick_device, plan_targets
 from .prepare import Splits, prepare_data
+from . import trackers, trial
 
 
 def seed_everything(seed: int) -> None:
@@ -124,7 +124,7 @@ def run(cfg: RunConfig) -> RunResult:
     run_id = broadcast(cfg.run_id or default_run_id(cfg), accelerator)  # the main process's timestamp names the run
     folder = cfg.path("output_dir") / run_id
     cfg.check_same_run(recorded_config(folder), folder)
-    record = RunRecord(folder) if accelerator.is_main_process else FollowerRecord(folder)
+    record = trackers.run_record(folder, cfg, run_id) if accelerator.is_main_process else FollowerRecord(folder)  # + report_to
     previous = record.metrics()
     if previous.get("status") == "finished":
         raise ConfigError(f"run {run_id!r} already finished in {folder}; choose another run_id (or `lorakit run --force`)")
@@ -289,6 +289,7 @@ def train_loop(r: RunState, model, step: int, evals: list[dict]) -> tuple[int, l
     bar = tqdm(total=cfg.max_steps, initial=step, desc="train", disable=not r.main)
     stop_reason = "max_steps"
     eval_at = set(cfg.eval_step_list())
+    search = trial.connect(cfg, r.accelerator)  # a `lorakit search` trial reports every evaluation; else None
     while step < cfg.max_steps:
         mine = [next(batches)[r.accelerator.process_index :: n_proc] for _ in range(cfg.grad_accum)]  # this process's slices
         out = train_step(r.sm, r.inputs, mine, r.optimizer, r.scheduler, cfg.max_grad_norm, r.autocast, r.accelerator, model)
@@ -306,6 +307,9 @@ def train_loop(r: RunState, model, step: int, evals: list[dict]) -> tuple[int, l
             base_dom = r.baseline_wer("domain")
             if cfg.wer_stop_threshold and row["domain_wer"] > base_dom * cfg.wer_stop_threshold:
                 stop_reason = f"wer_stop_threshold: domain WER {row['domain_wer']:.4f} > {cfg.wer_stop_threshold} x baseline {base_dom:.4f}"
+                break
+            if search is not None and search.should_prune(step, row["domain_wer"]):
+                stop_reason = "pruned"
                 break
     bar.close()
     return step, evals, stop_reason

@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, RunConfig, launch_rank, project_root, smoke_requested
-from ..record import recorded_config, run_status
+from ..config import PROGRESS_ENV, ConfigError, RunConfig, kernel_environment, launch_rank, project_root, smoke_requested
+from ..record import markdown_table, read_metrics, recorded_config, run_status
 
 
 def execute(params: dict[str, Any], run_id: str, force: bool = False, quiet: bool = False, command: str | None = None) -> str:
@@ -51,16 +51,32 @@ def execute(params: dict[str, Any], run_id: str, force: bool = False, quiet: boo
         print(f"{run_id}: resuming an unfinished run ({status})")
     output = folder / "run.ipynb" if rank == 0 else Path(tempfile.mkdtemp(prefix=f"lorakit-{run_id}-rank{rank}-")) / "run.ipynb"
     quiet = quiet or rank > 0
+    stream = {} if quiet else {"stdout_file": sys.stdout, "stderr_file": sys.stderr}  # the run's own output, as it comes
     try:
-        papermill.execute_notebook(
-            str(project_root() / "notebooks" / "train.ipynb"), str(output),
-            parameters={**params, "run_id": run_id, "command": command}, cwd=str(project_root()),
-            progress_bar=not quiet, log_output=not quiet,
-        )
+        with kernel_environment(**({} if quiet else {PROGRESS_ENV: "text"})):  # its bars as text lines, not widgets
+            papermill.execute_notebook(
+                str(project_root() / "notebooks" / "train.ipynb"), str(output),
+                parameters={**params, "run_id": run_id, "command": command}, cwd=str(project_root()),
+                progress_bar=False, **stream,
+            )
     except papermill.PapermillExecutionError as exc:
         print(f"{run_id}: failed: {exc.ename}: {exc.evalue} (notebook: {output})", file=sys.stderr)
         return "failed"
+    if not quiet:
+        print(result_row(folder))
     return run_status(folder) or "unknown"
+
+
+RESULT_COLUMNS = [("run_id", "run"), ("status", "status"), ("steps", "steps"), ("stop_reason", "stop"), ("best_step", "best step"),
+                  ("baseline_wer", "domain base"), ("tuned_wer", "domain tuned"), ("heldout_baseline_wer", "heldout base"),
+                  ("heldout_tuned_wer", "heldout tuned"), ("elapsed_s", "s")]
+
+
+def result_row(folder: Path) -> str:
+    """The run's result as a one-row Markdown table (from its metrics.json)."""
+    m = read_metrics(folder) or {}
+    row = {k: f"{m[k]:.4f}" if k.endswith("wer") and isinstance(m.get(k), float) else m.get(k, "") for k, _ in RESULT_COLUMNS}
+    return markdown_table([row], RESULT_COLUMNS)
 
 
 def execute_analysis(output: Path, parameters: dict[str, Any]) -> bool:

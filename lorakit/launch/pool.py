@@ -34,7 +34,7 @@ def _subprocess_command(run: SweepRun, force: bool) -> list[str]:
     return [sys.executable, "-m", "lorakit", *run.command[1:], "--quiet", *(["--force"] if force else [])]
 
 
-def _thread_env(threads: int) -> dict[str, str]:
+def thread_env(threads: int) -> dict[str, str]:
     """Environment of one run's process: `threads` CPU threads, so parallel runs do not thrash the cores."""
     n = str(max(1, threads))
     return child_environment(OMP_NUM_THREADS=n, MKL_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n)
@@ -53,36 +53,47 @@ def _visible_gpus() -> list[str]:
     return [str(i) for i, line in enumerate(line for line in out.splitlines() if line.startswith("GPU "))]
 
 
-def run_parallel(todo: Sequence[SweepRun], jobs: int, force: bool, out_dir: Path) -> dict[str, str]:
-    """`jobs` runs at a time, each a `lorakit run` process; with GPUs, job slot i gets GPU i mod #GPUs
-    (CUDA_VISIBLE_DEVICES). Logs go to <output_dir>/.sweep-logs/<id>.log."""
-    import queue
+def run_process(run: SweepRun, force: bool, env: dict[str, str], out_dir: Path, logs: Path) -> str:
+    """One run as a `lorakit run` process with `env`, its output in <logs>/<id>.log; returns its status."""
+    log = logs / f"{run.run_id}.log"
+    with open(log, "w") as fh:
+        proc = subprocess.run(_subprocess_command(run, force), cwd=project_root(), stdout=fh, stderr=subprocess.STDOUT, env=env)
+    status = run_status(out_dir / run.run_id) or "unknown"
+    if proc.returncode != 0 and status == "finished":
+        status = f"exit {proc.returncode}"
+    print(f"{run.run_id}: {status}" + ("" if status == "finished" else f" (log: {log})"), flush=True)
+    return status
 
-    env = _thread_env((os.cpu_count() or 1) // jobs)
-    gpus = _visible_gpus()
-    slots: queue.Queue = queue.Queue()
-    for i in range(jobs):
-        slots.put(gpus[i % len(gpus)] if gpus else None)
-    logs = out_dir / ".sweep-logs"
-    logs.mkdir(parents=True, exist_ok=True)
 
-    def one(run: SweepRun) -> tuple[str, str]:
-        log = logs / f"{run.run_id}.log"
-        gpu = slots.get()
+class JobSlots:
+    """`jobs` slots for `lorakit run` processes on this machine: each gets cores // jobs threads and, with
+    GPUs, slot i gets GPU i mod #GPUs (CUDA_VISIBLE_DEVICES); output goes to <logs>/<id>.log."""
+
+    def __init__(self, jobs: int, out_dir: Path, logs: Path) -> None:
+        import queue
+
+        self.env, self.out_dir, self.logs = thread_env((os.cpu_count() or 1) // jobs), out_dir, logs
+        gpus = _visible_gpus()
+        self.slots: queue.Queue = queue.Queue()
+        for i in range(jobs):
+            self.slots.put(gpus[i % len(gpus)] if gpus else None)
+        logs.mkdir(parents=True, exist_ok=True)
+
+    def run(self, run: SweepRun, force: bool = False) -> str:
+        """Wait for a free slot, run there, return the run's status."""
+        gpu = self.slots.get()
         try:
-            with open(log, "w") as fh:
-                proc = subprocess.run(_subprocess_command(run, force), cwd=project_root(), stdout=fh, stderr=subprocess.STDOUT,
-                                      env={**env, **({"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {})})
+            return run_process(run, force, {**self.env, **({"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {})},
+                               self.out_dir, self.logs)
         finally:
-            slots.put(gpu)
-        status = run_status(out_dir / run.run_id) or "unknown"
-        if proc.returncode != 0 and status == "finished":
-            status = f"exit {proc.returncode}"
-        print(f"{run.run_id}: {status}" + ("" if status == "finished" else f" (log: {log})"), flush=True)
-        return run.run_id, status
+            self.slots.put(gpu)
 
+
+def run_parallel(todo: Sequence[SweepRun], jobs: int, force: bool, out_dir: Path) -> dict[str, str]:
+    """`jobs` runs at a time (see JobSlots). Logs go to <output_dir>/.sweep-logs/<id>.log."""
+    slots = JobSlots(jobs, out_dir, out_dir / ".sweep-logs")
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return dict(pool.map(one, todo))
+        return dict(pool.map(lambda run: (run.run_id, slots.run(run, force)), todo))
 
 
 def _ray_task(command: list[str], root: str, env: dict[str, str], folder: str) -> tuple[str, int, str]:

@@ -37,7 +37,7 @@ from .notebooks import execute_analysis
 from .pool import SweepRun, run_parallel, run_ray, run_sequential
 
 SWEEP_KEYS = {"name", "base", "fixed", "grid", "runs", "description"}
-_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
 @dataclass
@@ -70,7 +70,7 @@ def format_value(key: str, value: Any) -> str:
         text = f"{value:.6g}" if value == 0 or 1e-3 <= abs(value) < 1e4 else format_lr(value, exponent_digits=2)
     else:
         text = str(value)
-    return key + "".join(c if c in _ID_CHARS else "_" for c in text)
+    return key + "".join(c if c in ID_CHARS else "_" for c in text)
 
 
 def _as_list(key: str, values: Any, where: str) -> list:
@@ -84,6 +84,14 @@ def _cli_value(value: Any) -> str:
     return value if isinstance(value, str) else repr(value)
 
 
+def reproduce_command(base: str, values: dict[str, Any], run_id: str) -> list[str]:
+    """The `lorakit run <base> -p key value ... -p run_id <id>` that executes these values on top of `base`."""
+    command = ["lorakit", "run", base or "params/default.yaml"]
+    for k, v in values.items():
+        command += ["-p", k, _cli_value(v)]
+    return command + ["-p", "run_id", run_id]
+
+
 def load_sweep(path: str | Path) -> Sweep:
     """Read and expand a sweep file; every run's configuration is validated before anything runs."""
     spec = load_yaml(path)
@@ -92,7 +100,7 @@ def load_sweep(path: str | Path) -> Sweep:
     if unknown:
         raise ConfigError(f"{where}: unknown sweep key(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(SWEEP_KEYS))}")
     name = str(spec.get("name") or Path(path).stem)
-    if not name or any(c not in _ID_CHARS for c in name):
+    if not name or any(c not in ID_CHARS for c in name):
         raise ConfigError(f"{where}: name {name!r}: letters, digits, '-', '_' and '.' only (it prefixes run ids)")
     base = str(spec.get("base") or "")
     base_values = load_yaml(base) if base else {}
@@ -127,11 +135,7 @@ def load_sweep(path: str | Path) -> Sweep:
             raise ConfigError(f"{where}: two runs would share the id {run_id!r}: {seen[run_id]} and {values}")
         seen[run_id] = values
         RunConfig.from_dict({**params, "run_id": run_id}, source=where)  # the id itself is valid
-        command = ["lorakit", "run", base or "params/default.yaml"]
-        for k in {**fixed, **typed}:
-            if k != "run_id":
-                command += ["-p", k, _cli_value(params[k])]
-        command += ["-p", "run_id", run_id]
+        command = reproduce_command(base, {k: params[k] for k in {**fixed, **typed} if k != "run_id"}, run_id)
         sweep.runs.append(SweepRun(run_id=run_id, variation=typed, params=params, command=command))
     return sweep
 
