@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .bundled import BUNDLED_NAME, bundled_model_dir
+from .bundled import BUNDLED_NAME, OTHER_BUNDLED, bundled_model_dir
 
 BUNDLED_ALIASES = {BUNDLED_NAME, "bundled", "bundled:tiny.en", "whisper-tiny.en-bundled"}
 
@@ -132,6 +132,8 @@ def resolve_model(name: str) -> str:
     """A bundled name becomes the converted local directory; a local folder stays; else a hub id."""
     if name in BUNDLED_ALIASES:
         return str(bundled_model_dir())
+    if name in OTHER_BUNDLED:
+        return str(OTHER_BUNDLED[name]())
     p = Path(name).expanduser()
     if p.exists():
         if not (p / "config.json").exists():
