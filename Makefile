@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml | $(PY)
 	@if ! $(PY) -c "import torch" 2>/dev/null; then \
 	  if command -v nvidia-smi >/dev/null 2>&1; then $(PIP) install torch; else $(PIP) install "$(TORCH_CPU)"; fi; \
 	fi
-	$(PIP) install -e ".[test,ray,bench]"
+	$(PIP) install -e ".[test,ray,bench,moonshine]"
 	touch $(STAMP)
 
 system-deps:

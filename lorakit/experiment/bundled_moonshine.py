@@ -23,6 +23,7 @@ differ from onnxruntime's by that rounding (measured in tests/test_bundled_moons
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import time
@@ -43,14 +44,18 @@ _ORT_DTYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 6: np.int32, 7: np.int64,
 _QUANT_MATMULS = {"MatMulIntegerToFloat": (1, 3, 5, 6), "DynamicQuantizeMatMul": (1, 2, 3, 4)}  # weight, scale, zero point, bias
 
 
+def _package_dir(package: str, install: str) -> Path:
+    """Where an installed package's files are, found without importing it (moonshine-voice's __init__
+    would load its native runtime and audio-device modules, which a conversion does not need)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise RuntimeError(f"{BUNDLED_MOONSHINE} needs the '{install}' package: pip install '{install}' (or pip install 'lorakit[moonshine]')")
+    return Path(spec.origin).parent
+
+
 def source_dir() -> Path:
     """`assets/tiny-en` inside the installed `moonshine-voice` package (version 0.0.49: later ones ship no weights)."""
-    try:
-        import moonshine_voice
-    except ImportError as exc:
-        raise RuntimeError(f"{BUNDLED_MOONSHINE} needs the '{SOURCE_PACKAGE}' package: pip install '{SOURCE_PACKAGE}' "
-                           "(or pip install 'lorakit[moonshine]')") from exc
-    path = Path(moonshine_voice.__file__).parent / "assets" / "tiny-en"
+    path = _package_dir("moonshine_voice", SOURCE_PACKAGE) / "assets" / "tiny-en"
     if not (path / ENCODER_FILE).exists():
         raise RuntimeError(f"{path / ENCODER_FILE} is missing: {BUNDLED_MOONSHINE} needs '{SOURCE_PACKAGE}' exactly "
                            "(later versions download their weights instead of shipping them)")
@@ -59,12 +64,10 @@ def source_dir() -> Path:
 
 def tokenizer_file() -> Path:
     """The transformers `tokenizer.json` for Moonshine inside the `useful-moonshine-onnx` package."""
-    try:
-        import moonshine_onnx
-    except ImportError as exc:
-        raise RuntimeError(f"{BUNDLED_MOONSHINE} needs the 'useful-moonshine-onnx' package for its tokenizer.json: "
-                           "pip install useful-moonshine-onnx") from exc
-    return Path(moonshine_onnx.__file__).parent / "assets" / "tokenizer.json"
+    path = _package_dir("moonshine_onnx", "useful-moonshine-onnx") / "assets" / "tokenizer.json"
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing: the 'useful-moonshine-onnx' package no longer ships Moonshine's tokenizer.json")
+    return path
 
 
 class OrtGraph:
@@ -254,6 +257,46 @@ def convert(src: str | Path, dst: str | Path, tokenizer_json: str | Path) -> Pat
             "tied_output_projection": tied, "conversion_s": round(time.perf_counter() - started, 2),
         }, indent=2))
     return dst
+
+
+class OrtReference:
+    """The source model run by onnxruntime, as moonshine-voice runs it: the reference the port is checked
+    against (greedy decoding with the merged decoder's key/value cache, batch 1, same stopping rule as lorakit)."""
+
+    def __init__(self, src: str | Path | None = None):
+        import onnxruntime
+
+        src = Path(src) if src is not None else source_dir()
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1  # deterministic, and polite on a shared machine
+        self.encoder = onnxruntime.InferenceSession(str(src / ENCODER_FILE), options, providers=["CPUExecutionProvider"])
+        self.decoder = onnxruntime.InferenceSession(str(src / DECODER_FILE), options, providers=["CPUExecutionProvider"])
+        self.cache_names = [i.name for i in self.decoder.get_inputs() if i.name.startswith("past_key_values.")]
+        self.kv_shape = next(i.shape for i in self.decoder.get_inputs() if i.name.startswith("past_key_values."))  # [batch, heads, seq, head_dim]
+
+    def encode(self, audio: np.ndarray) -> np.ndarray:
+        x = np.asarray(audio, dtype=np.float32)[None]
+        return self.encoder.run(None, {"input_values": x, "attention_mask": np.ones_like(x, dtype=np.int64)})[0]
+
+    def generate(self, audio: np.ndarray, max_new_tokens: int = 448) -> tuple[list[int], np.ndarray]:
+        """(token ids starting with the decoder start token 1, the logits of every step)."""
+        hidden = self.encode(audio)
+        mask = np.ones((1, len(audio)), dtype=np.int64)
+        heads, head_dim = self.kv_shape[1], self.kv_shape[3]
+        cache = {n: np.zeros((1, heads, 0, head_dim), np.float32) for n in self.cache_names}
+        limit = min(max_new_tokens, int(len(audio) / 16000 * 6.5) + 8)  # models.SpeechModel's rule for Moonshine
+        tokens, logits = [1], []
+        for step in range(limit):
+            out = self.decoder.run(None, {"input_ids": np.array([[tokens[-1]]], dtype=np.int64), "encoder_hidden_states": hidden,
+                                          "encoder_attention_mask": mask, "use_cache_branch": np.array([step > 0]), **cache})
+            logits.append(out[0][0, -1])
+            tokens.append(int(out[0][0, -1].argmax()))
+            if tokens[-1] == 2:
+                break
+            for name, value in zip(self.cache_names, out[1:]):
+                if step == 0 or ".decoder." in name:  # cross-attention keys/values come from the first step only
+                    cache[name] = value
+        return tokens, np.stack(logits)
 
 
 def bundled_moonshine_dir(force: bool = False) -> Path:
