@@ -111,7 +111,7 @@ class SpeechModel:
                 do_sample=False,
             )
         # Moonshine's GroupNorm (after its first convolution) averages over every frame, padding included,
-        # so a padded clip is heard differently in a batch than alone (bundled:moonshine-tiny: 4 of 16 demo
+        # so a padded clip is heard differently in a batch than alone (bundled:moonshine-tiny: 4 of 16 synthesized
         # hypotheses changed at batch 8). Clips of unequal length are decoded one at a time, unpadded.
         mask = inputs["attention_mask"]
         if bool(mask.all()):
