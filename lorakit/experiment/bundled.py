@@ -21,12 +21,16 @@ import numpy as np
 
 from ..config import cache_root
 from ..record import atomic_folder
+from .bundled_moonshine import BUNDLED_MOONSHINE, bundled_moonshine_dir
 
 BUNDLED_NAME = "bundled:whisper-tiny.en"
 CONVERTER_VERSION = 1  # bump when the output layout changes, so caches are rebuilt
 
 # CTranslate2 DataType enum -> numpy dtype (bfloat16 (5) is not used by this export)
 _CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
+
+# the other bundled names -> their converted (cached) directory; the default tiny.en is BUNDLED_NAME
+OTHER_BUNDLED = {BUNDLED_MOONSHINE: bundled_moonshine_dir}
 
 
 def source_dir() -> Path:
