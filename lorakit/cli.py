@@ -102,12 +102,12 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def cmd_import_model(args: argparse.Namespace) -> int:
-    from .experiment.bundled import bundled_model_dir, convert
+    from .experiment.bundled import BUNDLED_NAME, bundled_model_dir, bundled_spec, convert
 
-    if args.src:
+    if args.src and bundled_spec(args.src) is None:
         print(convert(args.src, args.dst or Path(args.src).with_name(Path(args.src).name + "-hf")))
     else:
-        print(bundled_model_dir(force=args.force))
+        print(bundled_model_dir(args.src or BUNDLED_NAME, force=args.force))
     return 0
 
 
@@ -209,8 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_demo_data)
 
-    p = sub.add_parser("import-model", help="convert the bundled Whisper (or a CTranslate2 Whisper folder) to transformers")
-    p.add_argument("src", nargs="?", help="a CTranslate2 Whisper export folder (default: the bundled model)")
+    p = sub.add_parser("import-model", help="convert a bundled Whisper (or a CTranslate2 Whisper folder) to transformers")
+    p.add_argument("src", nargs="?", help="a bundled name (bundled:whisper-tiny.en, the default; bundled:whisper-base) "
+                                          "or a CTranslate2 Whisper export folder")
     p.add_argument("--dst", help="output folder for a converted SRC")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_import_model)
