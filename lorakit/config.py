@@ -26,6 +26,7 @@ BASE_CHANGING_INITS = ("pissa", "olora", "corda", "loftq", "lora_ga")  # peft re
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 ON_BAD = ("error", "skip")
+TASKS = ("transcribe", "translate")  # Whisper's two tasks
 
 
 class ConfigError(ValueError):
@@ -36,6 +37,8 @@ class ConfigError(ValueError):
 class RunConfig:
     # what
     model: str = "bundled:whisper-tiny.en"  # bundled name, local HF directory, or hub id
+    language: str = "en"  # spoken language (a Whisper code: en, fr, de...); a multilingual Whisper is prompted with it, English-only models take only en
+    task: str = "transcribe"  # transcribe | translate (to English; multilingual Whisper only)
     run_id: str = ""  # empty: timestamp + config hash
     notes: str = ""  # free text for the run matrix
     # data
@@ -410,6 +413,9 @@ def _validate(cfg: RunConfig) -> None:
     need(cfg.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}")
     need(cfg.on_bad_audio in ON_BAD, "on_bad_audio", f"must be one of {ON_BAD}")
     need(bool(cfg.model), "model", "must name a model")
+    need(cfg.language.isascii() and cfg.language.isalpha() and cfg.language.islower(), "language",
+         "a language code in lower case, as Whisper writes it (en, fr, de, haw...)")
+    need(cfg.task in TASKS, "task", f"must be one of {TASKS}")
     need(bool(cfg.train_manifest), "train_manifest", "must name a manifest")
     need(bool(cfg.domain_manifest), "domain_manifest", "must name a manifest")
     need(cfg.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")

@@ -84,7 +84,7 @@ def parity_report(src: Source, forms: dict[str, Path], sample: int = 200, device
               "device": str(dev), "sample": sample, "seed": int(src.run_config.get("seed", 42)), "created": now(),
               "forms": {REFERENCE: {"path": str(src.adapter), "sets": _reference_sets(reference), "ok": True}}}
     for name, path in forms.items():
-        sm = load_model(str(path), device=dev)
+        sm = load_model(str(path), device=dev, language=src.language, task=src.task)
         sm.model.eval()
         report["forms"][name] = {"path": str(path), **compare(reference, _decode_form(sm, sets, src, dev), name)}
     report["acceptance"] = {name: {"ok": f["ok"], "tolerance_pts": TOLERANCE_PTS.get(name),

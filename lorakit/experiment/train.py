@@ -195,7 +195,7 @@ def set_up(cfg: RunConfig, run_id: str, record: RunRecord, started: float, accel
                           "which each train on an equal slice of every batch")
     device = pick_device(cfg.device) if n_proc == 1 else accelerator.device
     autocast = pick_autocast(cfg.precision, device)
-    sm = load_model(cfg.model, device=device)
+    sm = load_model(cfg.model, device=device, language=cfg.language, task=cfg.task)
     targets = plan_targets(sm.model, cfg.target_module_spec())  # a target_modules that matches nothing fails here
     splits = prepare_data(cfg, sampling_rate=sm.sampling_rate, sm=sm)
     if accelerator.is_main_process:
