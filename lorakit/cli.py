@@ -1,5 +1,5 @@
-"""`lorakit` command line: run / sweep / matrix / archive / analysis / demo-data / import-model /
-transcribe / export.
+"""`lorakit` command line: run / sweep / matrix / archive / analysis / demo-data / real-speech /
+import-model / transcribe / export.
 
 The composition root: the one module that knows every side of the package. Each command parses its
 arguments and calls one entry point of one side (launch, analysis, experiment, demo); the sides never
@@ -99,6 +99,12 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     from .demo import corpus
 
     return corpus.main(args.rest)
+
+
+def cmd_real_speech(args: argparse.Namespace) -> int:
+    from .demo import real_speech
+
+    return real_speech.main(args.rest)
 
 
 def cmd_import_model(args: argparse.Namespace) -> int:
@@ -209,6 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_demo_data)
 
+    p = sub.add_parser("real-speech", help="build the real-speech sanity set (data/real/) from pocketsphinx-testdata "
+                                           "and moonshine-voice's recordings", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_real_speech)
+
     p = sub.add_parser("import-model", help="convert a bundled Whisper (or a CTranslate2 Whisper folder) to transformers")
     p.add_argument("src", nargs="?", help="a bundled name (bundled:whisper-tiny.en, the default; bundled:whisper-base) "
                                           "or a CTranslate2 Whisper export folder")
@@ -223,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import corpus
 
         return corpus.main(argv[1:])
+    if argv[:1] == ["real-speech"]:
+        from .demo import real_speech
+
+        return real_speech.main(argv[1:])
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -118,7 +118,10 @@ def read_ct2_model(*parts: str | Path) -> dict[str, np.ndarray]:
 
     def unpack(fmt: str):
         nonlocal offset
-        values = struct.unpack_from("<" + fmt, data, offset)
+        try:
+            values = struct.unpack_from("<" + fmt, data, offset)
+        except struct.error:
+            raise ValueError(f"{path}: the file ends at {len(data)} inside a header (truncated, or pieces missing / out of order)") from None
         offset += struct.calcsize("<" + fmt)
         return values[0] if len(values) == 1 else values
 
