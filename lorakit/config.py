@@ -45,6 +45,8 @@ class RunConfig:
     train_manifest: str = "data/demo/train.jsonl"  # JSONL: audio_filepath, text[, duration, speaker_id]
     domain_manifest: str = "data/demo/domain.jsonl"  # primary evaluation
     heldout_manifest: str = "data/demo/heldout.jsonl"  # safety guardrail; empty to skip
+    domain_test_manifest: str = ""  # with it, domain_manifest is the dev set that chooses; this one reports
+    heldout_test_manifest: str = ""  # the same for heldout (needs heldout_manifest)
     replay_manifest: str = ""  # general speech mixed into every training batch (e.g. data/demo/replay.jsonl); used when replay_ratio > 0
     replay_ratio: float = 0.0  # fraction of each training batch drawn from replay_manifest: round(ratio x batch_size) clips
     max_seconds: float = 20.0  # duration filter for training clips
@@ -424,6 +426,8 @@ def _validate(cfg: RunConfig) -> None:
     need(cfg.replay_ratio == 0 or bool(cfg.replay_manifest), "replay_ratio", "needs a replay_manifest")
     need(cfg.replay_ratio == 0 or 1 <= cfg.replay_per_batch() < cfg.batch_size, "replay_ratio",
          f"must leave at least one replay and one training clip in a batch of {cfg.batch_size} (round(ratio x batch_size))")
+    need(not cfg.heldout_test_manifest or bool(cfg.heldout_manifest), "heldout_test_manifest",
+         "needs a heldout_manifest (the dev set that checks the guardrail while choosing)")
     need(cfg.verify_best >= 0, "verify_best", "must be >= 0 (0: re-evaluate every clip)")
     need(all(0 < a <= 1 and math.isfinite(a) for a in cfg.scale_list()), "adapter_scales", "every scale must be in (0, 1]")
     if is_regex(cfg.target_modules.strip()):
@@ -449,7 +453,8 @@ def _check_init(value: Any) -> None:
 
 def check_inputs_exist(cfg: RunConfig) -> None:
     """Missing manifest files are parameter errors too: raise before any model loads."""
-    for name in ("train_manifest", "domain_manifest", "heldout_manifest", "replay_manifest"):
+    for name in ("train_manifest", "domain_manifest", "heldout_manifest", "replay_manifest", "domain_test_manifest",
+                 "heldout_test_manifest"):
         p = cfg.path(name) if name != "replay_manifest" or cfg.replay_per_batch() else None
         if p is not None and not p.exists():
             raise ConfigError(f"parameter {name!r}: manifest file not found: {p}")

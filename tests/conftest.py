@@ -68,7 +68,8 @@ def small_corpus(tmp_path_factory) -> dict[str, Path]:
     """A small synthesized corpus: real speech from the demo builder, same code path, tiny sizes."""
     from lorakit.demo.corpus import build_corpus
 
-    return build_corpus(tmp_path_factory.mktemp("corpus"), seed=7, n_train=40, n_domain=16, n_heldout=12, n_replay=12, jobs=2)
+    return build_corpus(tmp_path_factory.mktemp("corpus"), seed=7, n_train=40, n_domain=16, n_heldout=12, n_replay=12,
+                        n_domain_dev=8, n_heldout_dev=6, jobs=2)
 
 
 @pytest.fixture(scope="session")

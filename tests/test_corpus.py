@@ -16,9 +16,10 @@ import soundfile as sf
 from lorakit.demo import corpus
 from lorakit.demo import words as corpus_words
 
-SIZES = {"n_train": 24, "n_domain": 20, "n_heldout": 12, "n_replay": 10}
-FILES = ["train.jsonl", "domain.jsonl", "heldout.jsonl", "replay.jsonl", "train_domain_only.jsonl", "terms.txt"]
-SPLITS = ("train", "domain", "heldout", "replay")
+SIZES = {"n_train": 24, "n_domain": 20, "n_heldout": 12, "n_replay": 10, "n_domain_dev": 8, "n_heldout_dev": 6}
+FILES = ["train.jsonl", "domain.jsonl", "heldout.jsonl", "replay.jsonl", "domain_dev.jsonl", "heldout_dev.jsonl",
+         "train_domain_only.jsonl", "terms.txt"]
+SPLITS = ("train", "domain", "heldout", "replay", "domain_dev", "heldout_dev")
 
 
 def _rows(folder: Path, split: str) -> list[dict]:
@@ -43,7 +44,7 @@ def test_same_seed_gives_identical_files(built):
 def test_sizes_and_manifest_keys(built):
     a, _ = built
     summary = json.loads((a / "corpus.json").read_text())
-    assert summary["sizes"] == {"train": 24, "domain": 20, "heldout": 12, "replay": 10}
+    assert summary["sizes"] == {"train": 24, "domain": 20, "heldout": 12, "replay": 10, "domain_dev": 8, "heldout_dev": 6}
     for split, n in summary["sizes"].items():
         rows = _rows(a, split)
         assert len(rows) == n
@@ -55,7 +56,7 @@ def test_sizes_and_manifest_keys(built):
 def test_no_sentence_in_two_splits(built):
     a, _ = built
     texts = {s: {r["text"].lower() for r in _rows(a, s)} for s in SPLITS}
-    assert sum(len(t) for t in texts.values()) == 66  # also unique within each split
+    assert sum(len(t) for t in texts.values()) == 80  # also unique within each split
     for i, one in enumerate(SPLITS):
         for two in SPLITS[i + 1 :]:
             assert not texts[one] & texts[two], (one, two)
@@ -93,7 +94,8 @@ def test_audio_is_16k_mono_pcm16_and_durations_match(built):
 
 
 def test_rebuild_is_skipped_unless_the_corpus_is_incomplete(tmp_path):
-    tiny = ["--out", str(tmp_path), "--n-train", "6", "--n-domain", "4", "--n-heldout", "4", "--n-replay", "2"]
+    tiny = ["--out", str(tmp_path), "--n-train", "6", "--n-domain", "4", "--n-heldout", "4", "--n-replay", "2",
+            "--n-domain-dev", "2", "--n-heldout-dev", "2"]
     assert corpus.main(tiny) == 0
     stamp = (tmp_path / "corpus.json").stat().st_mtime_ns
     assert corpus.main(tiny) == 0
@@ -160,6 +162,18 @@ def test_adding_replay_changes_no_clip_of_the_other_splits(sizes, before):
     corpus.check_splits(with_replay, terms)
 
 
+def test_adding_dev_sets_changes_no_clip_of_the_test_sets():
+    """The dev splits are drawn after every other split: domain.jsonl and heldout.jsonl (now the test sets) keep
+    every clip, so their baselines and the demo's earlier numbers stay comparable."""
+    before, _ = corpus.plan_corpus(0, 1200, 520, 320, 240)
+    after, terms = corpus.plan_corpus(0, 1200, 520, 320, 240, 200, 150)
+    assert [u for u in after if not u.split.endswith("_dev")] == before
+    assert {s: sum(u.split == s for u in after) for s in ("domain_dev", "heldout_dev")} == {"domain_dev": 200, "heldout_dev": 150}
+    corpus.check_splits(after, terms)
+    dev_voices = {u.voice for u in after if u.split == "heldout_dev"}
+    assert dev_voices <= set(corpus.HELDOUT_VOICES) and {u.voice for u in after if u.split == "replay"}.isdisjoint(dev_voices)
+
+
 def test_check_splits_refuses_replay_sharing_a_sentence_or_a_heldout_voice():
     planned, terms = corpus.plan_corpus(0, **SIZES)
     heldout = next(u for u in planned if u.split == "heldout")
@@ -194,15 +208,19 @@ def test_missing_binary_is_named(monkeypatch, tmp_path):
 def test_module_entry_point_builds_a_corpus(tmp_path):
     out = tmp_path / "demo"
     done = subprocess.run([sys.executable, "-m", "lorakit.demo.corpus", "--out", str(out), "--seed", "5", "--n-train", "40",
-                           "--n-domain", "16", "--n-heldout", "12", "--n-replay", "6"], capture_output=True, text=True, timeout=600)
+                           "--n-domain", "16", "--n-heldout", "12", "--n-replay", "6", "--n-domain-dev", "4", "--n-heldout-dev", "3"],
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     counts = {split: len((out / f"{split}.jsonl").read_text().splitlines()) for split in (*SPLITS, "train_domain_only")}
-    assert counts == {"train": 40, "domain": 16, "heldout": 12, "replay": 6, "train_domain_only": 28}
+    assert counts == {"train": 40, "domain": 16, "heldout": 12, "replay": 6, "domain_dev": 4, "heldout_dev": 3,
+                      "train_domain_only": 28}
 
 
 @pytest.mark.slow
 def test_the_demo_corpus_meets_the_protocol_sizes():
     """The corpus `make demo` and `make test` build (data/demo): 500+ domain utterances, as the protocol asks."""
     demo = Path(__file__).resolve().parent.parent / "data" / "demo"
-    counts = {split: len((demo / f"{split}.jsonl").read_text().splitlines()) for split in ("train", "domain", "heldout")}
-    assert counts["domain"] >= 500 and counts["heldout"] >= 300 and counts["train"] >= 1000, counts
+    counts = {split: len((demo / f"{split}.jsonl").read_text().splitlines())
+              for split in ("train", "domain", "heldout", "domain_dev", "heldout_dev")}
+    assert counts["domain"] >= 500 and counts["heldout"] >= 300 and counts["train"] >= 1000, counts  # the test sets
+    assert counts["domain_dev"] >= 150 and counts["heldout_dev"] >= 100, counts  # sized for choosing checkpoints

@@ -151,6 +151,43 @@ def test_run_writes_a_complete_record_and_reports_the_reloaded_best(tiny_cfg):
     assert meta["step"] == m["best_step"]
 
 
+def test_dev_sets_choose_and_test_sets_report(tiny_cfg, small_corpus):
+    """With test manifests: every checkpoint is evaluated on the dev sets only, the reloaded best adapter and the
+    baseline on the test sets once, and those are the reported numbers; the dev numbers stay in the record."""
+    from lorakit.analysis.matrix import reported_on
+    from lorakit.analysis.runs import load_run
+    from lorakit.record import read_jsonl
+
+    cfg = {**tiny_cfg, "domain_manifest": str(small_corpus["domain_dev"]), "heldout_manifest": str(small_corpus["heldout_dev"]),
+           "domain_test_manifest": str(small_corpus["domain"]), "heldout_test_manifest": str(small_corpus["heldout"])}
+    folder = run(RunConfig(**cfg, run_id="devtest")).folder
+    m = json.loads((folder / "metrics.json").read_text())
+    pred = folder / "predictions"
+
+    def wer(name):
+        rows = read_jsonl(pred / f"{name}.jsonl")
+        return sum(r["errors"] for r in rows) / sum(r["ref_words"] for r in rows)
+
+    assert m["reported_on"] == "test" and m["test_sets"] == {"domain": "domain_test", "heldout": "heldout_test"}
+    assert m["manifest"] == str(small_corpus["domain"]) and m["heldout_manifest"] == str(small_corpus["heldout"])
+    assert m["baseline_wer"] == pytest.approx(wer("domain_test_baseline")) and m["tuned_wer"] == pytest.approx(wer("domain_test_best"))
+    assert m["heldout_tuned_wer"] == pytest.approx(wer("heldout_test_best"))
+    assert len(read_jsonl(pred / "domain_test_best.jsonl")) == 16 and len(read_jsonl(pred / "domain_step000002.jsonl")) == 8
+    assert not list(pred.glob("*_test_step*"))  # the test sets never take part in choosing
+    best = next(r for r in _history(folder) if r.get("kind") == "eval" and r["step"] == m["best_step"])
+    assert m["dev"]["tuned_wer"] == pytest.approx(best["domain_wer"]) and m["dev"]["manifest"] == str(small_corpus["domain_dev"])
+    assert m["dev"]["baseline_wer"] == pytest.approx(wer("domain_baseline"))
+    r = load_run(folder)
+    assert r.predictions_path("domain", "best").name == "domain_test_best.jsonl"
+    assert r.predictions_path("domain", "step000002").name == "domain_step000002.jsonl"
+    assert reported_on(m).startswith("test; chosen on dev")
+
+
+def test_a_heldout_test_set_needs_a_heldout_dev_set(tiny_cfg, small_corpus):
+    with pytest.raises(ConfigError, match="heldout_test_manifest"):
+        RunConfig(**{**tiny_cfg, "heldout_manifest": "", "heldout_test_manifest": str(small_corpus["heldout"])})
+
+
 def test_best_adapter_is_verified_on_a_sample_and_a_mismatch_forces_a_full_pass(tiny_cfg, monkeypatch):
     from lorakit.experiment import best as best_mod
 

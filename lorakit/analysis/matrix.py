@@ -33,8 +33,21 @@ MATRIX_COLUMNS = [  # (row key, header); the first ten are the old team's table
     ("heldout_block", "Heldout speaker-block CI"), ("heldout_poi", "Heldout P(improve)"),
     ("heldout_point", "Heldout point"), ("heldout_ni", "Heldout NI"),
     ("hallucinations", "Hallucinations base→tuned"),
+    # issue 15: which sets the numbers come from (test sets report, dev sets choose)
+    ("reported_on", "Reported on"),
 ]
 _CODE_KEYS = {"command", "dataset", "manifest"}  # shown in backticks, as the old table did
+
+
+def reported_on(metrics: dict) -> str:
+    """Which sets the row's numbers come from: "test; chosen on dev (dev tuned: domain 0.1912, heldout 0.0610)",
+    or "selection sets" when the run had no test sets (the reported numbers are those that chose)."""
+    if metrics.get("reported_on") != "test":
+        return "selection sets" if metrics else ""
+    dev = metrics.get("dev") or {}
+    tuned = [f"{name} {dev[key]:.4f}" for name, key in (("domain", "tuned_wer"), ("heldout", "heldout_tuned_wer"))
+             if dev.get(key) is not None]
+    return "test; chosen on dev" + (f" (dev tuned: {', '.join(tuned)})" if tuned else "")
 
 
 def matrix_row(run: Run, n_resamples: int = 2000, seed: int = 0, loop_min_repeats: int = LOOP_MIN_REPEATS,
@@ -54,7 +67,7 @@ def matrix_row(run: Run, n_resamples: int = 2000, seed: int = 0, loop_min_repeat
         "best_step": run.best_step(), "best_alpha": g("best_alpha"), "stop_reason": g("stop_reason"),
         "adapter": None if g("use_dora") is None else ("DoRA" if g("use_dora") else "LoRA"),
         "rank": g("lora_r"), "status": run.status, "error": None, "seed": g("seed"),
-        "config_key": _config_key(run.config, ignore={"seed"}),
+        "config_key": _config_key(run.config, ignore={"seed"}), "reported_on": reported_on(run.metrics),
     }
     for split, (base_key, tuned_key) in SPLIT_KEYS.items():
         row[f"{split}_delta_pts"] = delta_pts(row[base_key], row[tuned_key])

@@ -81,6 +81,10 @@ class Run:
         return best[-1] if best else None
 
     def predictions_path(self, split: str, tag: str) -> Path:
+        """The reported predictions (tags baseline, best) of a run with test sets are the test sets'
+        (`<split>_test_<tag>.jsonl`); checkpoint tags (stepNNNNNN) are the dev sets' that chose."""
+        if tag in ("baseline", "best"):
+            split = (self.metrics.get("test_sets") or {}).get(split, split)
         return self.path / "predictions" / f"{split}_{tag}.jsonl"
 
     def has_predictions(self, split: str, tag: str = "best") -> bool:

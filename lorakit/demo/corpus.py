@@ -7,6 +7,10 @@
 - `domain.jsonl`  the primary eval: clinical dictation, including drug names and procedures that never
                   occur in train, by the train voices and at least one voice that train never hears;
 - `heldout.jsonl` the safety eval: everyday sentences by flite voices;
+- `domain_dev.jsonl`, `heldout_dev.jsonl` smaller sets of the same kinds for choosing checkpoints and
+                  adapter scales (`domain_manifest`, `heldout_manifest`), so that `domain.jsonl` (520,
+                  the protocol's size) and `heldout.jsonl` (320) are the test sets
+                  (`domain_test_manifest`, `heldout_test_manifest`) that report the numbers;
 - `replay.jsonl`  general English for `replay_manifest`: everyday sentences by train's everyday voices
                   (never a heldout or domain-only voice), no sentence shared with any other manifest;
 - `train_domain_only.jsonl` the clinical lines of train.jsonl only (the situation of a user who has
@@ -249,13 +253,14 @@ def _pick_voice(rng: random.Random, voices: dict[Voice, int]) -> Voice:
     return rng.choices(list(voices), weights=list(voices.values()))[0]
 
 
-def plan_corpus(seed: int, n_train: int, n_domain: int, n_heldout: int, n_replay: int = 0) -> tuple[list[PlannedClip], list[str]]:
+def plan_corpus(seed: int, n_train: int, n_domain: int, n_heldout: int, n_replay: int = 0, n_domain_dev: int = 0,
+                n_heldout_dev: int = 0) -> tuple[list[PlannedClip], list[str]]:
     """Decide every utterance (text, voice, prosody, path) from the seed; return them and the domain-only terms.
 
     Each group draws from its own stream (`Random(f"{seed}/domain/clinical")`, ...), so editing the
     everyday templates does not reshuffle the domain set. String seeds are hashed with SHA-512 by
-    `random`, independent of PYTHONHASHSEED. The replay split is drawn last, so adding it changed no
-    clip of the others.
+    `random`, independent of PYTHONHASHSEED. The replay split, then the dev splits, are drawn last, so
+    adding them changed no clip of the others (the test sets kept every clip and every number).
     """
     domain_only = choose_domain_only_terms(random.Random(f"{seed}/terms"))
     train_lists = _lists(set(domain_only), allow_domain_only=False)
@@ -267,9 +272,11 @@ def plan_corpus(seed: int, n_train: int, n_domain: int, n_heldout: int, n_replay
         ("domain", "clinical", n_domain, W.CLINICAL_TEMPLATES, all_lists, DOMAIN_VOICES),
         ("heldout", "everyday", n_heldout, W.GENERAL_TEMPLATES, all_lists, HELDOUT_VOICES),
         ("replay", "everyday", n_replay, W.GENERAL_TEMPLATES, train_lists, TRAIN_GENERAL_VOICES),
+        ("domain_dev", "clinical", n_domain_dev, W.CLINICAL_TEMPLATES, all_lists, DOMAIN_VOICES),
+        ("heldout_dev", "everyday", n_heldout_dev, W.GENERAL_TEMPLATES, all_lists, HELDOUT_VOICES),
     ]
     seen: set[str] = set()  # every sentence is used once across all splits
-    planned: dict[str, list[PlannedClip]] = {"train": [], "domain": [], "heldout": [], "replay": []}
+    planned: dict[str, list[PlannedClip]] = {split: [] for split in SPLITS}
     for split, kind, count, templates, lists, voices in groups:
         rng = random.Random(f"{seed}/{split}/{kind}")
         for _ in range(count):
@@ -286,12 +293,13 @@ def plan_corpus(seed: int, n_train: int, n_domain: int, n_heldout: int, n_replay
     random.Random(f"{seed}/train/order").shuffle(planned["train"])  # interleave clinical and everyday
 
     return [
-        dataclasses.replace(u, path=f"audio/{split}/{split[0]}{i:05d}.wav")
+        dataclasses.replace(u, path=f"audio/{split}/{CLIP_PREFIX.get(split, split[0])}{i:05d}.wav")
         for split, items in planned.items() for i, u in enumerate(items)
     ], domain_only
 
 
-SPLITS = ("train", "domain", "heldout", "replay")
+SPLITS = ("train", "domain", "heldout", "replay", "domain_dev", "heldout_dev")
+CLIP_PREFIX = {"domain_dev": "dd", "heldout_dev": "hd"}  # file names: d00012.wav (domain), dd00012.wav (domain dev)
 TRAINING_SPLITS = ("train", "replay")  # what a run may train on: domain-only terms and voices stay out
 
 
@@ -310,8 +318,9 @@ def check_splits(utterances: list[PlannedClip], domain_only: list[str]) -> None:
             raise AssertionError(f"domain-only terms occur in {split}: {leaked}")
         if voices[split] & {v.speaker_id for v in DOMAIN_ONLY_VOICES}:
             raise AssertionError(f"a domain-only voice is in {split}")
-    if voices["replay"] & voices["heldout"]:
-        raise AssertionError(f"a heldout voice is in replay: {sorted(voices['replay'] & voices['heldout'])}")
+    heldout_voices = voices["heldout"] | voices["heldout_dev"]
+    if voices["replay"] & heldout_voices:
+        raise AssertionError(f"a heldout voice is in replay: {sorted(voices['replay'] & heldout_voices)}")
 
 
 def plan_sha256(utterances: list[PlannedClip]) -> str:
@@ -342,7 +351,8 @@ def _is_complete(out_dir: Path, expected: dict) -> bool:
 
 def build_corpus(
     out_dir: Path = Path("data/demo"), seed: int = 0, n_train: int = 1200, n_domain: int = 520,
-    n_heldout: int = 320, jobs: int = 2, force: bool = False, n_replay: int = 240,
+    n_heldout: int = 320, jobs: int = 2, force: bool = False, n_replay: int = 240, n_domain_dev: int = 200,
+    n_heldout_dev: int = 150,
 ) -> dict[str, Path]:
     """Synthesize the demo corpus into `out_dir`; return the manifest paths by name (the splits and
     `train_domain_only`).
@@ -352,10 +362,11 @@ def build_corpus(
     parallel synthesis processes.
     """
     out_dir = Path(out_dir)
-    sizes = {"train": n_train, "domain": n_domain, "heldout": n_heldout, "replay": n_replay}
+    sizes = {"train": n_train, "domain": n_domain, "heldout": n_heldout, "replay": n_replay,
+             "domain_dev": n_domain_dev, "heldout_dev": n_heldout_dev}
     manifests = {name: out_dir / f"{name}.jsonl" for name in (*sizes, DOMAIN_ONLY_TRAIN)}
     start = time.perf_counter()
-    utterances, domain_only = plan_corpus(seed, n_train, n_domain, n_heldout, n_replay)
+    utterances, domain_only = plan_corpus(seed, n_train, n_domain, n_heldout, n_replay, n_domain_dev, n_heldout_dev)
     identity = {"version": CORPUS_VERSION, "seed": seed, "sizes": sizes, "plan_sha256": plan_sha256(utterances)}
     if not force and _is_complete(out_dir, identity):
         return manifests
@@ -414,10 +425,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-domain", type=int, default=520)
     parser.add_argument("--n-heldout", type=int, default=320)
     parser.add_argument("--n-replay", type=int, default=240, help="general-English clips for replay_manifest")
+    parser.add_argument("--n-domain-dev", type=int, default=200, help="domain clips for selection (dev)")
+    parser.add_argument("--n-heldout-dev", type=int, default=150, help="heldout clips for selection (dev)")
     args = parser.parse_args(argv)
     started = time.time()
     manifests = build_corpus(args.out, args.seed, args.n_train, args.n_domain, args.n_heldout,
-                             jobs=args.jobs, force=args.force, n_replay=args.n_replay)
+                             jobs=args.jobs, force=args.force, n_replay=args.n_replay, n_domain_dev=args.n_domain_dev,
+                             n_heldout_dev=args.n_heldout_dev)
     summary = json.loads((args.out / "corpus.json").read_text())
     fresh = (args.out / "corpus.json").stat().st_mtime >= started
     state = f"built in {summary['build_seconds']} s" if fresh else "up to date, nothing to do; --force rebuilds"

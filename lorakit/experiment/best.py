@@ -60,6 +60,7 @@ def reevaluate_best(cfg: RunConfig, splits: Splits, record: RunRecord, autocast,
     `adapter_best/` then holds folded into its weights); then the step's evaluation
     is reported (it is the same weights, now shown to read back from disk identically) and saved as
     the `best` predictions. Any difference, or k = 0, re-evaluates every clip and reports that.
+    Test sets (`splits.tests`) are evaluated here, once, from the reloaded adapter: the reported numbers.
     """
     from peft import PeftModel
 
@@ -84,6 +85,8 @@ def reevaluate_best(cfg: RunConfig, splits: Splits, record: RunRecord, autocast,
             check["mode"] = "full after mismatch"
     if not out:
         out = {name: evaluate_all(sm, utts, inputs, cfg, f"best {name}", autocast, accelerator) for name, utts in splits.evals.items()}
+    for name, utts in splits.tests.items():  # the reported numbers, when there are test sets: once, from this adapter
+        out[name] = evaluate_all(sm, utts, inputs, cfg, f"best {name}", autocast, accelerator)
     for name, res in out.items():
         record.write_predictions(name, "best", res.rows)
     return out, check

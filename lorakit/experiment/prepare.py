@@ -28,8 +28,15 @@ class Splits:
     report: dict = field(default_factory=dict)  # counts for the run record
     warnings: list[str] = field(default_factory=list)
     replay: list[Utterance] = field(default_factory=list)  # general speech for replay_ratio of every batch
+    tests: dict[str, list[Utterance]] = field(default_factory=dict)  # "domain_test", "heldout_test": report, never choose
+
+    def reported(self, name: str) -> str:
+        """The set whose numbers are reported for eval set `name`: its test set when there is one."""
+        return f"{name}_test" if f"{name}_test" in self.tests else name
 
 
+TEST_SETS = ("domain_test", "heldout_test")  # evaluated twice (baseline, reloaded best adapter), never to choose
+EVAL_SETS = ("domain", "heldout", *TEST_SETS)
 MIN_CLIP_SECONDS = 0.1  # no word fits in less; Moonshine's first convolution needs ~0.06 s of input
 SILENCE_RMS = 1e-8  # linear amplitude: below it `rms_normalize` leaves a clip as it is (digital silence)
 DURATION_TOLERANCE = 0.25  # seconds (or 10 % of the clip): manifests round durations; truncated copies lose more
@@ -104,12 +111,12 @@ def prepare_data(cfg: RunConfig, sampling_rate: int = 16_000, sm: SpeechModel | 
     train = _usable_audio(train, cfg.on_bad_audio, sampling_rate, cfg.rms_target, skipped_audio, window)
     evals = {name: _usable_audio(subset(manifests[name].utterances, cfg.max_eval_utterances, cfg.seed), cfg.on_bad_audio,
                                  sampling_rate, cfg.rms_target, skipped_audio, window)
-             for name in ("domain", "heldout") if name in manifests}
+             for name in EVAL_SETS if name in manifests}
     skipped_text: list[dict] = []
     train = _fitting_labels(train, sm, cfg.on_bad_audio, skipped_text)
     report["train"]["used"] = len(train)
     replay = _replay(cfg, manifests, report, sampling_rate, sm, skipped_audio, skipped_text)
-    for name, utts in evals.items():
+    for name, utts in evals.items():  # dev and test sets alike
         report[name]["used"] = len(utts)
         if not utts:  # a WER over nothing would read 0.0
             raise ManifestError(manifests[name].path, None, None, f"no usable clips in the {name} set "
@@ -121,15 +128,18 @@ def prepare_data(cfg: RunConfig, sampling_rate: int = 16_000, sm: SpeechModel | 
         raise ConfigError(f"batch_size={cfg.batch_size} needs {cfg.batch_size - cfg.replay_per_batch()} training clips per batch, "
                           f"more than the {len(train)} usable ones")
     _leakage(train + replay, evals, report, warnings)
+    tests = {name: evals.pop(name) for name in TEST_SETS if name in evals}
+    _dev_test_overlap(evals, tests, warnings)
     for w in warnings:
         print("WARNING:", w)
-    return Splits(train=train, evals=evals, manifests=manifests, report=report, warnings=warnings, replay=replay)
+    return Splits(train=train, evals=evals, manifests=manifests, report=report, warnings=warnings, replay=replay, tests=tests)
 
 
 def _read_manifests(cfg: RunConfig) -> tuple[dict[str, Manifest], dict, list[str]]:
     """Every manifest of the run, with its line counts (and skipped bad lines) for the record."""
     paths = {"train": cfg.path("train_manifest"), "domain": cfg.path("domain_manifest"), "heldout": cfg.path("heldout_manifest"),
-             "replay": cfg.path("replay_manifest") if cfg.replay_per_batch() else None}
+             "replay": cfg.path("replay_manifest") if cfg.replay_per_batch() else None,
+             "domain_test": cfg.path("domain_test_manifest"), "heldout_test": cfg.path("heldout_test_manifest")}
     manifests = {name: read_manifest(p, on_bad=cfg.on_bad_audio) for name, p in paths.items() if p is not None}
     report: dict = {name: {"lines": len(m.utterances) + len(m.skipped), "bad_lines_skipped": len(m.skipped),
                            "bad_lines": [{"line": line, "reason": reason} for line, reason in m.skipped]}
@@ -187,3 +197,14 @@ def _leakage(train: list[Utterance], evals: dict[str, list[Utterance]], report: 
     if not leakage.is_clean:  # the summary starts with "LEAKAGE:" and has the counts; add what leaked
         examples = [f"{e['eval_id']} ~ {e['train_id']} ({e['kind']}: {e['text']!r})" for s in leakage.sets.values() for e in s.examples]
         warnings.append(f"{leakage.summary()}; e.g. {'; '.join(examples)}")
+
+
+def _dev_test_overlap(dev: dict[str, list[Utterance]], tests: dict[str, list[Utterance]], warnings: list[str]) -> None:
+    """A clip or sentence in both a dev set and a test set lets the choice leak into the report: warn, with counts."""
+    for name, test in tests.items():
+        dev_set = dev.get(name.removesuffix("_test"), [])
+        clips = {u.audio_filepath for u in dev_set} & {u.audio_filepath for u in test}
+        texts = {u.text.strip().lower() for u in dev_set} & {u.text.strip().lower() for u in test}
+        if clips or texts:
+            warnings.append(f"{name} shares {len(clips)} clip(s) and {len(texts)} sentence(s) with the dev set that chooses the "
+                            f"best checkpoint (e.g. {sorted(clips or texts)[0]!r}): the reported numbers are partly chosen on themselves")

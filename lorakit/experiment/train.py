@@ -211,11 +211,11 @@ def set_up(cfg: RunConfig, run_id: str, record: RunRecord, started: float, accel
 
 
 def compute_baselines(r: RunState) -> dict[str, EvalResult]:
-    """Step-0 WER of every eval set, from the shared cache or computed once; written to predictions/."""
+    """Step-0 WER of every eval set (dev and test), from the shared cache or computed once; written to predictions/."""
     model_fp = tensor_fingerprint(r.sm.base)  # once: part of every eval set's baseline key
     baselines = {name: shared_baseline(r.sm, r.inputs, name, utts, r.splits.manifests[name].sha256, r.cfg, r.autocast,
                                        r.accelerator, model_fp)
-                 for name, utts in r.splits.evals.items()}
+                 for name, utts in {**r.splits.evals, **r.splits.tests}.items()}
     for name, res in baselines.items():
         r.record.write_predictions(name, "baseline", res.rows)
         print(f"baseline {name}: WER {res.wer:.4f} over {len(res.rows)} utterances")
@@ -261,12 +261,16 @@ def resume(r: RunState) -> tuple[int, list[dict]]:
 
 
 def record_start(r: RunState) -> dict:
-    cfg = r.cfg
+    """The record's first fields. With test sets, `manifest`, `baseline_wer`... are the test sets' (what is
+    reported) and `dev` holds the selection sets' numbers; `test_sets` maps each reported set to its file tag."""
+    cfg, rep = r.cfg, r.splits.reported
     return r.record.update_metrics(
-        command=run_command(cfg), dataset=cfg.train_manifest, manifest=cfg.domain_manifest,
-        heldout_manifest=cfg.heldout_manifest or None, max_steps=cfg.max_steps, lr=cfg.lr, scheduler=cfg.scheduler,
-        use_dora=cfg.use_dora, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, seed=cfg.seed, model=cfg.model, notes=cfg.notes,
-        baseline_wer=r.baseline_wer("domain"), heldout_baseline_wer=r.baseline_wer("heldout"), data=r.splits.report,
+        command=run_command(cfg), dataset=cfg.train_manifest, manifest=cfg.domain_test_manifest or cfg.domain_manifest,
+        heldout_manifest=cfg.heldout_test_manifest or cfg.heldout_manifest or None, max_steps=cfg.max_steps, lr=cfg.lr,
+        scheduler=cfg.scheduler, use_dora=cfg.use_dora, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, seed=cfg.seed, model=cfg.model,
+        notes=cfg.notes, reported_on="test" if r.splits.tests else "selection",
+        test_sets={name.removesuffix("_test"): name for name in r.splits.tests}, dev=dev_numbers(r) if r.splits.tests else None,
+        baseline_wer=r.baseline_wer(rep("domain")), heldout_baseline_wer=r.baseline_wer(rep("heldout")), data=r.splits.report,
         leakage=r.splits.report["leakage"], warnings=list(r.splits.warnings), target_modules=len(r.targets.modules),
         trainable_params=r.n_trainable,
     )
@@ -325,7 +329,7 @@ def evaluate_and_select(r: RunState, step: int, evals: list[dict]) -> dict:
 def finish(r: RunState, step: int, evals: list[dict], stop_reason: str, metrics: dict) -> RunResult:
     """Choose the (step, adapter scale), reload that adapter, verify or re-evaluate it, and complete the record."""
     cfg, record = r.cfg, r.record
-    base_dom, base_held = r.baseline_wer("domain"), r.baseline_wer("heldout")
+    base_held = r.baseline_wer("heldout")  # the dev set's, when there are test sets: selection runs on dev
     best, _ = select_best(evals, base_held, cfg.guardrail)
     warnings = list(metrics.get("warnings", []))
     if best is None:
@@ -338,21 +342,33 @@ def finish(r: RunState, step: int, evals: list[dict], stop_reason: str, metrics:
         warnings.append(f"no evaluation kept heldout regression within the guardrail ({cfg.guardrail} pts); "
                         "best_step falls back to the lowest domain WER")
     final, verified = reevaluate_best(cfg, r.splits, record, r.autocast, r.device, r.accelerator, chosen["step"], chosen["alpha"])
+    dom, held = final[r.splits.reported("domain")], final.get(r.splits.reported("heldout"))
     metrics = record.update_metrics(
         status="finished", steps=step, stop_reason=stop_reason, best_step=chosen["step"], best_alpha=chosen["alpha"],
-        adapter_scaling=curve, guardrail_ok=qualified,
-        tuned_wer=final["domain"].wer, heldout_tuned_wer=final["heldout"].wer if "heldout" in final else None,
-        domain_sdi=final["domain"].summary(), heldout_sdi=final["heldout"].summary() if "heldout" in final else None,
-        baseline_sdi=r.baselines["domain"].summary(), warnings=warnings, finished=now(), best_verified=verified,
+        adapter_scaling=curve, guardrail_ok=qualified, dev=dev_numbers(r, final) if r.splits.tests else None,
+        tuned_wer=dom.wer, heldout_tuned_wer=held.wer if held else None, domain_sdi=dom.summary(),
+        heldout_sdi=held.summary() if held else None, baseline_sdi=r.baselines[r.splits.reported("domain")].summary(),
+        warnings=warnings, finished=now(), best_verified=verified,
         elapsed_s=r.elapsed(), encoder_cache_hits=r.inputs.encoder_hits, encoder_cache_misses=r.inputs.encoder_misses,
     )
     r.accelerator.wait_for_everyone()  # no process returns before the record is complete
+    base_dom, base_held = metrics["baseline_wer"], metrics["heldout_baseline_wer"]
     print(f"best step {metrics['best_step']}" + (f" x alpha {chosen['alpha']:g}" if chosen["alpha"] != 1 else "")
+          + (" (chosen on the dev sets; test sets)" if r.splits.tests else "")
           + f": domain WER {base_dom:.4f} -> {metrics['tuned_wer']:.4f}"
           + (f", heldout {base_held:.4f} -> {metrics['heldout_tuned_wer']:.4f}" if base_held is not None else "")
           + (f" ({ckpt.BEST}/ reloaded: {verified['identical']} of {verified['utterances']} re-transcribed clips identical)"
              if verified["mode"] == "sample" else f" (every clip re-evaluated from {ckpt.BEST}/)"))
     return RunResult(run_id=r.run_id, folder=record.folder, metrics=metrics)
+
+
+def dev_numbers(r: RunState, final: dict[str, EvalResult] | None = None) -> dict:
+    """The selection (dev) sets' manifests and WERs: baseline, and the chosen adapter's once `final` is known."""
+    out = {"manifest": r.cfg.domain_manifest, "heldout_manifest": r.cfg.heldout_manifest or None,
+           "baseline_wer": r.baseline_wer("domain"), "heldout_baseline_wer": r.baseline_wer("heldout")}
+    if final is not None:
+        out.update(tuned_wer=final["domain"].wer, heldout_tuned_wer=final["heldout"].wer if "heldout" in final else None)
+    return out
 
 
 def choose_scale(r: RunState, evals: list[dict], best_row: dict) -> tuple[dict, bool, list[dict] | None]:
