@@ -100,9 +100,13 @@ def test_language_and_task_are_validated_parameters():
 
 @pytest.mark.slow
 def test_a_short_lora_run_on_whisper_base_keeps_the_language_token(bundled_whisper_base, real_speech, tmp_path):
-    """Three LoRA steps on real speech (librivox + beckett), evaluated on three cards clips: the reloaded
-    adapter still predicts <|en|> right after <|startoftranscript|> on every training clip (language
-    identification is not trained away), and its generation still forces the English prompt."""
+    """Two LoRA steps on real speech (four librivox and beckett clips), evaluated on two cards clips.
+    The first step's loss is the model's ordinary transcription loss: measured 0.52 with the prompt in
+    the labels, 6.75 with the labels as they were before issue 14 (<|notimestamps|> where the model
+    expects <|en|>). The reloaded adapter still puts <|en|> first after <|startoftranscript|>, with most
+    of the probability, on every training clip, and generation still forces the English prompt."""
+    from transformers.modeling_outputs import BaseModelOutput
+
     from lorakit.deploy.transcribe import load_source, resolve_source
     from lorakit.experiment.train import run
 
@@ -110,17 +114,20 @@ def test_a_short_lora_run_on_whisper_base_keeps_the_language_token(bundled_whisp
     root = Path(real_speech["real"]).parent
     for row in rows:
         row["audio_filepath"] = str(root / row["audio_filepath"])
-    train = [r for r in rows if r["speaker_id"] != "cards"]
+    train = [r for r in rows if r["speaker_id"] != "cards"][1:5]
+    cards = [r for r in rows if r["speaker_id"] == "cards"][:2]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
-    cards = [r for r in rows if r["speaker_id"] == "cards"][:3]
     (tmp_path / "domain.jsonl").write_text("".join(json.dumps(r) + "\n" for r in cards))
     cfg = RunConfig(model="bundled:whisper-base", language="en", train_manifest=str(tmp_path / "train.jsonl"),
-                    domain_manifest=str(tmp_path / "domain.jsonl"), heldout_manifest="", max_steps=3, eval_interval=3,
-                    batch_size=2, eval_batch_size=8, max_new_tokens=12, min_train_clips=4, lr=1e-3, warmup_ratio=0.0,
+                    domain_manifest=str(tmp_path / "domain.jsonl"), heldout_manifest="", max_steps=2, eval_interval=2,
+                    batch_size=2, eval_batch_size=8, max_new_tokens=8, min_train_clips=4, lr=1e-3, warmup_ratio=0.0,
                     log_interval=1, verify_best=0, output_dir=str(tmp_path / "runs"), run_id="base-en")
     result = run(cfg)
     assert result.metrics["status"] == "finished"
     assert json.loads((result.folder / "config.json").read_text())["config"]["language"] == "en"
+    history = [json.loads(x) for x in (result.folder / "history.jsonl").read_text().splitlines()]
+    first = next(h for h in history if h.get("kind") == "train" and h["step"] == 1)
+    assert first["loss"] < 2.0, first
 
     sm = load_source(resolve_source(adapter=str(result.folder)))
     lora_b = [p for n, p in sm.model.named_parameters() if "lora_B" in n]
@@ -130,7 +137,9 @@ def test_a_short_lora_run_on_whisper_base_keeps_the_language_token(bundled_whisp
     for row in train:
         audio, _ = sf.read(row["audio_filepath"], dtype="float32")
         with torch.no_grad():
-            logits = sm.model(input_features=sm.features([audio])["input_features"], decoder_input_ids=torch.tensor([[sot]])).logits
-        assert logits[0, -1].argmax().item() == en, row["audio_filepath"]
+            hidden = BaseModelOutput(last_hidden_state=sm.encode(sm.features([audio])))  # decoder-only adapters
+            logits = sm.model(encoder_outputs=hidden, decoder_input_ids=torch.tensor([[sot]])).logits[0, -1]
+        p_en = torch.softmax(logits.float(), -1)[en].item()
+        assert logits.argmax().item() == en and p_en > 0.5, (row["audio_filepath"], p_en)
     audio, _ = sf.read(train[0]["audio_filepath"], dtype="float32")
     assert _decoder_inputs(sm, lambda: sm.generate(sm.features([audio]), max_new_tokens=2))[0] == [50258, 50259, 50359, 50363]

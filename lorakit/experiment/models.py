@@ -27,7 +27,7 @@ class SpeechModel:
     family: str  # "whisper" | "moonshine"
     name: str  # as the user gave it
     path: str  # resolved local path or hub id
-    decoder_prompt: tuple[int, ...] = ()  # Whisper: the tokens generation starts the decoder with (`whisper_prompt`)
+    decoder_prompt: tuple[int, ...] = ()  # Whisper: the tokens generation starts the decoder with (`configure_whisper_generation`)
 
     @property
     def sampling_rate(self) -> int:
@@ -159,8 +159,9 @@ def model_family(config) -> str:
 
 def load_model(name: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                language: str = "en", task: str = "transcribe") -> SpeechModel:
-    """Load a Whisper or Moonshine model for `language` and `task` (a multilingual Whisper is prompted
-    with them; an English-only one, or Moonshine, takes English transcription only, and says so)."""
+    """Load a Whisper or Moonshine model for `language` and `task`: a multilingual Whisper is prompted
+    with them; an English-only Whisper refuses anything but en / transcribe; Moonshine has no prompt
+    (one language per model) and refuses `translate`."""
     from transformers import AutoConfig, AutoModelForSpeechSeq2Seq, AutoProcessor
 
     path = resolve_model(name)
