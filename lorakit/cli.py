@@ -96,15 +96,11 @@ def cmd_analysis(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
-    from .demo import corpus
-
-    return corpus.main(args.rest)
+    return _demo_data(args.rest)
 
 
 def cmd_real_speech(args: argparse.Namespace) -> int:
-    from .demo import real_speech
-
-    return real_speech.main(args.rest)
+    return _real_speech(args.rest)
 
 
 def cmd_import_model(args: argparse.Namespace) -> int:
@@ -152,6 +148,39 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(describe(result))
     parity = result.get("parity")
     return 0 if not parity or all(a["ok"] for a in parity["acceptance"].values()) else 1
+
+
+def _demo_data(argv: list[str]) -> int:
+    from .demo import corpus
+
+    return corpus.main(argv)
+
+
+def _real_speech(argv: list[str]) -> int:
+    from .demo import real_speech
+
+    return real_speech.main(argv)
+
+
+DATA_BUILDERS = {"demo-data": _demo_data, "real-speech": _real_speech}
+
+
+def _add_data_parsers(sub) -> None:
+    p = sub.add_parser("demo-data", help="synthesize the demo corpus (espeak-ng, flite)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_demo_data)
+
+    p = sub.add_parser("real-speech", help="build the real-speech sanity set (data/real/) from pocketsphinx-testdata "
+                                           "and moonshine-voice's recordings", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_real_speech)
+
+    p = sub.add_parser("import-model", help="convert a bundled Whisper (or a CTranslate2 Whisper folder) to transformers")
+    p.add_argument("src", nargs="?", help="a bundled name (bundled:whisper-tiny.en, the default; bundled:whisper-base) "
+                                          "or a CTranslate2 Whisper export folder")
+    p.add_argument("--dst", help="output folder for a converted SRC")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_import_model)
 
 
 def _add_deploy_parsers(sub) -> None:
@@ -211,33 +240,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default="executed")
     p.set_defaults(func=cmd_analysis)
 
-    p = sub.add_parser("demo-data", help="synthesize the demo corpus (espeak-ng, flite)", add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_demo_data)
-
-    p = sub.add_parser("real-speech", help="build the real-speech sanity set (data/real/) from pocketsphinx-testdata "
-                                           "and moonshine-voice's recordings", add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_real_speech)
-
-    p = sub.add_parser("import-model", help="convert a bundled Whisper (or a CTranslate2 Whisper folder) to transformers")
-    p.add_argument("src", nargs="?", help="a bundled name (bundled:whisper-tiny.en, the default; bundled:whisper-base) "
-                                          "or a CTranslate2 Whisper export folder")
-    p.add_argument("--dst", help="output folder for a converted SRC")
-    p.add_argument("--force", action="store_true")
-    p.set_defaults(func=cmd_import_model)
-
+    _add_data_parsers(sub)
     _add_deploy_parsers(sub)
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["demo-data"]:  # its options belong to corpus.main (argparse REMAINDER drops leading --options)
-        from .demo import corpus
-
-        return corpus.main(argv[1:])
-    if argv[:1] == ["real-speech"]:
-        from .demo import real_speech
-
-        return real_speech.main(argv[1:])
+    if argv[:1] in (["demo-data"], ["real-speech"]):  # their options belong to the builders (argparse REMAINDER drops leading --options)
+        return DATA_BUILDERS[argv[0]](argv[1:])
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -415,9 +415,7 @@ def _validate(cfg: RunConfig) -> None:
     need(cfg.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}")
     need(cfg.on_bad_audio in ON_BAD, "on_bad_audio", f"must be one of {ON_BAD}")
     need(bool(cfg.model), "model", "must name a model")
-    need(cfg.language.isascii() and cfg.language.isalpha() and cfg.language.islower(), "language",
-         "a language code in lower case, as Whisper writes it (en, fr, de, haw...)")
-    need(cfg.task in TASKS, "task", f"must be one of {TASKS}")
+    _check_language_task(cfg, need)
     need(bool(cfg.train_manifest), "train_manifest", "must name a manifest")
     need(bool(cfg.domain_manifest), "domain_manifest", "must name a manifest")
     need(cfg.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
@@ -437,6 +435,13 @@ def _validate(cfg: RunConfig) -> None:
             need(False, "target_modules", f"not a valid regular expression ({exc})")
     if cfg.run_id:
         need(all(c.isalnum() or c in "-_." for c in cfg.run_id), "run_id", "letters, digits, '-', '_' and '.' only")
+
+
+def _check_language_task(cfg: RunConfig, need) -> None:
+    """The shape of `language` and `task`; whether the model knows them is checked when it loads."""
+    need(cfg.language.isascii() and cfg.language.isalpha() and cfg.language.islower(), "language",
+         "a language code in lower case, as Whisper writes it (en, fr, de, haw...)")
+    need(cfg.task in TASKS, "task", f"must be one of {TASKS}")
 
 
 def _check_init(value: Any) -> None:
