@@ -47,6 +47,7 @@ class RunConfig:
     heldout_manifest: str = "data/demo/heldout.jsonl"  # safety guardrail; empty to skip
     domain_test_manifest: str = ""  # with it, domain_manifest is the dev set that chooses; this one reports
     heldout_test_manifest: str = ""  # the same for heldout (needs heldout_manifest)
+    real_manifest: str = ""  # real recordings (e.g. data/real/real.jsonl), evaluated for baseline and best adapter only: a sanity figure
     replay_manifest: str = ""  # general speech mixed into every training batch (e.g. data/demo/replay.jsonl); used when replay_ratio > 0
     replay_ratio: float = 0.0  # fraction of each training batch drawn from replay_manifest: round(ratio x batch_size) clips
     max_seconds: float = 20.0  # duration filter for training clips
@@ -83,6 +84,8 @@ class RunConfig:
     # evaluation and compute
     eval_batch_size: int = 32  # clips per generation batch
     max_new_tokens: int = 128  # generation limit per clip
+    prompt: str = ""  # Whisper text prompt (prompt_ids) at every evaluation, e.g. domain terms; "@path": a file's lines joined by ", "
+    prompt_only: bool = False  # train nothing: the base model with `prompt` against the base model without (the free competitor's row)
     encoder_cache: bool = True  # reuse encoder outputs when the encoder is frozen (Whisper)
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~1.5x slower steps
     log_interval: int = 10  # steps between training-loss lines in history.jsonl
@@ -93,6 +96,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _validate(self)
+        _check_language_task(self)
 
     # --- construction -------------------------------------------------------------------
     @classmethod
@@ -191,6 +195,21 @@ class RunConfig:
         else:
             steps = _number_list(spec, "eval_steps", int)
         return sorted({*steps, self.max_steps})
+
+    def prompt_text(self) -> str:
+        """The prompt's text: `prompt` itself, or for "@path" the file's non-empty lines joined by ", " (a terms list)."""
+        if not self.prompt.startswith("@"):
+            return self.prompt.strip()
+        path = Path(self.prompt[1:]).expanduser()
+        path = path if path.is_absolute() else project_root() / path
+        try:
+            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        except OSError as exc:
+            raise ConfigError(f"parameter 'prompt' = {self.prompt!r}: cannot read {path} ({exc.strerror or exc})") from None
+        terms = [line for line in lines if line]
+        if not terms:
+            raise ConfigError(f"parameter 'prompt' = {self.prompt!r}: {path} holds no terms")
+        return ", ".join(terms) + "."
 
     def scale_list(self) -> list[float]:
         """`adapter_scales` as numbers, largest first; 1.0 (the adapter as trained) is always among them."""
@@ -415,7 +434,6 @@ def _validate(cfg: RunConfig) -> None:
     need(cfg.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}")
     need(cfg.on_bad_audio in ON_BAD, "on_bad_audio", f"must be one of {ON_BAD}")
     need(bool(cfg.model), "model", "must name a model")
-    _check_language_task(cfg, need)
     need(bool(cfg.train_manifest), "train_manifest", "must name a manifest")
     need(bool(cfg.domain_manifest), "domain_manifest", "must name a manifest")
     need(cfg.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
@@ -426,6 +444,8 @@ def _validate(cfg: RunConfig) -> None:
          f"must leave at least one replay and one training clip in a batch of {cfg.batch_size} (round(ratio x batch_size))")
     need(not cfg.heldout_test_manifest or bool(cfg.heldout_manifest), "heldout_test_manifest",
          "needs a heldout_manifest (the dev set that checks the guardrail while choosing)")
+    need(not cfg.prompt_only or bool(cfg.prompt), "prompt_only", "needs a prompt (the base model with the prompt is the row)")
+    need(not cfg.prompt.startswith("@") or len(cfg.prompt) > 1, "prompt", "'@' must be followed by a file path")
     need(cfg.verify_best >= 0, "verify_best", "must be >= 0 (0: re-evaluate every clip)")
     need(all(0 < a <= 1 and math.isfinite(a) for a in cfg.scale_list()), "adapter_scales", "every scale must be in (0, 1]")
     if is_regex(cfg.target_modules.strip()):
@@ -437,11 +457,12 @@ def _validate(cfg: RunConfig) -> None:
         need(all(c.isalnum() or c in "-_." for c in cfg.run_id), "run_id", "letters, digits, '-', '_' and '.' only")
 
 
-def _check_language_task(cfg: RunConfig, need) -> None:
+def _check_language_task(cfg: RunConfig) -> None:
     """The shape of `language` and `task`; whether the model knows them is checked when it loads."""
-    need(cfg.language.isascii() and cfg.language.isalpha() and cfg.language.islower(), "language",
-         "a language code in lower case, as Whisper writes it (en, fr, de, haw...)")
-    need(cfg.task in TASKS, "task", f"must be one of {TASKS}")
+    if not (cfg.language.isascii() and cfg.language.isalpha() and cfg.language.islower()):
+        raise ConfigError(f"parameter 'language' = {cfg.language!r}: a language code in lower case, as Whisper writes it (en, fr, de, haw...)")
+    if cfg.task not in TASKS:
+        raise ConfigError(f"parameter 'task' = {cfg.task!r}: must be one of {TASKS}")
 
 
 def _check_init(value: Any) -> None:
@@ -459,7 +480,9 @@ def _check_init(value: Any) -> None:
 def check_inputs_exist(cfg: RunConfig) -> None:
     """Missing manifest files are parameter errors too: raise before any model loads."""
     for name in ("train_manifest", "domain_manifest", "heldout_manifest", "replay_manifest", "domain_test_manifest",
-                 "heldout_test_manifest"):
+                 "heldout_test_manifest", "real_manifest"):
         p = cfg.path(name) if name != "replay_manifest" or cfg.replay_per_batch() else None
         if p is not None and not p.exists():
             raise ConfigError(f"parameter {name!r}: manifest file not found: {p}")
+    if cfg.prompt:
+        cfg.prompt_text()  # an unreadable or empty "@path" prompt fails here, before any model loads

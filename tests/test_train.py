@@ -159,7 +159,8 @@ def test_dev_sets_choose_and_test_sets_report(tiny_cfg, small_corpus):
     from lorakit.record import read_jsonl
 
     cfg = {**tiny_cfg, "domain_manifest": str(small_corpus["domain_dev"]), "heldout_manifest": str(small_corpus["heldout_dev"]),
-           "domain_test_manifest": str(small_corpus["domain"]), "heldout_test_manifest": str(small_corpus["heldout"])}
+           "domain_test_manifest": str(small_corpus["domain"]), "heldout_test_manifest": str(small_corpus["heldout"]),
+           "real_manifest": str(small_corpus["replay"])}  # stands in for the real-speech set: reported, never chooses
     folder = run(RunConfig(**cfg, run_id="devtest")).folder
     m = json.loads((folder / "metrics.json").read_text())
     pred = folder / "predictions"
@@ -173,7 +174,9 @@ def test_dev_sets_choose_and_test_sets_report(tiny_cfg, small_corpus):
     assert m["baseline_wer"] == pytest.approx(wer("domain_test_baseline")) and m["tuned_wer"] == pytest.approx(wer("domain_test_best"))
     assert m["heldout_tuned_wer"] == pytest.approx(wer("heldout_test_best"))
     assert len(read_jsonl(pred / "domain_test_best.jsonl")) == 16 and len(read_jsonl(pred / "domain_step000002.jsonl")) == 8
-    assert not list(pred.glob("*_test_step*"))  # the test sets never take part in choosing
+    assert not list(pred.glob("*_test_step*")) and not list(pred.glob("real_step*"))  # the test sets never take part in choosing
+    assert m["real_baseline_wer"] == pytest.approx(wer("real_baseline")) and m["real_tuned_wer"] == pytest.approx(wer("real_best"))
+    assert m["real_sdi"]["n"] == 12
     best = next(r for r in _history(folder) if r.get("kind") == "eval" and r["step"] == m["best_step"])
     assert m["dev"]["tuned_wer"] == pytest.approx(best["domain_wer"]) and m["dev"]["manifest"] == str(small_corpus["domain_dev"])
     assert m["dev"]["baseline_wer"] == pytest.approx(wer("domain_baseline"))
@@ -181,6 +184,9 @@ def test_dev_sets_choose_and_test_sets_report(tiny_cfg, small_corpus):
     assert r.predictions_path("domain", "best").name == "domain_test_best.jsonl"
     assert r.predictions_path("domain", "step000002").name == "domain_step000002.jsonl"
     assert reported_on(m).startswith("test; chosen on dev")
+    from lorakit.analysis.matrix import matrix_row
+
+    assert matrix_row(r)["real"].endswith("(12 clips)")
 
 
 def test_a_heldout_test_set_needs_a_heldout_dev_set(tiny_cfg, small_corpus):
@@ -503,3 +509,65 @@ def test_batched_evaluation_equals_stock_batch_1_generate(small_corpus, tmp_path
     cached = Inputs(sm, 0.075, tmp_path / "encoder", torch.device("cpu"))
     assert transcribe(sm, utts, cached, 3, 48) == stock and cached.encoder_misses == len(utts)
     assert transcribe(sm, utts, cached, 3, 48) == stock and cached.encoder_hits == len(utts)  # read back from the cache
+
+
+def test_a_prompt_reaches_every_generation_and_the_baseline_key(tiny_cfg, whisper_dir, tmp_path):
+    """prompt_ids change what the model decodes (the output holds no prompt token), the baseline cache tells a
+    prompted baseline from a plain one, and an over-long prompt keeps its first tokens up to Whisper's limit."""
+    from lorakit.experiment.baseline import baseline_key
+    from lorakit.experiment.models import load_model
+
+    sm = load_model(str(whisper_dir))
+    feats = {"input_features": torch.randn(2, sm.base.config.num_mel_bins, 3000)}
+    seen = []  # the token ids the decoder reads at its first step
+    sm.base.model.decoder.register_forward_pre_hook(lambda mod, args, kw: seen.append(kw["input_ids"][0].tolist()), with_kwargs=True)
+    plain = sm.generate(feats, 8)
+    key_plain = baseline_key(sm, "sha", ["a"], 0.075, 8, device_type="cpu", autocast=None)
+    info = sm.set_prompt("Amoxicillin, metformin, cholecystectomy.")
+    first = len(seen)
+    prompted = sm.generate(feats, 8)
+    assert info["tokens"] == len(sm.prompt_ids) - 1 > 3 and info["cut_from_tokens"] is None
+    assert int(sm.prompt_ids[0]) == sm.processor.tokenizer.convert_tokens_to_ids("<|startofprev|>")
+    assert seen[first][: len(sm.prompt_ids)] == sm.prompt_ids.tolist() and seen[0][0] != sm.prompt_ids[0]
+    assert prompted.shape[1] <= 8 + len(seen[0])  # the output leaves the prompt out
+    assert baseline_key(sm, "sha", ["a"], 0.075, 8, device_type="cpu", autocast=None) != key_plain
+    long = sm.set_prompt(" ".join(["cholecystectomy"] * 400))
+    assert long["tokens"] == sm.base.config.max_target_positions // 2 - 2 and long["cut_from_tokens"] > long["tokens"]
+    sm.set_prompt("")
+    assert torch.equal(sm.generate(feats, 8), plain)
+
+
+def test_prompt_from_a_terms_file_and_its_errors(tmp_path):
+    terms = tmp_path / "terms.txt"
+    terms.write_text("amoxicillin\n\nmetformin\n")
+    assert RunConfig(prompt=f"@{terms}").prompt_text() == "amoxicillin, metformin."
+    with pytest.raises(ConfigError, match="cannot read"):
+        RunConfig(prompt=f"@{tmp_path / 'missing.txt'}").prompt_text()
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(ConfigError, match="holds no terms"):
+        RunConfig(prompt=f"@{tmp_path / 'empty.txt'}").prompt_text()
+    with pytest.raises(ConfigError, match="prompt_only"):
+        RunConfig(prompt_only=True)
+
+
+@pytest.mark.slow
+def test_prompt_only_is_the_base_model_with_the_prompt_against_the_base_model(tiny_cfg, small_corpus):
+    """On the bundled tiny.en (the tiny random Whisper says nothing a prompt could change): the baseline is the
+    plain base model, the reported "tuned" predictions are the same model prompted with the domain terms."""
+    from lorakit.analysis.matrix import matrix_row
+    from lorakit.analysis.runs import load_run
+    from lorakit.experiment.bundled import BUNDLED_NAME
+    from lorakit.record import read_jsonl
+
+    terms = Path(small_corpus["domain"]).parent / "terms.txt"
+    cfg = {**tiny_cfg, "model": BUNDLED_NAME, "max_eval_utterances": 8, "max_new_tokens": 48}
+    folder = run(RunConfig(**cfg, run_id="prompted", prompt=f"@{terms}", prompt_only=True)).folder
+    m = json.loads((folder / "metrics.json").read_text())
+    assert m["status"] == "finished" and m["stop_reason"] == "prompt_only" and m["steps"] == 0
+    assert m["prompt"]["tokens"] == 222 < m["prompt"]["cut_from_tokens"]  # the terms list is cut to Whisper's limit (223 with <|startofprev|>)
+    base, tuned = (read_jsonl(folder / "predictions" / f"domain_{t}.jsonl") for t in ("baseline", "best"))
+    assert [r["id"] for r in base] == [r["id"] for r in tuned] and [r["hyp"] for r in base] != [r["hyp"] for r in tuned]
+    assert m["tuned_wer"] == pytest.approx(sum(r["errors"] for r in tuned) / sum(r["ref_words"] for r in tuned))
+    assert m["baseline_wer"] == pytest.approx(sum(r["errors"] for r in base) / sum(r["ref_words"] for r in base))
+    assert not (folder / "adapter_best").exists() and not (folder / "history.jsonl").exists()  # nothing trained or evaluated
+    assert matrix_row(load_run(folder))["adapter"] == "none (prompt only)"

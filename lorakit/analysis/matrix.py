@@ -35,6 +35,8 @@ MATRIX_COLUMNS = [  # (row key, header); the first ten are the old team's table
     ("hallucinations", "Hallucinations base→tuned"),
     # issue 15: which sets the numbers come from (test sets report, dev sets choose)
     ("reported_on", "Reported on"),
+    # issue 13: real recordings, a sanity figure only (a dozen clips: too few for a CI or a verdict)
+    ("real", "Real speech WER base→tuned (sanity)"),
 ]
 _CODE_KEYS = {"command", "dataset", "manifest"}  # shown in backticks, as the old table did
 
@@ -48,6 +50,14 @@ def reported_on(metrics: dict) -> str:
     tuned = [f"{name} {dev[key]:.4f}" for name, key in (("domain", "tuned_wer"), ("heldout", "heldout_tuned_wer"))
              if dev.get(key) is not None]
     return "test; chosen on dev" + (f" (dev tuned: {', '.join(tuned)})" if tuned else "")
+
+
+def real_speech(metrics: dict) -> str:
+    """"0.1234 → 0.1100 (12 clips)" for a run evaluated on real recordings, else ""."""
+    base, tuned, sdi = metrics.get("real_baseline_wer"), metrics.get("real_tuned_wer"), metrics.get("real_sdi") or {}
+    if base is None or tuned is None:
+        return ""
+    return f"{base:.4f} → {tuned:.4f} ({sdi.get('n', '?')} clips)"
 
 
 def matrix_row(run: Run, n_resamples: int = 2000, seed: int = 0, loop_min_repeats: int = LOOP_MIN_REPEATS,
@@ -65,9 +75,11 @@ def matrix_row(run: Run, n_resamples: int = 2000, seed: int = 0, loop_min_repeat
         "tuned_wer": g("tuned_wer"), "notes": notes,
         "heldout_baseline_wer": g("heldout_baseline_wer"), "heldout_tuned_wer": g("heldout_tuned_wer"),
         "best_step": run.best_step(), "best_alpha": g("best_alpha"), "stop_reason": g("stop_reason"),
-        "adapter": None if g("use_dora") is None else ("DoRA" if g("use_dora") else "LoRA"),
+        "adapter": "none (prompt only)" if g("stop_reason") == "prompt_only" else (
+            None if g("use_dora") is None else ("DoRA" if g("use_dora") else "LoRA")),
         "rank": g("lora_r"), "status": run.status, "error": None, "seed": g("seed"),
         "config_key": _config_key(run.config, ignore={"seed"}), "reported_on": reported_on(run.metrics),
+        "real": real_speech(run.metrics),
     }
     for split, (base_key, tuned_key) in SPLIT_KEYS.items():
         row[f"{split}_delta_pts"] = delta_pts(row[base_key], row[tuned_key])

@@ -1,5 +1,5 @@
 """The shared baseline: the base model's step-0 WER on an eval set, computed once per (model,
-manifest, preprocessing, generation, normalizer, device type and precision) and reused by every run that asks for the same.
+manifest, preprocessing, generation (with any text prompt), normalizer, device type and precision) and reused by every run that asks for the same.
 `baseline_key` lists exactly what a baseline depends on; nothing else goes into it."""
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ def baseline_key(sm: SpeechModel, manifest_sha: str, utt_ids: list[str], rms_tar
         "manifest": manifest_sha,
         "utterances": hashlib.sha256("\n".join(utt_ids).encode()).hexdigest(),
         "preprocessing": preprocessing_fingerprint(sm, rms_target),
-        "generation": {**sm.base.generation_config.to_diff_dict(), "max_new_tokens": max_new_tokens},
+        "generation": {**sm.base.generation_config.to_diff_dict(), "max_new_tokens": max_new_tokens,
+                       **({"prompt_ids": sm.prompt_ids.tolist()} if sm.prompt_ids is not None else {})},
         "normalizer": NORMALIZER_VERSION,
         "compute": compute_fingerprint(device_type, autocast),
     }

@@ -28,6 +28,23 @@ class SpeechModel:
     name: str  # as the user gave it
     path: str  # resolved local path or hub id
     decoder_prompt: tuple[int, ...] = ()  # Whisper: the tokens generation starts the decoder with (`configure_whisper_generation`)
+    prompt_ids: torch.Tensor | None = None  # Whisper: previous-text prompt (<|startofprev|> ...) fed to every generation
+
+    def set_prompt(self, text: str) -> dict:
+        """Feed `text` as Whisper's previous-text prompt (`prompt_ids`) to every generation from now on; "" removes it.
+        A prompt longer than Whisper's limit (half the decoder positions, less one) keeps its first tokens.
+        Returns what the record keeps: the text used, its token count and whether it was cut."""
+        if not text:
+            self.prompt_ids = None
+            return {}
+        if self.family != "whisper":
+            raise ValueError(f"parameter 'prompt': only Whisper takes a text prompt, not {self.family} ({self.name})")
+        ids = self.processor.get_prompt_ids(text, return_tensors="pt")  # <|startofprev|> + the text's tokens
+        limit = self.base.config.max_target_positions // 2 - 1
+        cut = len(ids) > limit
+        self.prompt_ids = ids[:limit].to(self.base.device)
+        used = self.processor.tokenizer.decode(self.prompt_ids[1:], skip_special_tokens=True)
+        return {"text": used, "tokens": len(self.prompt_ids) - 1, "cut_from_tokens": len(ids) - 1 if cut else None}
 
     @property
     def sampling_rate(self) -> int:
@@ -104,11 +121,13 @@ class SpeechModel:
 
             if encoder_hidden is None:  # the encoder (adapters active) in `encode`'s chunks: one clip at a time on CPU
                 encoder_hidden = self.encode(inputs)
+            prompt = {} if self.prompt_ids is None else {"prompt_ids": self.prompt_ids}  # the output leaves the prompt out
             return self.model.generate(
                 encoder_outputs=BaseModelOutput(last_hidden_state=encoder_hidden),
                 max_new_tokens=max_new_tokens,
                 num_beams=1,
                 do_sample=False,
+                **prompt,
             )
         # Moonshine: about 6.5 tokens per second of audio at most, as its authors suggest
         seconds = inputs["attention_mask"].sum(-1).max().item() / self.sampling_rate

@@ -28,14 +28,19 @@ class Splits:
     report: dict = field(default_factory=dict)  # counts for the run record
     warnings: list[str] = field(default_factory=list)
     replay: list[Utterance] = field(default_factory=list)  # general speech for replay_ratio of every batch
-    tests: dict[str, list[Utterance]] = field(default_factory=dict)  # "domain_test", "heldout_test": report, never choose
+    tests: dict[str, list[Utterance]] = field(default_factory=dict)  # "domain_test", "heldout_test", "real": report, never choose
+
+    @property
+    def has_test(self) -> bool:
+        """Whether dev sets choose and test sets report (the real-speech set alone is only a sanity figure)."""
+        return bool(set(self.tests) - {"real"})
 
     def reported(self, name: str) -> str:
         """The set whose numbers are reported for eval set `name`: its test set when there is one."""
         return f"{name}_test" if f"{name}_test" in self.tests else name
 
 
-TEST_SETS = ("domain_test", "heldout_test")  # evaluated twice (baseline, reloaded best adapter), never to choose
+TEST_SETS = ("domain_test", "heldout_test", "real")  # evaluated twice (baseline, reloaded best adapter), never to choose
 EVAL_SETS = ("domain", "heldout", *TEST_SETS)
 MIN_CLIP_SECONDS = 0.1  # no word fits in less; Moonshine's first convolution needs ~0.06 s of input
 SILENCE_RMS = 1e-8  # linear amplitude: below it `rms_normalize` leaves a clip as it is (digital silence)
@@ -139,7 +144,8 @@ def _read_manifests(cfg: RunConfig) -> tuple[dict[str, Manifest], dict, list[str
     """Every manifest of the run, with its line counts (and skipped bad lines) for the record."""
     paths = {"train": cfg.path("train_manifest"), "domain": cfg.path("domain_manifest"), "heldout": cfg.path("heldout_manifest"),
              "replay": cfg.path("replay_manifest") if cfg.replay_per_batch() else None,
-             "domain_test": cfg.path("domain_test_manifest"), "heldout_test": cfg.path("heldout_test_manifest")}
+             "domain_test": cfg.path("domain_test_manifest"), "heldout_test": cfg.path("heldout_test_manifest"),
+             "real": cfg.path("real_manifest")}
     manifests = {name: read_manifest(p, on_bad=cfg.on_bad_audio) for name, p in paths.items() if p is not None}
     report: dict = {name: {"lines": len(m.utterances) + len(m.skipped), "bad_lines_skipped": len(m.skipped),
                            "bad_lines": [{"line": line, "reason": reason} for line, reason in m.skipped]}

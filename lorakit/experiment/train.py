@@ -176,6 +176,8 @@ class RunState:
 def _run(cfg: RunConfig, run_id: str, record: RunRecord, started: float, accelerator) -> RunResult:
     r = set_up(cfg, run_id, record, started, accelerator)
     r.baselines = compute_baselines(r)
+    if cfg.prompt_only:
+        return prompt_only(r)
     add_run_adapters(r)
     step, evals = resume(r)
     model, r.optimizer = accelerator.prepare(r.sm.model, r.optimizer)  # r.sm.model stays the unwrapped peft model
@@ -196,6 +198,9 @@ def set_up(cfg: RunConfig, run_id: str, record: RunRecord, started: float, accel
     device = pick_device(cfg.device) if n_proc == 1 else accelerator.device
     autocast = pick_autocast(cfg.precision, device)
     sm = load_model(cfg.model, device=device, language=cfg.language, task=cfg.task)
+    prompt = sm.set_prompt(cfg.prompt_text()) if cfg.prompt and not cfg.prompt_only else {}  # prompt_only: after the baseline
+    if prompt:
+        record.update_metrics(prompt=prompt)
     targets = plan_targets(sm.model, cfg.target_module_spec())  # a target_modules that matches nothing fails here
     splits = prepare_data(cfg, sampling_rate=sm.sampling_rate, sm=sm)
     if accelerator.is_main_process:
@@ -268,8 +273,9 @@ def record_start(r: RunState) -> dict:
         command=run_command(cfg), dataset=cfg.train_manifest, manifest=cfg.domain_test_manifest or cfg.domain_manifest,
         heldout_manifest=cfg.heldout_test_manifest or cfg.heldout_manifest or None, max_steps=cfg.max_steps, lr=cfg.lr,
         scheduler=cfg.scheduler, use_dora=cfg.use_dora, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, seed=cfg.seed, model=cfg.model,
-        notes=cfg.notes, reported_on="test" if r.splits.tests else "selection",
-        test_sets={name.removesuffix("_test"): name for name in r.splits.tests}, dev=dev_numbers(r) if r.splits.tests else None,
+        notes=cfg.notes, reported_on="test" if r.splits.has_test else "selection", real_baseline_wer=r.baseline_wer("real"),
+        test_sets={name.removesuffix("_test"): name for name in r.splits.tests if name != "real"},
+        dev=dev_numbers(r) if r.splits.has_test else None,
         baseline_wer=r.baseline_wer(rep("domain")), heldout_baseline_wer=r.baseline_wer(rep("heldout")), data=r.splits.report,
         leakage=r.splits.report["leakage"], warnings=list(r.splits.warnings), target_modules=len(r.targets.modules),
         trainable_params=r.n_trainable,
@@ -345,7 +351,8 @@ def finish(r: RunState, step: int, evals: list[dict], stop_reason: str, metrics:
     dom, held = final[r.splits.reported("domain")], final.get(r.splits.reported("heldout"))
     metrics = record.update_metrics(
         status="finished", steps=step, stop_reason=stop_reason, best_step=chosen["step"], best_alpha=chosen["alpha"],
-        adapter_scaling=curve, guardrail_ok=qualified, dev=dev_numbers(r, final) if r.splits.tests else None,
+        adapter_scaling=curve, guardrail_ok=qualified, dev=dev_numbers(r, final) if r.splits.has_test else None,
+        real_tuned_wer=final["real"].wer if "real" in final else None, real_sdi=final["real"].summary() if "real" in final else None,
         tuned_wer=dom.wer, heldout_tuned_wer=held.wer if held else None, domain_sdi=dom.summary(),
         heldout_sdi=held.summary() if held else None, baseline_sdi=r.baselines[r.splits.reported("domain")].summary(),
         warnings=warnings, finished=now(), best_verified=verified,
@@ -354,11 +361,33 @@ def finish(r: RunState, step: int, evals: list[dict], stop_reason: str, metrics:
     r.accelerator.wait_for_everyone()  # no process returns before the record is complete
     base_dom, base_held = metrics["baseline_wer"], metrics["heldout_baseline_wer"]
     print(f"best step {metrics['best_step']}" + (f" x alpha {chosen['alpha']:g}" if chosen["alpha"] != 1 else "")
-          + (" (chosen on the dev sets; test sets)" if r.splits.tests else "")
+          + (" (chosen on the dev sets; test sets)" if r.splits.has_test else "")
           + f": domain WER {base_dom:.4f} -> {metrics['tuned_wer']:.4f}"
           + (f", heldout {base_held:.4f} -> {metrics['heldout_tuned_wer']:.4f}" if base_held is not None else "")
           + (f" ({ckpt.BEST}/ reloaded: {verified['identical']} of {verified['utterances']} re-transcribed clips identical)"
              if verified["mode"] == "sample" else f" (every clip re-evaluated from {ckpt.BEST}/)"))
+    return RunResult(run_id=r.run_id, folder=record.folder, metrics=metrics)
+
+
+def prompt_only(r: RunState) -> RunResult:
+    """The free competitor: no training; the base model with `prompt` on the reported sets (test sets when given)
+    is this run's "tuned" model, against the same base model without it (the baselines just computed)."""
+    cfg, record, rep = r.cfg, r.record, r.splits.reported
+    metrics = record_start(r)
+    info = r.sm.set_prompt(cfg.prompt_text())
+    sets = {**r.splits.evals, **r.splits.tests}
+    out = {name: evaluate_all(r.sm, sets[name], r.inputs, cfg, f"prompted {name}", r.autocast, r.accelerator)
+           for name in {rep("domain"), rep("heldout")} if name in sets}
+    for name, res in out.items():
+        record.write_predictions(name, "best", res.rows)
+    dom, held = out[rep("domain")], out.get(rep("heldout"))
+    metrics = record.update_metrics(
+        status="finished", steps=0, stop_reason="prompt_only", best_step=0, best_alpha=None, prompt=info, guardrail_ok=None,
+        tuned_wer=dom.wer, heldout_tuned_wer=held.wer if held else None, domain_sdi=dom.summary(),
+        heldout_sdi=held.summary() if held else None, baseline_sdi=r.baselines[rep("domain")].summary(),
+        warnings=list(metrics.get("warnings", [])), finished=now(), elapsed_s=r.elapsed())
+    print(f"prompt only ({info['tokens']} prompt tokens): domain WER {metrics['baseline_wer']:.4f} -> {dom.wer:.4f}"
+          + (f", heldout {metrics['heldout_baseline_wer']:.4f} -> {held.wer:.4f}" if held else ""))
     return RunResult(run_id=r.run_id, folder=record.folder, metrics=metrics)
 
 
