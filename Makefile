@@ -1,5 +1,5 @@
 # lorakit: two commands do all set-up on a fresh machine (idempotent):
-#   make demo   corpus + bundled model + the demo experiment + the analysis notebook; installs only the
+#   make demo   corpus + real-speech set + bundled model + the demo experiment + the analysis notebook; installs only the
 #               base dependencies (no test, Ray, bench, search or browser extras)
 #   make test   the whole suite (pytest, papermill executions, nbmake over notebooks/, browser test);
 #               installs every extra the suite needs
@@ -18,6 +18,8 @@ EXTRAS    := test,ray,bench,search,lab,tensorboard,mlflow,deploy,moonshine
 TORCH_CPU ?= torch==2.13.0
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PKGS  := espeak-ng flite sox
+# the real-speech sanity set's recordings (a data package: no command to look for, so its folder is checked)
+SPHINX_DATA := /usr/share/pocketsphinx/test/data/librivox
 
 .PHONY: setup setup-all system-deps demo test lab bench clean-cache browser-deps
 
@@ -40,6 +42,7 @@ $(TEST_STAMP): $(STAMP)
 
 system-deps:
 	@missing=""; for b in $(APT_PKGS); do command -v $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
+	[ -d $(SPHINX_DATA) ] || missing="$$missing pocketsphinx-testdata"; \
 	if [ -n "$$missing" ]; then echo "installing$$missing"; $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; fi
 
 browser-deps:
@@ -47,6 +50,7 @@ browser-deps:
 
 demo: setup
 	$(PY) -m lorakit demo-data
+	$(PY) -m lorakit real-speech
 	$(PY) -m lorakit import-model
 	$(PY) -m lorakit run params/demo.yaml
 	$(PY) -m lorakit analysis
@@ -55,7 +59,9 @@ demo: setup
 # few clips) so the suite stays within ~20 minutes; the real experiment is `make demo`.
 test: setup-all browser-deps
 	$(PY) -m lorakit demo-data
+	$(PY) -m lorakit real-speech
 	$(PY) -m lorakit import-model
+	$(PY) -m lorakit import-model bundled:whisper-base
 	LORAKIT_SMOKE=1 $(PY) -m pytest -q --nbmake tests notebooks
 
 lab: setup-all

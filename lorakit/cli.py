@@ -1,5 +1,5 @@
-"""`lorakit` command line: run / sweep / search / matrix / archive / analysis / demo-data / import-model /
-transcribe / export.
+"""`lorakit` command line: run / sweep / search / matrix / archive / analysis / demo-data / real-speech /
+import-model / transcribe / export.
 
 The composition root: the one module that knows every side of the package. Each command parses its
 arguments and calls one entry point of one side (launch, analysis, experiment, demo); the sides never
@@ -107,18 +107,20 @@ def cmd_analysis(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
-    from .demo import corpus
+    return _demo_data(args.rest)
 
-    return corpus.main(args.rest)
+
+def cmd_real_speech(args: argparse.Namespace) -> int:
+    return _real_speech(args.rest)
 
 
 def cmd_import_model(args: argparse.Namespace) -> int:
-    from .experiment.bundled import bundled_model_dir, convert
+    from .experiment.bundled import BUNDLED_NAME, bundled_model_dir, bundled_spec, convert
 
-    if args.src:
+    if args.src and bundled_spec(args.src) is None:
         print(convert(args.src, args.dst or Path(args.src).with_name(Path(args.src).name + "-hf")))
     else:
-        print(bundled_model_dir(force=args.force))
+        print(bundled_model_dir(args.src or BUNDLED_NAME, force=args.force))
     return 0
 
 
@@ -178,6 +180,39 @@ def _add_launch_parsers(sub) -> None:
     p.set_defaults(func=cmd_search)
 
 
+def _demo_data(argv: list[str]) -> int:
+    from .demo import corpus
+
+    return corpus.main(argv)
+
+
+def _real_speech(argv: list[str]) -> int:
+    from .demo import real_speech
+
+    return real_speech.main(argv)
+
+
+DATA_BUILDERS = {"demo-data": _demo_data, "real-speech": _real_speech}
+
+
+def _add_data_parsers(sub) -> None:
+    p = sub.add_parser("demo-data", help="synthesize the demo corpus (espeak-ng, flite)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_demo_data)
+
+    p = sub.add_parser("real-speech", help="build the real-speech sanity set (data/real/) from pocketsphinx-testdata "
+                                           "and moonshine-voice's recordings", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_real_speech)
+
+    p = sub.add_parser("import-model", help="convert a bundled Whisper (or a CTranslate2 Whisper folder) to transformers")
+    p.add_argument("src", nargs="?", help="a bundled name (bundled:whisper-tiny.en, the default; bundled:whisper-base) "
+                                          "or a CTranslate2 Whisper export folder")
+    p.add_argument("--dst", help="output folder for a converted SRC")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_import_model)
+
+
 def _add_deploy_parsers(sub) -> None:
     p = sub.add_parser("transcribe", help="transcribe audio files, folders or manifests with a model and an adapter or run")
     p.add_argument("inputs", nargs="+", help="audio files, folders (recursive) or JSONL manifests")
@@ -230,23 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default="executed")
     p.set_defaults(func=cmd_analysis)
 
-    p = sub.add_parser("demo-data", help="synthesize the demo corpus (espeak-ng, flite)", add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_demo_data)
-
-    p = sub.add_parser("import-model", help="convert the bundled Whisper (or a CTranslate2 Whisper folder) to transformers")
-    p.add_argument("src", nargs="?", help="a CTranslate2 Whisper export folder (default: the bundled model)")
-    p.add_argument("--dst", help="output folder for a converted SRC")
-    p.add_argument("--force", action="store_true")
-    p.set_defaults(func=cmd_import_model)
-
+    _add_data_parsers(sub)
     _add_deploy_parsers(sub)
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["demo-data"]:  # its options belong to corpus.main (argparse REMAINDER drops leading --options)
-        from .demo import corpus
-
-        return corpus.main(argv[1:])
+    if argv[:1] in (["demo-data"], ["real-speech"]):  # their options belong to the builders (argparse REMAINDER drops leading --options)
+        return DATA_BUILDERS[argv[0]](argv[1:])
     args = parser.parse_args(argv)
     try:
         return args.func(args)

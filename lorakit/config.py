@@ -28,6 +28,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 ON_BAD = ("error", "skip")
 TRACKERS = ("none", "tensorboard", "mlflow", "wandb")  # accelerate's trackers a run can report to
+TASKS = ("transcribe", "translate")  # Whisper's two tasks
 
 
 class ConfigError(ValueError):
@@ -38,6 +39,8 @@ class ConfigError(ValueError):
 class RunConfig:
     # what
     model: str = "bundled:whisper-tiny.en"  # bundled name, local HF directory, or hub id
+    language: str = "en"  # spoken language (a Whisper code: en, fr, de...); a multilingual Whisper is prompted with it, English-only models take only en
+    task: str = "transcribe"  # transcribe | translate (to English; multilingual Whisper only)
     run_id: str = ""  # empty: timestamp + config hash
     notes: str = ""  # free text for the run matrix
     # data
@@ -100,6 +103,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _validate(self)
+        _check_language_task(self)
 
     # --- construction -------------------------------------------------------------------
     @classmethod
@@ -501,6 +505,14 @@ def _check_reporting(cfg: RunConfig, need) -> None:
     need(cfg.search_trial >= -1, "search_trial", "must be a trial number (>= 0), or -1 when the run is not a trial")
     trial = (bool(cfg.search_storage), bool(cfg.search_study), cfg.search_trial >= 0)
     need(all(trial) or not any(trial), "search_trial", "a trial needs all of search_storage, search_study and search_trial")
+
+
+def _check_language_task(cfg: RunConfig) -> None:
+    """The shape of `language` and `task`; whether the model knows them is checked when it loads."""
+    if not (cfg.language.isascii() and cfg.language.isalpha() and cfg.language.islower()):
+        raise ConfigError(f"parameter 'language' = {cfg.language!r}: a language code in lower case, as Whisper writes it (en, fr, de, haw...)")
+    if cfg.task not in TASKS:
+        raise ConfigError(f"parameter 'task' = {cfg.task!r}: must be one of {TASKS}")
 
 
 def _check_init(value: Any) -> None:

@@ -26,16 +26,41 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
-    """Encoder and baseline caches go to a per-session folder, except the converted bundled model,
-    which is reused from the project cache (converting it again would only cost time)."""
+    """Encoder and baseline caches go to a per-session folder, except the converted bundled models,
+    which are reused from the project cache (converting them again would only cost time). Yields the
+    project cache, where `bundled_whisper_base` converts its model."""
+    from lorakit.config import cache_root
     from lorakit.experiment import bundled
 
+    project_cache = cache_root()
     bundled_dir = bundled.bundled_model_dir()  # convert (or reuse) under the project cache first
     cache = tmp_path_factory.mktemp("lorakit_cache")
     os.environ["LORAKIT_CACHE"] = str(cache)
     (cache / bundled_dir.name).symlink_to(bundled_dir, target_is_directory=True)
     os.environ["LORAKIT_ROOT"] = str(ROOT)
-    yield
+    yield project_cache
+
+
+@pytest.fixture(scope="session")
+def bundled_whisper_base(_isolated_cache) -> Path:
+    """bundled:whisper-base, converted once per machine (or reused) under the project cache and linked
+    into the session's cache, so every test of the session loads the same folder."""
+    from lorakit.config import cache_root
+    from lorakit.experiment import bundled
+
+    path = bundled.bundled_model_dir("bundled:whisper-base", root=_isolated_cache)
+    link = cache_root() / path.name
+    if not link.exists():
+        link.symlink_to(path, target_is_directory=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_speech() -> dict[str, Path]:
+    """The real-speech sanity set under data/real (built by `make test`; built here when absent)."""
+    from lorakit.demo.real_speech import build_real_speech
+
+    return build_real_speech(ROOT / "data" / "real")
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -77,3 +79,60 @@ def test_bundled_model_transcribes_a_flite_recording(tmp_path):
     result = evaluate(sm, utts, Inputs(sm, 0.075, None, torch.device("cpu")), batch_size=1, max_new_tokens=64)
     print(result.rows[0]["hyp"])
     assert result.wer <= 0.10, (result.rows[0]["hyp"], normalize(sentence))
+
+
+# --- bundled:whisper-base: multilingual, its model.bin in two packages ---------------------------------
+
+BASE = "bundled:whisper-base"
+
+
+@pytest.fixture(scope="module")
+def base_source():
+    return bundled.read_ct2_model(*bundled.source_parts(BASE))
+
+
+def test_every_converted_whisper_base_tensor_equals_its_source(bundled_whisper_base, base_source):
+    from transformers import WhisperForConditionalGeneration
+
+    model = WhisperForConditionalGeneration.from_pretrained(bundled_whisper_base).eval()
+    mapped = bundled.ct2_to_hf_state_dict(base_source)
+    state = model.state_dict()
+    assert set(mapped) | {"proj_out.weight"} == set(state)
+    for name, array in mapped.items():
+        assert torch.equal(state[name], torch.from_numpy(array.astype(np.float32))), name
+    assert model.proj_out.weight.data_ptr() == model.model.decoder.embed_tokens.weight.data_ptr()
+    c = model.config
+    assert (c.d_model, c.encoder_layers, c.decoder_layers, c.vocab_size) == (512, 6, 6, 51865)
+    fused = base_source["decoder/layer_5/attention/linear_1/weight"]  # cross-attention k and v, stacked
+    assert np.array_equal(mapped["model.decoder.layers.5.encoder_attn.k_proj.weight"], fused[:512])
+    assert np.array_equal(mapped["model.decoder.layers.5.encoder_attn.v_proj.weight"], fused[512:])
+    marker = json.loads((bundled_whisper_base / "lorakit_bundled.json").read_text())
+    assert marker["name"] == BASE and [Path(p).name for p in marker["parts"]] == ["model.bin.part1", "model.bin.part2"]
+
+
+def test_whisper_base_pieces_must_be_joined_in_order():
+    first, second = bundled.source_parts(BASE)
+    with pytest.raises(ValueError, match=r"model\.bin\.part2 \+ .*model\.bin\.part1: CTranslate2 model format version"):
+        bundled.read_ct2_model(second, first)
+    with pytest.raises(ValueError, match=r"model\.bin\.part1: variable .* the file ends at .*pieces missing"):
+        bundled.read_ct2_model(first)
+
+
+def test_whisper_base_generation_config_is_multilingual(bundled_whisper_base):
+    from transformers import GenerationConfig
+
+    gc = GenerationConfig.from_pretrained(bundled_whisper_base)
+    assert gc.is_multilingual is True and gc.return_timestamps is False
+    assert (gc.decoder_start_token_id, gc.eos_token_id, gc.no_timestamps_token_id) == (50258, 50257, 50363)
+    assert len(gc.lang_to_id) == 99 and gc.lang_to_id["<|en|>"] == 50259 and gc.lang_to_id["<|fr|>"] == 50265
+    assert gc.task_to_id == {"transcribe": 50359, "translate": 50358}
+    assert gc.begin_suppress_tokens == [220, 50257]
+
+
+def test_bundled_names_and_aliases_resolve_to_their_own_folders(bundled_whisper_base):
+    from lorakit.experiment.models import resolve_model
+
+    assert Path(resolve_model("bundled:base")).name == bundled_whisper_base.name == "whisper-base-ct2-v1"
+    assert Path(resolve_model("bundled")).name == "whisper-tiny.en-ct2-v1"
+    with pytest.raises(ValueError, match="not a bundled model; bundled models: bundled:whisper-tiny.en, bundled:whisper-base"):
+        bundled.bundled_model_dir("bundled:whisper-huge")

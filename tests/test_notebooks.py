@@ -94,6 +94,29 @@ def test_papermill_p_target_modules_q_proj_v_proj_on_the_tiny_whisper(project, w
     assert set(adapter["target_modules"]) == {"q_proj", "v_proj"}
 
 
+@pytest.mark.slow
+def test_papermill_p_target_modules_q_proj_v_proj_on_the_bundled_tiny_en(project):
+    """The same targets on the real default model (smoke size): 24 layers, encoder included, so the run
+    trains and evaluates without the encoder cache, and the adapter it keeps holds encoder weights."""
+    from safetensors import safe_open
+
+    before = set(_records(project))
+    proc = papermill(project, "notebooks/train.ipynb", "executed/qv_tiny_en.ipynb", "-p", "target_modules", "q_proj,v_proj",
+                     "-p", "max_new_tokens", "32")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (new,) = set(_records(project)) - before
+    metrics = json.loads((new / "metrics.json").read_text())
+    config = json.loads((new / "config.json").read_text())["config"]
+    assert config["model"] == "bundled:whisper-tiny.en" and config["target_modules"] == "q_proj,v_proj"
+    assert metrics["status"] == "finished" and "smoke" in metrics["notes"]
+    assert metrics["target_modules"] == 24  # q and v of 4 encoder self-attentions + 4 decoder self- and cross-attentions
+    assert metrics["encoder_cache_hits"] == metrics["encoder_cache_misses"] == 0
+    with safe_open(str(new / "adapter_best" / "adapter_model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert any(".encoder.layers." in k for k in keys) and any(".decoder.layers." in k and "encoder_attn" in k for k in keys)
+    assert (new / "predictions" / "domain_best.jsonl").exists()
+
+
 def test_execute_refuses_a_changed_recipe_for_a_recorded_run_id_and_force_starts_afresh(tiny_cfg, capsys, monkeypatch):
     """`lorakit run` / sweeps go through `execute`: a run id recorded with another recipe is refused before
     a kernel starts (its record and notebook untouched); force=True deletes it and runs the new recipe."""

@@ -67,6 +67,15 @@ class Source:
         return int(self.run_config.get("eval_batch_size", 16))
 
     @property
+    def language(self) -> str:
+        """The run's spoken language (its multilingual Whisper was prompted with it); en by default."""
+        return str(self.run_config.get("language", RunConfig.language))
+
+    @property
+    def task(self) -> str:
+        return str(self.run_config.get("task", RunConfig.task))
+
+    @property
     def precision(self) -> str:
         return str(self.run_config.get("precision", "auto"))
 
@@ -110,7 +119,7 @@ def resolve_source(model: str | None = None, adapter: str | Path | None = None, 
 
 def load_source(src: Source, device: torch.device | str = "cpu") -> SpeechModel:
     """The model with the adapter injected and active (never merged): how the run evaluated it."""
-    sm = load_model(src.model, device=device)
+    sm = load_model(src.model, device=device, language=src.language, task=src.task)
     if src.adapter is not None:
         from peft import PeftModel
 

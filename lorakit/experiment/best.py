@@ -64,7 +64,7 @@ def reevaluate_best(cfg: RunConfig, splits: Splits, record: RunRecord, autocast,
     """
     from peft import PeftModel
 
-    sm = load_model(cfg.model, device=device)
+    sm = load_model(cfg.model, device=device, language=cfg.language, task=cfg.task)
     sm.model = PeftModel.from_pretrained(sm.model, str(record.folder / ckpt.BEST), is_trainable=False)
     sm.model.to(device)
     inputs = make_inputs(sm, cfg, device, frozen_encoder=encoder_is_frozen(sm), autocast=autocast)

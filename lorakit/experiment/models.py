@@ -15,9 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .bundled import BUNDLED_NAME, OTHER_BUNDLED, bundled_model_dir
-
-BUNDLED_ALIASES = {BUNDLED_NAME, "bundled", "bundled:tiny.en", "whisper-tiny.en-bundled"}
+from .bundled import OTHER_BUNDLED, bundled_model_dir, bundled_spec
 
 
 @dataclass
@@ -29,6 +27,7 @@ class SpeechModel:
     family: str  # "whisper" | "moonshine"
     name: str  # as the user gave it
     path: str  # resolved local path or hub id
+    decoder_prompt: tuple[int, ...] = ()  # Whisper: the tokens generation starts the decoder with (`configure_whisper_generation`)
     prompt_ids: torch.Tensor | None = None  # Whisper: previous-text prompt (<|startofprev|> ...) fed to every generation
 
     def set_prompt(self, text: str) -> dict:
@@ -82,14 +81,15 @@ class SpeechModel:
     def label_ids(self, text: str) -> list[int]:
         """Token ids the decoder must produce for `text`, ending with end-of-text.
 
-        The decoder start token is not included: the model prepends it when shifting labels right.
+        Whisper: the prompt generation forces (`decoder_prompt`: <|en|> <|transcribe|> on a multilingual
+        model, then <|notimestamps|>), then the text, then <|endoftext|>; training and decoding see one
+        prompt. The decoder start token is not included: the model prepends it when shifting labels right.
         Whisper's own transcripts begin with a space (" The ..."), so the label text does too.
         """
         tok = self.processor.tokenizer
         if self.family == "whisper":
-            ids = tok(" " + text.strip()).input_ids  # <|startoftranscript|> <|notimestamps|> ... <|endoftext|>
-            start = self.base.config.decoder_start_token_id
-            return ids[1:] if ids and ids[0] == start else ids
+            text_ids = tok(" " + text.strip(), add_special_tokens=False).input_ids
+            return [*self.decoder_prompt[1:], *text_ids, self.base.config.eos_token_id]
         ids = tok(text.strip(), add_special_tokens=False).input_ids
         return ids + [self.base.config.eos_token_id]
 
@@ -161,8 +161,8 @@ def _quiet_transformers():
 
 def resolve_model(name: str) -> str:
     """A bundled name becomes the converted local directory; a local folder stays; else a hub id."""
-    if name in BUNDLED_ALIASES:
-        return str(bundled_model_dir())
+    if bundled_spec(name) is not None:
+        return str(bundled_model_dir(name))
     if name in OTHER_BUNDLED:
         return str(OTHER_BUNDLED[name]())
     p = Path(name).expanduser()
@@ -190,7 +190,11 @@ def model_family(config) -> str:
     raise ValueError(f"unsupported model type {kind!r}: lorakit handles Whisper and Moonshine")
 
 
-def load_model(name: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> SpeechModel:
+def load_model(name: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+               language: str = "en", task: str = "transcribe") -> SpeechModel:
+    """Load a Whisper or Moonshine model for `language` and `task`: a multilingual Whisper is prompted
+    with them; an English-only Whisper refuses anything but en / transcribe; Moonshine has no prompt
+    (one language per model) and refuses `translate`."""
     from transformers import AutoConfig, AutoModelForSpeechSeq2Seq, AutoProcessor
 
     path = resolve_model(name)
@@ -198,15 +202,47 @@ def load_model(name: str, device: torch.device | str = "cpu", dtype: torch.dtype
     family = model_family(config)
     model = AutoModelForSpeechSeq2Seq.from_pretrained(path, dtype=dtype, use_safetensors=True)
     processor = AutoProcessor.from_pretrained(path)
+    prompt: tuple[int, ...] = ()
     if family == "whisper":
-        gc = model.generation_config
-        # English-only transcription without timestamps, whatever the checkpoint's defaults say
-        if getattr(gc, "is_multilingual", False):
-            gc.language, gc.task = "en", "transcribe"
-        gc.return_timestamps = False
-        gc.forced_decoder_ids = None
+        prompt = configure_whisper_generation(model.generation_config, model.config, name, language, task)
+    elif task != "transcribe":
+        raise ValueError(f"model {name!r} (Moonshine) only transcribes: parameter 'task' = {task!r} needs a multilingual Whisper")
     model.to(device)
-    return SpeechModel(model=model, processor=processor, family=family, name=name, path=path)
+    return SpeechModel(model=model, processor=processor, family=family, name=name, path=path, decoder_prompt=prompt)
+
+
+def is_multilingual_whisper(gc, config) -> bool:
+    """A Whisper generation config that takes a language and a task (OpenAI's rule when the config does
+    not say: the multilingual vocabulary has 51865 entries, the English-only one 51864)."""
+    flag = getattr(gc, "is_multilingual", None)
+    return bool(flag) if flag is not None else config.vocab_size >= 51865
+
+
+def configure_whisper_generation(gc, config, name: str, language: str, task: str) -> tuple[int, ...]:
+    """Set `gc` (a Whisper GenerationConfig, in place) to decode `language` / `task` without timestamps,
+    and return the decoder prompt its generation forces: <|startoftranscript|> [<|lang|> <|task|>]
+    <|notimestamps|> (the bracket on multilingual models only). `label_ids` starts labels with the same
+    prompt; a test compares both with what `generate` actually emits."""
+    if is_multilingual_whisper(gc, config):
+        languages = getattr(gc, "lang_to_id", None) or {}
+        token = f"<|{language}|>"
+        if token not in languages:
+            known = ", ".join(sorted(t.strip("<|>") for t in languages))
+            raise ValueError(f"model {name!r}: parameter 'language' = {language!r} is not one of its languages ({known})")
+        tasks = getattr(gc, "task_to_id", None) or {}
+        if task not in tasks:
+            raise ValueError(f"model {name!r}: parameter 'task' = {task!r} is not one of its tasks ({', '.join(sorted(tasks))})")
+        gc.language, gc.task = language, task
+        middle = [languages[token], tasks[task]]
+    else:
+        if language != "en" or task != "transcribe":
+            raise ValueError(f"model {name!r} is an English-only Whisper: it cannot take parameter 'language' = {language!r} / "
+                             f"'task' = {task!r} (only 'en' / 'transcribe'); use a multilingual Whisper such as bundled:whisper-base")
+        gc.language = gc.task = None  # English-only generate refuses both
+        middle = []
+    gc.return_timestamps = False
+    gc.forced_decoder_ids = None
+    return (gc.decoder_start_token_id, *middle, gc.no_timestamps_token_id)
 
 
 def discover_target_modules(model: torch.nn.Module, side: str = "") -> list[str]:

@@ -197,7 +197,7 @@ def set_up(cfg: RunConfig, run_id: str, record: RunRecord, started: float, accel
                           "which each train on an equal slice of every batch")
     device = pick_device(cfg.device) if n_proc == 1 else accelerator.device
     autocast = pick_autocast(cfg.precision, device)
-    sm = load_model(cfg.model, device=device)
+    sm = load_model(cfg.model, device=device, language=cfg.language, task=cfg.task)
     prompt = sm.set_prompt(cfg.prompt_text()) if cfg.prompt and not cfg.prompt_only else {}  # prompt_only: after the baseline
     if prompt:
         record.update_metrics(prompt=prompt)
