@@ -469,7 +469,8 @@ def _validate(cfg: RunConfig) -> None:
     need(0 <= cfg.replay_ratio < 1, "replay_ratio", "must be in [0, 1)")
     need(cfg.replay_ratio == 0 or bool(cfg.replay_manifest), "replay_ratio", "needs a replay_manifest")
     need(cfg.replay_ratio == 0 or 1 <= cfg.replay_per_batch() < cfg.batch_size, "replay_ratio",
-         f"must leave at least one replay and one training clip in a batch of {cfg.batch_size} (round(ratio x batch_size))")
+         f"must leave at least one replay and one training clip in a batch of {cfg.batch_size} (round(ratio x batch_size)); "
+         "with batches this small, set replay_ratio 0 (no replay) or a larger batch_size")
     need(not cfg.heldout_test_manifest or bool(cfg.heldout_manifest), "heldout_test_manifest",
          "needs a heldout_manifest (the dev set that checks the guardrail while choosing)")
     need(not cfg.prompt_only or bool(cfg.prompt), "prompt_only", "needs a prompt (the base model with the prompt is the row)")

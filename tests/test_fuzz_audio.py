@@ -199,7 +199,7 @@ def fuzz_cfg(d: Path, role: str, mode: str, whisper_dir: Path) -> RunConfig:
     manifests[role] = d / "fuzz.jsonl"
     return RunConfig(model=str(whisper_dir), train_manifest=str(manifests["train"]), domain_manifest=str(manifests["domain"]),
                      heldout_manifest=str(manifests["heldout"]), max_seconds=MAX_SECONDS, min_train_clips=1, min_keep_fraction=0.0,
-                     batch_size=1, on_bad_audio=mode, max_steps=1, eval_interval=1)
+                     batch_size=1, on_bad_audio=mode, max_steps=1, eval_interval=1, replay_ratio=0.0)  # a batch of 1 holds no replay
 
 
 def assert_names_the_line(err: Exception, manifest: Path, line: int, field: str | None) -> None:

@@ -59,7 +59,8 @@ def metrics(folder: Path) -> dict:
 
 
 def steps(folder: Path, kind: str) -> list[int]:
-    return [r["step"] for r in history(folder) if r["kind"] == kind]
+    """Steps of the training log or of the evaluations during training (not the best adapter's alpha grid)."""
+    return [r["step"] for r in history(folder) if r["kind"] == kind and "alpha" not in r]
 
 
 # --- lorakit run: kill -9, resume, skip ------------------------------------------------------------
