@@ -121,7 +121,8 @@ def test_a_short_lora_run_on_whisper_base_keeps_the_language_token(bundled_whisp
     cfg = RunConfig(model="bundled:whisper-base", language="en", train_manifest=str(tmp_path / "train.jsonl"),
                     domain_manifest=str(tmp_path / "domain.jsonl"), heldout_manifest="", max_steps=2, eval_interval=2,
                     batch_size=2, eval_batch_size=8, max_new_tokens=8, min_train_clips=4, lr=1e-3, warmup_ratio=0.0,
-                    log_interval=1, verify_best=0, output_dir=str(tmp_path / "runs"), run_id="base-en")
+                    log_interval=1, verify_best=0, output_dir=str(tmp_path / "runs"), run_id="base-en",
+                    replay_ratio=0.0, adapter_scales="1.0")  # the labels alone: no replay clips, no alpha grid
     result = run(cfg)
     assert result.metrics["status"] == "finished"
     assert json.loads((result.folder / "config.json").read_text())["config"]["language"] == "en"

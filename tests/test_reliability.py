@@ -53,7 +53,7 @@ BAD_PARAMETERS = [  # (values over tiny_cfg, the parameter the message must name
     ({"domain_manifest": "missing/domain.jsonl"}, "domain_manifest", "manifest file not found"),
     ({"heldout_manifest": "/nowhere/heldout.jsonl"}, "heldout_manifest", "manifest file not found"),
     ({"replay_manifest": "/nowhere/replay.jsonl", "replay_ratio": 0.25}, "replay_manifest", "manifest file not found"),
-    ({"replay_ratio": 0.25}, "replay_ratio", "needs a replay_manifest"),
+    ({"replay_ratio": 0.25, "replay_manifest": ""}, "replay_ratio", "needs a replay_manifest"),
     # these rewrite the base weights at init: adapter_best/ would not reproduce the run on the original model
     ({"init_lora_weights": "pissa"}, "init_lora_weights", "moves part of the base weights into the adapter"),
     ({"init_lora_weights": "pissa_niter_4"}, "init_lora_weights", "would not reproduce the run on the original model"),

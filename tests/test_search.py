@@ -150,6 +150,7 @@ def project(tmp_path_factory, whisper_dir, small_corpus) -> Path:
         "heldout_manifest": str(small_corpus["heldout"]), "max_steps": 4, "eval_interval": 2, "batch_size": 2,
         "eval_batch_size": 4, "max_new_tokens": 24, "min_train_clips": 4, "max_train_utterances": 8, "max_eval_utterances": 4,
         "log_interval": 1, "warmup_ratio": 0.0, "target_modules": "decoder", "verify_best": 0,
+        "replay_ratio": 0.0, "adapter_scales": "1.0",  # trials as small as they go: no replay set here, no alpha grid
     }
     (root / "params" / "tiny.yaml").write_text(yaml.safe_dump(tiny))
     return root
