@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 
@@ -22,3 +23,11 @@ def cheap(tiny_cfg: dict, **changes) -> dict:
     encoder), one step unless changed, few eval clips and tokens, no heldout."""
     return {**tiny_cfg, "target_modules": "decoder", "max_steps": 1, "eval_interval": 1, "batch_size": 2,
             "max_eval_utterances": 4, "max_new_tokens": 4, "heldout_manifest": "", **changes}
+
+
+def project_env(root: Path) -> dict[str, str]:
+    """The real run settings (no smoke profile), the scratch project at `root`, CPU only: the environment of
+    the `lorakit` subprocesses that the recipe and search tests start."""
+    env = {k: v for k, v in os.environ.items() if k != "LORAKIT_SMOKE"}
+    env.update(LORAKIT_ROOT=str(root), CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
+    return env

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import project_env
 
 ROOT = Path(__file__).resolve().parent.parent
 LORAKIT = [sys.executable, "-m", "lorakit"]
@@ -37,13 +38,6 @@ def project(tmp_path_factory, whisper_dir, small_corpus) -> Path:
     }
     (root / "params" / "tiny.yaml").write_text(yaml.safe_dump(tiny))
     return root
-
-
-def project_env(root: Path) -> dict[str, str]:
-    """The real run settings (no smoke profile), this scratch project, CPU only."""
-    env = {k: v for k, v in os.environ.items() if k != "LORAKIT_SMOKE"}
-    env.update(LORAKIT_ROOT=str(root), CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
-    return env
 
 
 def lorakit(root: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:

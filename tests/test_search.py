@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import project_env
 
 optuna = pytest.importorskip("optuna", reason="lorakit search needs the optional extra lorakit[search]")
 from optuna.trial import TrialState  # noqa: E402
@@ -154,12 +155,6 @@ def project(tmp_path_factory, whisper_dir, small_corpus) -> Path:
     }
     (root / "params" / "tiny.yaml").write_text(yaml.safe_dump(tiny))
     return root
-
-
-def project_env(root: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "LORAKIT_SMOKE"}
-    env.update(LORAKIT_ROOT=str(root), CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
-    return env
 
 
 def metrics(folder: Path) -> dict:
