@@ -148,6 +148,22 @@ def test_a_failing_rename_puts_the_previous_checkpoint_back(peft_whisper, whispe
     assert all(torch.all(t == 0.5) for t in adapter_tensors(best).values())
 
 
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_atomic_writes_honour_the_umask_like_any_file(tmp_path, mask):
+    """mkstemp/mkdtemp create 0600/0700; a record, an export or a checkpoint shared with a group was then
+    unreadable to it. The atomic writers give what open()/mkdir would under the user's umask."""
+    from lorakit import record
+    old = os.umask(mask)
+    try:
+        record.write_json(tmp_path / "metrics.json", {"a": 1})
+        with record.atomic_folder(tmp_path / "export") as staging:
+            (staging / "x.txt").write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == 0o666 & ~mask
+    assert (tmp_path / "export").stat().st_mode & 0o777 == 0o777 & ~mask
+
+
 def test_full_disk_while_saving_training_state_keeps_the_previous_one(peft_whisper, tmp_path, monkeypatch):
     cfg = RunConfig(max_steps=10, eval_interval=5)
     optimizer, scheduler = make_optimizer(peft_whisper.model, cfg)
