@@ -75,7 +75,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from .launch.search import load_search, run_search
 
-    code = run_search(args.search, trials=args.trials, jobs=args.jobs, storage=args.storage, analysis=not args.no_analysis)
+    code = run_search(args.search, trials=args.trials, jobs=args.jobs, storage=args.storage, analysis=not args.no_analysis,
+                      ray_address=args.ray)
     from .analysis.search import open_study, study_markdown
 
     search = load_search(args.search)
@@ -175,6 +176,9 @@ def _add_launch_parsers(sub) -> None:
     p.add_argument("search")
     p.add_argument("--trials", type=int, default=None, help="finished trials the study ends with (default: the file's 'trials')")
     p.add_argument("--jobs", type=int, default=1, help="trials in parallel on this machine")
+    p.add_argument("--ray", default=None, metavar="auto|local|ADDRESS",
+                   help="each trial's run a Ray task, as many at a time as the cluster has GPUs (else CPUs); "
+                        "the storage must be reachable from every node")
     p.add_argument("--storage", default=None, help="an Optuna storage URL (default: sqlite:///<output_dir>/search-<name>.db)")
     p.add_argument("--no-analysis", action="store_true", help="skip the analysis notebook afterwards")
     p.set_defaults(func=cmd_search)

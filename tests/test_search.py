@@ -244,6 +244,42 @@ def test_two_workers_share_one_sqlite_study(project):
     assert all(ran) and not ran[0] & ran[1], ran  # both workers ran a trial, none ran the other's
 
 
+RAY_STUDY = """name: r
+base: params/tiny.yaml
+trials: 2
+space: {lr: {categorical: [1.0e-8, 0.03]}}
+enqueue: [{lr: 1.0e-8}, {lr: 0.03}]
+pruner: {MedianPruner: {n_startup_trials: 2}}   # asked at every evaluation; with 2 trials it never prunes
+heartbeat_s: 5
+"""
+
+
+def test_a_search_on_local_ray_runs_each_trial_as_a_ray_task_that_reports_to_the_study(project):
+    """`--ray local`: the study is driven from the calling process, each trial's run is a Ray task (2 at a
+    time on 2 CPUs), and each run reports its evaluations to the study's SQLite file itself (what pruning reads)."""
+    pytest.importorskip("ray", reason="Ray is the optional extra lorakit[ray]")
+    path = write(project / "params" / "search" / "r.yaml", RAY_STUDY)
+    proc = subprocess.run([*LORAKIT, "search", str(path), "--ray", "local", "--no-analysis"], cwd=project,
+                          env=project_env(project), capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "search r: Ray (local)" in proc.stdout and "2 of 2 trials finished" in proc.stdout
+    assert "r-t0: finished" in proc.stdout and "r-t1: finished" in proc.stdout  # the Ray launcher's status lines
+    trials = optuna.load_study(study_name="r", storage=f"sqlite:///{project / 'executed' / 'search-r.db'}").get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
+    for t in trials:
+        m = metrics(project / "executed" / t.user_attrs["run_id"])
+        assert m["status"] == "finished" and m["steps"] == 4 and t.value == m["tuned_wer"]
+        assert sorted(t.intermediate_values) == [2, 4]  # reported from the Ray task's run at each evaluation
+    assert not (project / "executed" / ".search-logs").exists()  # no local job slots were used
+
+
+def test_jobs_and_ray_together_are_refused_before_anything_runs(tmp_path, capsys):
+    from lorakit.cli import main
+
+    assert main(["search", str(tmp_path / "none.yaml"), "--jobs", "2", "--ray", "local"]) == 2
+    assert "--jobs 2 and --ray local: choose one" in capsys.readouterr().err
+
+
 def test_the_shipped_demo_search_loads():
     search = load_search(ROOT / "params" / "search" / "demo.yaml")
     assert search.base == "params/demo.yaml" and search.enqueue and set(search.enqueue[0]) == set(search.space)

@@ -1,9 +1,13 @@
-"""`report_to`: a run on the tiny Whisper mirrors its record to TensorBoard and to MLflow; the logs are read
-back with each tool's own reader (tensorboard's event accumulator, MLflow's client on a local store)."""
+"""`report_to`: a run on the tiny Whisper mirrors its record to TensorBoard, MLflow and wandb (offline); the
+logs are read back with each tool's own reader where it has one (tensorboard's event accumulator, MLflow's
+client on a local store) and, for wandb, by decoding its offline `.wandb` file into wandb's own protobuf
+records (wandb >= 0.2x ships no Python reader of that file any more)."""
 
 from __future__ import annotations
 
 import json
+import struct
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +60,58 @@ def test_mlflow_holds_the_config_metrics_and_final_numbers(tiny_cfg, tmp_path, m
                                                    for r in history(result.folder) if r["kind"] == "train"]
     assert [m.step for m in client.get_metric_history(found.info.run_id, "eval/domain_wer")] == [1, 2]
     assert found.data.metrics["final/tuned_wer"] == pytest.approx(result.metrics["tuned_wer"])
+
+
+WANDB_BLOCK = 32768  # the .wandb file: LevelDB's log format, after a 7-byte file header (":W&B", magic 0xBEE1, version)
+WANDB_RECORD_HEADER = struct.Struct("<IHB")  # CRC32, payload length, type (1 full, 2 first, 3 middle, 4 last chunk)
+
+
+def wandb_records(path: Path) -> list:
+    """Every record of an offline run's `.wandb` file, as wandb.proto.wandb_internal_pb2.Record."""
+    from wandb.proto.wandb_internal_pb2 import Record
+
+    data = path.read_bytes()
+    assert struct.unpack("<4sHB", data[:7]) == (b":W&B", 0xBEE1, 0), data[:7]
+    records, pending, pos = [], b"", 7
+    while pos + WANDB_RECORD_HEADER.size <= len(data):
+        left = WANDB_BLOCK - pos % WANDB_BLOCK
+        _, length, kind = WANDB_RECORD_HEADER.unpack_from(data, pos) if left >= WANDB_RECORD_HEADER.size else (0, 0, 0)
+        if kind == 0:  # a block's zero-padded tail
+            pos += left
+            continue
+        pending += data[pos + WANDB_RECORD_HEADER.size:pos + WANDB_RECORD_HEADER.size + length]
+        pos += WANDB_RECORD_HEADER.size + length
+        if kind in (1, 4):
+            records.append(Record.FromString(pending))
+            pending = b""
+    return records
+
+
+def test_wandb_offline_holds_the_config_losses_every_evaluation_and_the_final_metrics(tiny_cfg, tmp_path, monkeypatch):
+    pytest.importorskip("wandb", reason="the optional extra lorakit[wandb]")
+    for key, sub in (("WANDB_DIR", "dir"), ("WANDB_CACHE_DIR", "cache"), ("WANDB_CONFIG_DIR", "config"), ("WANDB_DATA_DIR", "data")):
+        monkeypatch.setenv(key, str(tmp_path / "wandb" / sub))  # nothing written to the home folder
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    result = run(RunConfig.from_dict(cheap(tiny_cfg, max_steps=2, eval_interval=1, report_to="wandb", run_id="wb")))
+    (path,) = (result.folder / "trackers" / "wandb").glob("offline-run-*/run-*.wandb")  # make_tracker's dir, offline
+    records = wandb_records(path)
+    kinds = [r.WhichOneof("record_type") for r in records]
+    assert kinds[-1] == "exit" and records[-1].exit.exit_code == 0  # tracker.finish() closed the run
+    assert next(r.run for r in records if r.HasField("run")).display_name == "wb"
+    config = {i.key: json.loads(i.value_json) for r in records if r.HasField("config") for i in r.config.update}
+    assert config["lr"] == tiny_cfg["lr"] and config["report_to"] == "wandb" and config["run_id"] == "wb"
+    logged: dict[str, list] = {}  # key -> [(step, value)], as the TensorBoard test reads its scalars
+    for r in records:
+        if r.HasField("history"):
+            for item in r.history.item:  # wandb-core writes a history key as nested_key (["train/loss"]), not key
+                key = item.key or "/".join(item.nested_key)
+                logged.setdefault(key, []).append((r.history.step.num, json.loads(item.value_json)))
+    rows = history(result.folder)
+    train = [r for r in rows if r["kind"] == "train"]
+    evals = [r for r in rows if r["kind"] == "eval"]
+    assert logged["train/loss"] == [(r["step"], pytest.approx(r["loss"], rel=1e-6)) for r in train]
+    assert logged["train/lr"] == [(r["step"], pytest.approx(r["lr"], rel=1e-6)) for r in train]
+    assert logged["eval/domain_wer"] == [(r["step"], pytest.approx(r["domain_wer"], rel=1e-6)) for r in evals] and len(evals) == 2
+    assert logged["final/tuned_wer"] == [(2, pytest.approx(result.metrics["tuned_wer"], rel=1e-6))]
+    assert logged["final/baseline_wer"][0][1] == pytest.approx(result.metrics["baseline_wer"], rel=1e-6)

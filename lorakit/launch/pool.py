@@ -1,6 +1,6 @@
-"""How a sweep's runs are executed: one after another in this process, `jobs` at a time as
-`lorakit run` processes on this machine (cores split between them, one GPU per slot), or as Ray
-tasks (one GPU each when the cluster has GPUs). Each run is a papermill execution either way.
+"""How a sweep's runs (and a search's trials) are executed: one after another in this process, `jobs`
+at a time as `lorakit run` processes on this machine (cores split between them, one GPU per slot), or
+as Ray tasks (one GPU each when the cluster has GPUs). Each run is a papermill execution either way.
 """
 
 from __future__ import annotations
@@ -108,8 +108,11 @@ def _ray_task(command: list[str], root: str, env: dict[str, str], folder: str) -
     return run_status(Path(folder)) or "unknown", proc.returncode, (proc.stdout + proc.stderr)[-2000:]
 
 
-def run_ray(todo: Sequence[SweepRun], address: str, force: bool) -> dict[str, str]:
-    """Each run a Ray task; the project folder must be at the same path on every node (shared storage)."""
+RAY_TASK_CPUS = 1  # each run's Ray task: one CPU (and one thread: OMP/MKL_NUM_THREADS=1), one GPU when the cluster has GPUs
+
+
+def _ray(address: str):
+    """Ray, connected to `address` ("auto": the running cluster, "local": a fresh instance here, or host:port)."""
     try:
         import ray
     except ImportError:
@@ -117,26 +120,56 @@ def run_ray(todo: Sequence[SweepRun], address: str, force: bool) -> dict[str, st
     if not ray.is_initialized():
         local = {"include_dashboard": False} if address == "local" else {}  # "local": a fresh instance on this machine
         ray.init(address=address, log_to_driver=False, **local)
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(_ray_task)
-    root = str(project_root())
-    env = {"LORAKIT_ROOT": root, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    env.update(lorakit_environment())
-    refs = {task.remote(_subprocess_command(r, force), root, env, str(RunConfig.from_dict(r.params).path("output_dir") / r.run_id)): r
-            for r in todo}
-    print(f"ray: {len(refs)} tasks, {gpus} GPU each, on {ray.cluster_resources().get('CPU', 0):.0f} CPUs / "
-          f"{ray.cluster_resources().get('GPU', 0):.0f} GPUs")
-    statuses = {}
-    pending = list(refs)
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        run = refs[done[0]]
+    return ray
+
+
+class RaySlots:
+    """Runs as Ray tasks, each a `lorakit run` process on some node (the project folder must be at the same
+    path on every node: shared storage). `slots` is how many run at once: the cluster's GPUs when it has
+    any (a task asks for one), else its CPUs // RAY_TASK_CPUS."""
+
+    def __init__(self, address: str) -> None:
+        self.ray = _ray(address)
+        resources = self.ray.cluster_resources()
+        self.cpus, self.gpus = int(resources.get("CPU", 0)), int(resources.get("GPU", 0))
+        self.slots = self.gpus if self.gpus else max(1, self.cpus // RAY_TASK_CPUS)
+        self.task = self.ray.remote(num_cpus=RAY_TASK_CPUS, num_gpus=1 if self.gpus else 0, max_retries=0)(_ray_task)
+        self.root = str(project_root())
+        self.env = {"LORAKIT_ROOT": self.root, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        self.env.update(lorakit_environment())
+
+    def describe(self) -> str:
+        return f"{1 if self.gpus else 0} GPU each, on {self.cpus} CPUs / {self.gpus} GPUs"
+
+    def submit(self, run: SweepRun, force: bool = False):
+        """Start the run's task; returns its Ray object reference."""
+        folder = RunConfig.from_dict(run.params).path("output_dir") / run.run_id
+        return self.task.remote(_subprocess_command(run, force), self.root, self.env, str(folder))
+
+    def outcome(self, ref, run: SweepRun) -> str:
+        """Wait for a submitted run, print and return its status (a lost worker or node is that run's failure)."""
         try:
-            status, code, tail = ray.get(done[0])
-        except Exception as exc:  # noqa: BLE001 - a lost worker or node is that run's failure, not the sweep's
+            status, code, tail = self.ray.get(ref)
+        except Exception as exc:  # noqa: BLE001 - a lost worker or node is that run's failure, not the launcher's
             status, code, tail = "failed", -1, f"{type(exc).__name__}: {exc}"
         if code != 0 and status == "finished":
             status = f"exit {code}"
-        statuses[run.run_id] = status
         print(f"{run.run_id}: {status}" + ("" if status == "finished" else f"\n{tail}"), flush=True)
+        return status
+
+    def run(self, run: SweepRun, force: bool = False) -> str:
+        """One run as a Ray task, waited for (a search's worker thread calls this per trial)."""
+        return self.outcome(self.submit(run, force), run)
+
+
+def run_ray(todo: Sequence[SweepRun], address: str, force: bool) -> dict[str, str]:
+    """Each run a Ray task, all submitted at once (Ray queues them on its slots); statuses as they finish."""
+    slots = RaySlots(address)
+    refs = {slots.submit(r, force): r for r in todo}
+    print(f"ray: {len(refs)} tasks, {slots.describe()}")
+    statuses = {}
+    pending = list(refs)
+    while pending:
+        done, pending = slots.ray.wait(pending, num_returns=1)
+        statuses[refs[done[0]].run_id] = slots.outcome(done[0], refs[done[0]])
     return statuses

@@ -24,7 +24,9 @@ stops (stop reason `pruned`) when the pruner says so (`experiment/trial.py`, ins
 
 The study lives in SQLite in the runs folder by default (`<output_dir>/search-<name>.db`) or in any
 storage URL Optuna accepts; workers on several machines share one study through it (Optuna's own
-distributed mode). With an RDB storage every trial holds a heartbeat: rerunning an interrupted search
+distributed mode). With `--ray` the study stays in this process and each trial's run is a Ray task on
+whichever node Ray picks; that run opens the storage to report its evaluations, so the URL must reach
+the study from every node (SQLite on shared storage, or a database server). With an RDB storage every trial holds a heartbeat: rerunning an interrupted search
 fails its dead trial and retries it with the same values under the same run id, so the run resumes
 from its `checkpoint_last`; the study ends with `trials` finished (complete or pruned) trials.
 """
@@ -41,7 +43,7 @@ from typing import Any, Callable
 from ..config import ConfigError, RunConfig, check_inputs_exist, load_yaml
 from ..record import delta_pts, read_metrics
 from .notebooks import execute, execute_analysis
-from .pool import JobSlots, SweepRun
+from .pool import JobSlots, RaySlots, SweepRun
 from .sweep import ID_CHARS, reproduce_command
 
 SEARCH_KEYS = {"name", "base", "fixed", "space", "trials", "enqueue", "pruner", "sampler", "heartbeat_s", "description"}
@@ -315,19 +317,31 @@ def worker(study, search: Search, n: int, launch: Callable[[SweepRun], str], sto
 
 
 # --- execution -------------------------------------------------------------------------------------
-def _launcher(search: Search, jobs: int, out_dir: Path) -> Callable[[SweepRun], str]:
-    """One job: each trial's run in this process (its notebook's output on the terminal, as `lorakit run`);
-    several: each a `lorakit run` process in a job slot (cores // jobs threads, a GPU each when there
-    are GPUs), its output in <output_dir>/.search-logs/."""
+def _launcher(search: Search, jobs: int, out_dir: Path, ray_address: str | None, n: int) -> tuple[Callable[[SweepRun], str], int]:
+    """(launch one trial's run, how many trials at a time: at most `n`). One job: each run in this process (its
+    notebook's output on the terminal, as `lorakit run`); several: each a `lorakit run` process in a job
+    slot (cores // jobs threads, a GPU each when there are GPUs), its output in <output_dir>/.search-logs/;
+    Ray: each a Ray task, as many at a time as the cluster has slots (its GPUs, else its CPUs: see RaySlots)."""
+    if ray_address:
+        slots = RaySlots(ray_address)
+        print(f"search {search.name}: Ray ({ray_address}), {slots.slots} trial(s) at a time, {slots.describe()}", flush=True)
+        return slots.run, min(slots.slots, n)  # more workers than trials would only wait
     if jobs == 1:
-        return lambda run: execute(run.params, run.run_id, command=shlex.join(run.command))
-    return JobSlots(jobs, out_dir, out_dir / ".search-logs").run
+        return (lambda run: execute(run.params, run.run_id, command=shlex.join(run.command))), 1
+    return JobSlots(jobs, out_dir, out_dir / ".search-logs").run, jobs
 
 
 def run_search(path: str | Path, trials: int | None = None, jobs: int = 1, storage: str | None = None,
-               analysis: bool = True) -> int:
+               analysis: bool = True, ray_address: str | None = None) -> int:
     """Run (or resume) the study of a search file until it holds `trials` finished trials, `jobs` at a
-    time, then the analysis notebook over its runs and the study. Returns 0 when the study holds them."""
+    time (or each trial's run a Ray task at `ray_address`, as many at a time as the cluster has slots),
+    then the analysis notebook over its runs and the study. Returns 0 when the study holds them.
+
+    The study is driven from this process either way (one worker thread per slot asks Optuna for a trial
+    and tells it the result); the trial's run opens the storage itself to report its evaluations to the
+    pruner, so on Ray the storage URL must be reachable from every node (see the README's Searches)."""
+    if ray_address and jobs != 1:
+        raise ConfigError(f"--jobs {jobs} and --ray {ray_address}: choose one (on Ray the cluster's slots set the parallelism)")
     search = load_search(path)
     n = trials or search.trials
     check_inputs_exist(RunConfig.from_dict(search.params({})))  # a missing manifest fails now, not in every trial
@@ -335,9 +349,9 @@ def run_search(path: str | Path, trials: int | None = None, jobs: int = 1, stora
     out_dir.mkdir(parents=True, exist_ok=True)
     url = storage or search.default_storage()
     study = open_study(search, url)
+    launch, jobs = _launcher(search, jobs, out_dir, ray_address, n)
     print(f"search {search.name}: study in {url}, {finished_trials(study)} of {n} trials finished, {jobs} job(s)", flush=True)
     started = time.time()
-    launch = _launcher(search, jobs, out_dir)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         list(pool.map(lambda _: worker(study, search, n, launch, url), range(jobs)))
     done = finished_trials(study)
