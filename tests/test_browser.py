@@ -104,6 +104,8 @@ def test_static_tables_draw_each_listed_clip(project):
     notes = html.count("audio not found: data/demo/domain/d10.wav")
     assert notes >= 1  # d10, 3 errors to 0 with DoRA, is listed
     assert html.count('<img class="lorakit-spectrogram" src="data:image/png;base64,') == rows - notes
+    lean = browser.error_browser(project / "executed", audio_root=project, spectrograms=False).static_html()
+    assert lean.count("<tr><td") == rows and "lorakit-spectrogram" not in lean and "audio not found" not in lean
 
 
 def test_predictions_that_do_not_pair_are_reported_not_fatal(project):

@@ -273,6 +273,7 @@ class RunBreakdown:
     worst: list[dict]  # worst tuned utterances with aligned text and audio (the resolved file or None)
     changes: list[dict]  # utterance_changes(baseline, best)
     terms: list[dict] = field(default_factory=list)  # term, occurrences, baseline_rate, tuned_rate
+    spectrograms: bool = True  # draw each worst utterance's clip beside its aligned text
 
     def summary(self) -> dict:
         return change_summary(self.changes)
@@ -285,7 +286,7 @@ class RunBreakdown:
 
 
 def run_breakdown(run: Run, split: str = "domain", terms: Sequence[str] = (), top: int = 10,
-                  audio_root: str | Path | None = None) -> RunBreakdown:
+                  audio_root: str | Path | None = None, spectrograms: bool = True) -> RunBreakdown:
     """Everything section 3 of the analysis shows for one run and split (baseline vs best).
     Audio paths resolve as the error browser's do (`audio_root`: the project root by default)."""
     base, best = run.predictions(split, "baseline"), run.predictions(split, "best")
@@ -305,13 +306,13 @@ def run_breakdown(run: Run, split: str = "domain", terms: Sequence[str] = (), to
     worst = [{**w, "audio": resolve_audio(w["audio_filepath"], run, split, audio_root)}
              for w in worst_utterances(best, top)]
     return RunBreakdown(run.run_id, split, error_counts(base), error_counts(best), speakers,
-                        confusions(best, top), worst, utterance_changes(base, best), term_rows[:top])
+                        confusions(best, top), worst, utterance_changes(base, best), term_rows[:top], spectrograms)
 
 
 def run_breakdowns(runs: Sequence[Run], terms: Sequence[str] = (), top: int = 10,
-                   audio_root: str | Path | None = None) -> list[RunBreakdown]:
+                   audio_root: str | Path | None = None, spectrograms: bool = True) -> list[RunBreakdown]:
     """`run_breakdown` for every finished run and every split it has predictions for."""
-    return [run_breakdown(r, s, terms, top, audio_root) for r in runs if r.status == "finished" and not r.archived
+    return [run_breakdown(r, s, terms, top, audio_root, spectrograms) for r in runs if r.status == "finished" and not r.archived
             for s in r.splits()]
 
 
@@ -404,9 +405,10 @@ def breakdown_html(b: RunBreakdown) -> str:
                                 ("tuned_wer", "tuned WER")], "WER per speaker"),
         html_table(b.confusions, [("ref", "ref"), ("hyp", "hyp"), ("kind", "kind"), ("count", "count")],
                    "Most frequent confusions (tuned; * = nothing)"),
-        html_table([{**w, "clip": clip_view(w["audio"], w["audio_filepath"])} for w in b.worst],
-                   [("id", "id"), ("speaker", "speaker"), ("wer", "WER"), ("aligned", "aligned"),
-                    ("clip", "spectrogram")], "Worst utterances (tuned)"),
+        html_table([{**w, "clip": clip_view(w["audio"], w["audio_filepath"]) if b.spectrograms else None}
+                    for w in b.worst],
+                   [("id", "id"), ("speaker", "speaker"), ("wer", "WER"), ("aligned", "aligned")]
+                   + ([("clip", "spectrogram")] if b.spectrograms else []), "Worst utterances (tuned)"),
         html_table(moved, [("id", "id"), ("speaker", "speaker"), ("before_errors", "baseline errors"),
                            ("after_errors", "tuned errors"), ("delta", "Δ errors"), ("change", "change")],
                    "Utterances that changed, worst first"),
