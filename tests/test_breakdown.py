@@ -2,7 +2,7 @@
 
 import pytest
 
-from fixtures.records import TERMS, copy_runs
+from fixtures.records import TERMS, copy_runs, write_wavs
 from lorakit.analysis import breakdown as bd
 from lorakit.analysis import archive, matrix, runs, stats
 
@@ -78,6 +78,21 @@ def test_worst_utterances_rank_by_utterance_wer(dora):
     worst = bd.worst_utterances(dora.predictions("domain", "baseline"), n=3)
     assert [w["id"] for w in worst] == ["d10", "d01", "d03"]  # 3/10, then 2/10 by id
     assert "TOMORROW" in worst[0]["aligned"].text()
+
+
+def test_worst_utterance_table_draws_each_clip(tmp_path):
+    """Each worst utterance is shown with its clip's spectrogram beside the aligned text; a clip
+    whose file is gone shows a note naming the path the predictions wrote."""
+    run = runs.load_run(copy_runs(tmp_path / "executed") / "dora-r8-lr5e-5")
+    write_wavs(tmp_path)
+    (tmp_path / "data" / "demo" / "domain" / "d12.wav").unlink()
+    b = bd.run_breakdown(run, "domain", top=5, audio_root=tmp_path)
+    assert [w["id"] for w in b.worst] == ["d12", "d03", "d04", "d06", "d09"]
+    html = b._repr_html_()
+    table = html[html.index("Worst utterances (tuned)"):html.index("Utterances that changed")]
+    assert table.count("<tr><td") == 5
+    assert table.count("audio not found: data/demo/domain/d12.wav") == 1
+    assert table.count('<img class="lorakit-spectrogram" src="data:image/png;base64,') == 4
 
 
 def test_term_error_rates_from_the_alignment(dora):

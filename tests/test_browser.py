@@ -67,9 +67,11 @@ def test_selecting_an_utterance_shows_aligned_text_and_audio(project):
     assert "d10" in b.detail.value and "errors 3 → 0 (better)" in b.detail.value
     assert "REF: switch to" in b.detail.value and "AMOXICILLAN" in b.detail.value  # the baseline's error
     assert "<audio" in b.audio.value and 'src="data:audio/x-wav;base64,' in b.audio.value
+    assert '<img class="lorakit-spectrogram" src="data:image/png;base64,' in b.audio.value  # beside the player
     (project / "data" / "demo" / "domain" / "d09.wav").unlink()
     b.select("d09")
     assert "audio not found: data/demo/domain/d09.wav" in b.audio.value
+    assert "<audio" not in b.audio.value and "lorakit-spectrogram" not in b.audio.value
 
 
 def test_audio_paths_resolve_against_the_manifest_folder(project):
@@ -90,6 +92,20 @@ def test_display_bundle_carries_the_widget_and_static_tables(project):
     assert html.count('class="lorakit-aligned"') > 10
     empty = browser.error_browser(project / "nothing-here")
     assert "No runs with baseline and best predictions" in empty._repr_mimebundle_()["text/html"]
+
+
+def test_static_tables_draw_each_listed_clip(project):
+    """Every row of the static tables carries its clip's spectrogram beside the aligned text; a clip
+    whose file is gone carries a note naming the path instead."""
+    (project / "data" / "demo" / "domain" / "d10.wav").unlink()
+    html = browser.error_browser(project / "executed", audio_root=project).static_html()
+    rows = html.count("<tr><td")
+    assert rows == 10 + 2 + 1 + 2  # at most 10 per run and manifest (fixture: 12, 2, 1, 2 changed)
+    notes = html.count("audio not found: data/demo/domain/d10.wav")
+    assert notes >= 1  # d10, 3 errors to 0 with DoRA, is listed
+    assert html.count('<img class="lorakit-spectrogram" src="data:image/png;base64,') == rows - notes
+    lean = browser.error_browser(project / "executed", audio_root=project, spectrograms=False).static_html()
+    assert lean.count("<tr><td") == rows and "lorakit-spectrogram" not in lean and "audio not found" not in lean
 
 
 def test_predictions_that_do_not_pair_are_reported_not_fatal(project):

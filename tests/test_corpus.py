@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
+from lorakit.config import PROGRESS_ENV
 from lorakit.demo import corpus
 from lorakit.demo import words as corpus_words
 
@@ -105,6 +106,16 @@ def test_rebuild_is_skipped_unless_the_corpus_is_incomplete(tmp_path):
     first.unlink()
     assert corpus.main(tiny) == 0
     assert first.is_file() and (tmp_path / "corpus.json").stat().st_mtime_ns != stamp
+
+
+def test_the_build_shows_a_progress_bar(tmp_path, monkeypatch, capsys):
+    """Synthesis is the long step of `make demo` (minutes): it shows a bar, one tick per clip."""
+    monkeypatch.setenv(PROGRESS_ENV, "text")  # what `lorakit` sets for a kernel streaming to a terminal
+    tiny = ["--out", str(tmp_path), "--n-train", "2", "--n-domain", "2", "--n-heldout", "2", "--n-replay", "1",
+            "--n-domain-dev", "1", "--n-heldout-dev", "1"]
+    assert corpus.main(tiny) == 0
+    err = capsys.readouterr().err
+    assert "demo corpus: synthesize" in err and "9/9" in err, err[-500:]
 
 
 def test_changed_generator_invalidates_the_cache(built, monkeypatch):

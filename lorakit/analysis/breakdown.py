@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 import jiwer
 
 from ..record import utterance_errors
+from .clips import clip_view, resolve_audio
 from .runs import Run, select_runs
 from .stats import pair_predictions
 
@@ -151,13 +152,14 @@ def utterance_table(rows: Sequence[dict]) -> list[dict]:
 
 
 def worst_utterances(rows: Sequence[dict], n: int = 10) -> list[dict]:
-    """The `n` utterances with the highest WER (more errors first on ties), with aligned text."""
+    """The `n` utterances with the highest WER (more errors first on ties), with aligned text and
+    the audio path the predictions wrote."""
     per = utterance_table(rows)
     by_id = {r["id"]: r for r in rows}
     ranked = sorted((u for u in per if u["errors"]), key=lambda u: (-(u["wer"] or float("inf")),
                                                                     -u["errors"], u["id"]))[:n]
-    return [{**u, "aligned": aligned(by_id[u["id"]]["ref_norm"], by_id[u["id"]]["hyp_norm"])}
-            for u in ranked]
+    return [{**u, "aligned": aligned(by_id[u["id"]]["ref_norm"], by_id[u["id"]]["hyp_norm"]),
+             "audio_filepath": by_id[u["id"]].get("audio_filepath")} for u in ranked]
 
 
 def utterance_changes(before: Sequence[dict], after: Sequence[dict]) -> list[dict]:
@@ -268,9 +270,10 @@ class RunBreakdown:
     tuned: dict
     speakers: list[dict]  # speaker, baseline_wer, tuned_wer, ...
     confusions: list[dict]  # of the tuned predictions
-    worst: list[dict]  # worst tuned utterances with aligned text
+    worst: list[dict]  # worst tuned utterances with aligned text and audio (the resolved file or None)
     changes: list[dict]  # utterance_changes(baseline, best)
     terms: list[dict] = field(default_factory=list)  # term, occurrences, baseline_rate, tuned_rate
+    spectrograms: bool = True  # draw each worst utterance's clip beside its aligned text
 
     def summary(self) -> dict:
         return change_summary(self.changes)
@@ -282,8 +285,10 @@ class RunBreakdown:
         return f"RunBreakdown({self.run_id}, {self.split}: WER {_fmt(self.baseline['wer'])} -> {_fmt(self.tuned['wer'])})"
 
 
-def run_breakdown(run: Run, split: str = "domain", terms: Sequence[str] = (), top: int = 10) -> RunBreakdown:
-    """Everything section 3 of the analysis shows for one run and split (baseline vs best)."""
+def run_breakdown(run: Run, split: str = "domain", terms: Sequence[str] = (), top: int = 10,
+                  audio_root: str | Path | None = None, spectrograms: bool = True) -> RunBreakdown:
+    """Everything section 3 of the analysis shows for one run and split (baseline vs best).
+    Audio paths resolve as the error browser's do (`audio_root`: the project root by default)."""
     base, best = run.predictions(split, "baseline"), run.predictions(split, "best")
     spk_b = {s["speaker"]: s for s in speaker_wer(base)}
     speakers = [{"speaker": s["speaker"], "utterances": s["utterances"], "ref_words": s["ref_words"],
@@ -298,14 +303,16 @@ def run_breakdown(run: Run, split: str = "domain", terms: Sequence[str] = (), to
                           "heard_as": ", ".join(t["heard_as"])})
     # the most frequent terms: where a change is measured on enough occurrences to mean something
     term_rows.sort(key=lambda r: (-r["occurrences"], -r["tuned_rate"], r["term"]))
+    worst = [{**w, "audio": resolve_audio(w["audio_filepath"], run, split, audio_root)}
+             for w in worst_utterances(best, top)]
     return RunBreakdown(run.run_id, split, error_counts(base), error_counts(best), speakers,
-                        confusions(best, top), worst_utterances(best, top),
-                        utterance_changes(base, best), term_rows[:top])
+                        confusions(best, top), worst, utterance_changes(base, best), term_rows[:top], spectrograms)
 
 
-def run_breakdowns(runs: Sequence[Run], terms: Sequence[str] = (), top: int = 10) -> list[RunBreakdown]:
+def run_breakdowns(runs: Sequence[Run], terms: Sequence[str] = (), top: int = 10,
+                   audio_root: str | Path | None = None, spectrograms: bool = True) -> list[RunBreakdown]:
     """`run_breakdown` for every finished run and every split it has predictions for."""
-    return [run_breakdown(r, s, terms, top) for r in runs if r.status == "finished" and not r.archived
+    return [run_breakdown(r, s, terms, top, audio_root, spectrograms) for r in runs if r.status == "finished" and not r.archived
             for s in r.splits()]
 
 
@@ -367,14 +374,15 @@ def _fmt(v) -> str:
 
 
 def html_table(rows: Sequence[dict], columns: Sequence[tuple[str, str]], caption: str = "") -> str:
-    """A plain HTML table; values that are already HTML (AlignedText) are embedded as such."""
+    """A plain HTML table; values that render themselves (AlignedText, a clip's spectrogram or note:
+    anything with an `.html()` method) are embedded as their HTML, the rest escaped."""
     head = "".join(f"<th style='text-align:left'>{html.escape(h)}</th>" for _, h in columns)
     body = []
     for r in rows:
         cells = []
         for k, _ in columns:
             v = r.get(k)
-            cells.append(v.html() if isinstance(v, AlignedText) else html.escape(_fmt(v)))
+            cells.append(v.html() if hasattr(v, "html") else html.escape(_fmt(v)))
         body.append("<tr>" + "".join(f"<td style='text-align:left'>{c}</td>" for c in cells) + "</tr>")
     cap = f"<caption style='text-align:left'><b>{html.escape(caption)}</b></caption>" if caption else ""
     return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
@@ -397,8 +405,10 @@ def breakdown_html(b: RunBreakdown) -> str:
                                 ("tuned_wer", "tuned WER")], "WER per speaker"),
         html_table(b.confusions, [("ref", "ref"), ("hyp", "hyp"), ("kind", "kind"), ("count", "count")],
                    "Most frequent confusions (tuned; * = nothing)"),
-        html_table(b.worst, [("id", "id"), ("speaker", "speaker"), ("wer", "WER"), ("aligned", "aligned")],
-                   "Worst utterances (tuned)"),
+        html_table([{**w, "clip": clip_view(w["audio"], w["audio_filepath"]) if b.spectrograms else None}
+                    for w in b.worst],
+                   [("id", "id"), ("speaker", "speaker"), ("wer", "WER"), ("aligned", "aligned")]
+                   + ([("clip", "spectrogram")] if b.spectrograms else []), "Worst utterances (tuned)"),
         html_table(moved, [("id", "id"), ("speaker", "speaker"), ("before_errors", "baseline errors"),
                            ("after_errors", "tuned errors"), ("delta", "Δ errors"), ("change", "change")],
                    "Utterances that changed, worst first"),

@@ -1,9 +1,10 @@
 """Interactive error browser (ipywidgets): pick a run and a manifest, filter by speaker or by
-"got worse", select an utterance, hear it, and read baseline and tuned hypotheses aligned with
-the reference.
+"got worse", select an utterance, hear it, see its spectrogram (the channel: phone band, noise) and
+read baseline and tuned hypotheses aligned with the reference.
 
 `error_browser(...)` returns an `ErrorBrowser`. Displayed in JupyterLab it is the live widget;
-its display bundle also carries static HTML tables of the changed utterances, which is what
+its display bundle also carries static HTML tables of the changed utterances, each with its
+spectrogram (not its audio: a player per row would put megabytes into the notebook), which is what
 frontends without a widget manager show: papermill/nbmake outputs, nbconvert, GitHub.
 """
 
@@ -18,8 +19,8 @@ from typing import Sequence
 import ipywidgets as widgets
 from IPython.display import Audio
 
-from ..config import project_root
 from .breakdown import aligned, html_table, utterance_changes
+from .clips import ClipNote, Spectrogram, clip_view, resolve_audio
 from .runs import Run, load_runs
 from .stats import PredictionMismatch
 
@@ -51,20 +52,6 @@ class _Split:
                 and (not worse_only or c["change"] == "worse")]
 
 
-def resolve_audio(path: str | None, run: Run, split: str, root: PathLike | None = None) -> Path | None:
-    """The audio file of a prediction: absolute as written, else relative to the manifest's
-    folder (how manifests resolve paths), the project root, or the working directory."""
-    if not path:
-        return None
-    p = Path(path)
-    if p.is_absolute():
-        return p if p.is_file() else None
-    root = Path(root) if root else project_root()
-    manifest = run.manifest_path(split)  # root / an absolute manifest path is that path
-    bases = ([(root / manifest).parent] if manifest else []) + [root, Path.cwd()]
-    return next((b / p for b in bases if (b / p).is_file()), None)
-
-
 def utterance_html(data: _Split, uid: str) -> str:
     """Aligned ref/hyp of the baseline and the tuned (best) predictions of one utterance."""
     b, t = data.baseline[uid], data.tuned[uid]
@@ -77,13 +64,22 @@ def utterance_html(data: _Split, uid: str) -> str:
             f'<div>tuned (best):</div>{aligned(t["ref_norm"], t["hyp_norm"]).html()}</div>')
 
 
+def clip_html(data: _Split, uid: str, root: PathLike | None = None) -> str:
+    """The utterance's audio player beside its spectrogram, or a note naming the missing file."""
+    path, view = _clip(data, uid, root)
+    player = Audio(filename=str(path))._repr_html_() if path else ""
+    return f'<div style="display:flex;gap:1em;align-items:center">{player}{view.html()}</div>'
+
+
 def _label(c: dict) -> str:
     mark = {"worse": "▲ worse", "better": "▼ better", "same": "= same"}[c["change"]]
     return f"{c['id']}  [{c['speaker']}]  {c['before_errors']}→{c['after_errors']} errors  {mark}"
 
 
-def static_tables(splits: Sequence[_Split], max_rows: int = 10) -> str:
-    """HTML: per run and manifest, the utterances that changed most, with aligned ref/hyp."""
+def static_tables(splits: Sequence[_Split], max_rows: int = 10, audio_root: PathLike | None = None,
+                  spectrograms: bool = True) -> str:
+    """HTML: per run and manifest, the utterances that changed most, with aligned ref/hyp and (with
+    `spectrograms`) the spectrogram of each clip."""
     if not splits:
         return "<p>No runs with baseline and best predictions to browse.</p>"
     parts = ["<p><i>Static view of the error browser (widgets need a live JupyterLab).</i></p>"]
@@ -91,21 +87,32 @@ def static_tables(splits: Sequence[_Split], max_rows: int = 10) -> str:
         moved = [c for c in d.changes if c["change"] != "same"]
         shown = sorted(moved, key=lambda c: (-abs(c["delta"]), c["id"]))[:max_rows]
         rows = [{**c, "baseline": aligned(d.baseline[c["id"]]["ref_norm"], d.baseline[c["id"]]["hyp_norm"]),
-                 "tuned": aligned(d.tuned[c["id"]]["ref_norm"], d.tuned[c["id"]]["hyp_norm"])} for c in shown]
+                 "tuned": aligned(d.tuned[c["id"]]["ref_norm"], d.tuned[c["id"]]["hyp_norm"]),
+                 "clip": _clip(d, c["id"], audio_root)[1] if spectrograms else None} for c in shown]
         parts.append(html_table(rows, [("id", "id"), ("speaker", "speaker"), ("change", "change"),
-                                       ("delta", "Δ errors"), ("baseline", "baseline"), ("tuned", "tuned")],
+                                       ("delta", "Δ errors"), ("baseline", "baseline"), ("tuned", "tuned")]
+                                + ([("clip", "spectrogram")] if spectrograms else []),
                                 f"{d.run.run_id} · {d.split}: {len(moved)} utterances changed"
                                 + (f" (largest {max_rows} shown)" if len(moved) > max_rows else "")))
     return "\n".join(parts)
 
 
+def _clip(data: _Split, uid: str, root: PathLike | None) -> tuple[Path | None, Spectrogram | ClipNote]:
+    """The utterance's audio file (None when not found) and its spectrogram or a note."""
+    written = data.tuned[uid].get("audio_filepath")
+    path = resolve_audio(written, data.run, data.split, root)
+    return path, clip_view(path, written)
+
+
 class ErrorBrowser:
     """The widget plus its static fallback; display it, or use `.widget` directly."""
 
-    def __init__(self, runs: Sequence[Run], audio_root: PathLike | None = None, max_static_rows: int = 10):
+    def __init__(self, runs: Sequence[Run], audio_root: PathLike | None = None, max_static_rows: int = 10,
+                 spectrograms: bool = True):
         self.runs = {r.run_id: r for r in runs if r.splits()}
         self.audio_root = audio_root
         self.max_static_rows = max_static_rows
+        self.spectrograms = spectrograms  # in the static tables; the live widget draws the selected clip always
         self._cache: dict[tuple[str, str], _Split] = {}
         self.run_choice = widgets.Dropdown(options=list(self.runs), description="run")
         self.split_choice = widgets.Dropdown(description="manifest")
@@ -116,7 +123,7 @@ class ErrorBrowser:
         self.utterances.add_class("lorakit-utterances")
         self.detail = widgets.HTML()
         self.detail.add_class("lorakit-detail")
-        self.audio = widgets.HTML()  # holds IPython.display.Audio's <audio> element
+        self.audio = widgets.HTML()  # the clip: IPython.display.Audio's <audio> element and the spectrogram
         self.audio.add_class("lorakit-audio")
         self.run_choice.observe(self._on_run, "value")
         self.split_choice.observe(self._on_split, "value")
@@ -181,10 +188,7 @@ class ErrorBrowser:
             return
         data = self._current()
         self.detail.value = utterance_html(data, uid)
-        written = data.tuned[uid].get("audio_filepath")
-        path = resolve_audio(written, data.run, data.split, self.audio_root)
-        self.audio.value = (Audio(filename=str(path))._repr_html_() if path else
-                            f"<i>audio not found: {html.escape(str(written))}</i>")
+        self.audio.value = clip_html(data, uid, self.audio_root)
 
     # -- display
     def select(self, uid: str) -> None:
@@ -199,7 +203,7 @@ class ErrorBrowser:
                     loaded.append(self.data(run_id, split))
                 except PredictionMismatch as e:
                     problems.append(f"<p>{html.escape(run_id)} · {split}: {html.escape(str(e))}</p>")
-        return static_tables(loaded, self.max_static_rows) + "".join(problems)
+        return static_tables(loaded, self.max_static_rows, self.audio_root, self.spectrograms) + "".join(problems)
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
         bundle = self.widget._repr_mimebundle_(include=include, exclude=exclude) or {}
@@ -208,7 +212,8 @@ class ErrorBrowser:
 
 
 def error_browser(runs_dir: PathLike, run_ids: Sequence[str] | str | None = None,
-                  audio_root: PathLike | None = None) -> ErrorBrowser:
-    """The error browser over the finished, non-archived runs under `runs_dir`."""
+                  audio_root: PathLike | None = None, spectrograms: bool = True) -> ErrorBrowser:
+    """The error browser over the finished, non-archived runs under `runs_dir` (`spectrograms`: in
+    the static tables too, ~0.2 s and ~15 KB of notebook per row)."""
     picked = load_runs(runs_dir, run_ids, include_archived=False)
-    return ErrorBrowser([r for r in picked if r.status == "finished"], audio_root)
+    return ErrorBrowser([r for r in picked if r.status == "finished"], audio_root, spectrograms=spectrograms)

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from ..config import progress_bar
 from . import words as W
 
 SAMPLE_RATE = 16_000  # Hz, the rate every written clip has
@@ -376,8 +377,9 @@ def build_corpus(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "corpus.json").unlink(missing_ok=True)  # written last: its presence marks a finished build
     shutil.rmtree(out_dir / "audio", ignore_errors=True)
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        durations = list(pool.map(lambda u: render(u, out_dir), utterances))
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # map keeps the plan's order
+        durations = list(progress_bar(pool.map(lambda u: render(u, out_dir), utterances), total=len(utterances),
+                                      desc="demo corpus: synthesize", unit="clip"))
     _write_manifests(manifests, utterances, durations)
     terms = W.DRUGS + W.PROCEDURES + W.CONDITIONS + W.ANATOMY
     (out_dir / "terms.txt").write_text("\n".join(terms) + "\n")

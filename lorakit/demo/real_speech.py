@@ -30,7 +30,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from ..config import project_root
+from ..config import progress_bar, project_root
 
 SAMPLE_RATE = 16000  # Hz, what every model here takes
 BUILDER_VERSION = 1  # bump when clips or texts change, so an old build is redone
@@ -133,7 +133,7 @@ def build_real_speech(out_dir: Path | None = None, force: bool = False, pocketsp
     (out_dir / "audio").mkdir(parents=True, exist_ok=True)
     rows: dict[str, list[str]] = {"real": [], "long": []}
     sources = []
-    for clip in clips:
+    for clip in progress_bar(clips, desc="real speech: resample", unit="clip"):
         audio = _to_16k_mono(clip.source)
         rel = f"audio/{clip.id}.wav"
         sf.write(str(out_dir / rel), audio, SAMPLE_RATE, subtype="PCM_16")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import cache_root
+from ..config import cache_root, progress_bar
 from ..record import atomic_folder
 from .bundled_moonshine import BUNDLED_MOONSHINE, bundled_moonshine_dir
 
@@ -144,7 +144,7 @@ def read_ct2_model(*parts: str | Path) -> dict[str, np.ndarray]:
         raise ValueError(f"{path}: expected a WhisperSpec model, found {spec!r}")
     unpack("I")  # spec revision
     variables: dict[str, np.ndarray] = {}
-    for _ in range(unpack("I")):
+    for _ in progress_bar(range(unpack("I")), desc="read model.bin", unit="tensor", leave=False):
         name = string()
         rank = unpack("B")
         shape = tuple(unpack("I") for _ in range(rank))
@@ -314,7 +314,9 @@ def convert(src: str | Path, dst: str | Path, parts: list[Path] | None = None, n
     started = time.perf_counter()
     src, dst = Path(src), Path(dst)
     parts = list(parts) if parts else [src / "model.bin"]
+    steps = progress_bar(total=3, desc=f"convert {name or src.name}", unit="step")  # read, build, write
     variables = read_ct2_model(*parts)
+    steps.update()
     ct2_config = json.loads((src / "config.json").read_text())
     tokenizer = WhisperTokenizerFast(tokenizer_file=str(src / "tokenizer.json"), predict_timestamps=False)
     special = SpecialTokens.of(tokenizer, variables["decoder/embeddings/weight"].shape[0])
@@ -331,13 +333,15 @@ def convert(src: str | Path, dst: str | Path, parts: list[Path] | None = None, n
     processor = WhisperProcessor(
         feature_extractor=WhisperFeatureExtractor(feature_size=config.num_mel_bins), tokenizer=tokenizer
     )
-
+    steps.update()
     with atomic_folder(dst) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
         marker = {"source": str(src), "parts": [str(p) for p in parts], "converter_version": CONVERTER_VERSION,
                   "name": name or str(src), "conversion_seconds": round(time.perf_counter() - started, 1)}
         (tmp / "lorakit_bundled.json").write_text(json.dumps(marker, indent=2))
+    steps.update()
+    steps.close()
     return dst
 
 

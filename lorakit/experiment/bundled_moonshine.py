@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import cache_root
+from ..config import cache_root, progress_bar
 from ..record import atomic_folder
 
 BUNDLED_MOONSHINE = "bundled:moonshine-tiny"
@@ -226,7 +226,9 @@ def convert(src: str | Path, dst: str | Path, tokenizer_json: str | Path) -> Pat
 
     started = time.perf_counter()
     src, dst = Path(src), Path(dst)
+    steps = progress_bar(total=3, desc=f"convert {BUNDLED_MOONSHINE}", unit="step")  # read, build, write
     state = read_source(src)
+    steps.update()
     # onnxruntime keeps the output projection as its own quantized copy; tie only if it is the embedding exactly
     tied = np.array_equal(state["proj_out.weight"], state["model.decoder.embed_tokens.weight"])
     if tied:
@@ -248,6 +250,7 @@ def convert(src: str | Path, dst: str | Path, tokenizer_json: str | Path) -> Pat
         raise RuntimeError(f"{tokenizer_json}: {len(tokenizer)} tokens, the model's vocabulary has {config.vocab_size}")
     fe = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=False,
                                   return_attention_mask=True)
+    steps.update()
     with atomic_folder(dst) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         Wav2Vec2Processor(feature_extractor=fe, tokenizer=tokenizer).save_pretrained(tmp)
@@ -256,6 +259,8 @@ def convert(src: str | Path, dst: str | Path, tokenizer_json: str | Path) -> Pat
             "name": BUNDLED_MOONSHINE, "source": str(src), "package": SOURCE_PACKAGE, "converter_version": CONVERTER_VERSION,
             "tied_output_projection": tied, "conversion_s": round(time.perf_counter() - started, 2),
         }, indent=2))
+    steps.update()
+    steps.close()
     return dst
 
 

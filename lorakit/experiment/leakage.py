@@ -10,6 +10,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
+from ..config import progress_bar
 from .audio import audio_sha256
 from .manifests import Utterance
 
@@ -55,14 +56,16 @@ class LeakageReport:
                 for name, s in self.sets.items()}
 
 
+def hash_audio(utts: list[Utterance]) -> dict[str, str]:
+    """path -> SHA-256 of every clip's bytes, each file read once (a clip listed in several sets too);
+    reading a corpus is the slow part of the check, so it has a progress bar."""
+    paths = list(dict.fromkeys(u.audio_filepath for u in utts))
+    return {p: audio_sha256(p) for p in progress_bar(paths, desc="leakage: hash audio", unit="file", leave=False)}
+
+
 def check_leakage(train: list[Utterance], others: dict[str, list[Utterance]]) -> LeakageReport:
     """Find eval utterances that share normalized text or identical audio bytes with train."""
-    hashes: dict[str, str] = {}  # path -> sha256; a clip listed in several sets is read once
-
-    def sha(u: Utterance) -> str:
-        if u.audio_filepath not in hashes:
-            hashes[u.audio_filepath] = audio_sha256(u.audio_filepath)
-        return hashes[u.audio_filepath]
+    hashes = hash_audio(train + [u for utts in others.values() for u in utts])
 
     train_text: dict[str, str] = {}
     train_audio: dict[str, str] = {}
@@ -70,7 +73,7 @@ def check_leakage(train: list[Utterance], others: dict[str, list[Utterance]]) ->
         norm = normalize_for_leakage(u.text)
         if norm:  # punctuation-only text would match every other punctuation-only line
             train_text.setdefault(norm, u.id)
-        train_audio.setdefault(sha(u), u.id)
+        train_audio.setdefault(hashes[u.audio_filepath], u.id)
 
     sets = {}
     for name, utts in others.items():
@@ -79,7 +82,7 @@ def check_leakage(train: list[Utterance], others: dict[str, list[Utterance]]) ->
         for u in utts:
             norm = normalize_for_leakage(u.text)
             by_text = train_text.get(norm) if norm else None
-            by_audio = train_audio.get(sha(u))
+            by_audio = train_audio.get(hashes[u.audio_filepath])
             n_text += by_text is not None
             n_audio += by_audio is not None
             if by_text is None and by_audio is None:
