@@ -413,7 +413,7 @@ def _deploy_worker(args, form: str) -> dict:
         forms, stale = exported_forms(src)
         if form not in forms:
             raise SystemExit(f"{args.deploy}: no export/{form} from this adapter ({stale.get(form, 'not exported')})")
-        sm = load_form(form, forms[form], device)
+        sm = load_form(form, forms[form], device, src)
     decode_utterances(sm, utts[:1], src.rms_target, src.max_new_tokens, 1, device, None, progress=False)
     start, cpu_start = time.perf_counter(), time.process_time()
     hyps, _ = decode_utterances(sm, utts, src.rms_target, src.max_new_tokens, args.eval_batch_size, device, None, progress=False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -48,6 +49,20 @@ def tiny_run(small_corpus, talkative_whisper, tmp_path_factory):
                     target_modules="", run_id="deploy")
     run(cfg)
     return out / "deploy"
+
+
+@pytest.fixture(scope="module")
+def prompted_run(small_corpus, talkative_whisper, tmp_path_factory):
+    """The tiny run with a text prompt (`prompt`): its recorded hypotheses were decoded with prompt_ids."""
+    from lorakit.experiment.train import run
+
+    out = tmp_path_factory.mktemp("runs")
+    cfg = RunConfig(model=str(talkative_whisper), train_manifest=str(small_corpus["train"]), domain_manifest=str(small_corpus["domain"]),
+                    heldout_manifest=str(small_corpus["heldout"]), max_steps=2, eval_interval=2, batch_size=4, eval_batch_size=8,
+                    max_new_tokens=12, min_train_clips=8, lr=1e-3, log_interval=1, output_dir=str(out), warmup_ratio=0.0,
+                    target_modules="decoder", run_id="prompted", prompt="ondansetron, metoprolol, dexmedetomidine")
+    run(cfg)
+    return out / "prompted"
 
 
 @pytest.fixture(scope="module")
@@ -294,7 +309,30 @@ def test_ct2_prompt_is_what_transformers_forces(talkative_whisper, small_corpus)
     gc = GenerationConfig.from_pretrained(talkative_whisper)
     tok = WhisperTokenizerFast.from_pretrained(talkative_whisper, predict_timestamps=False)
     assert whisper_prompt(gc) == tok.prefix_tokens == [50257, 50362]
-    assert ct2_max_length(128) == 256
+    assert ct2_max_length(128) == 256 and ct2_max_length(12, 19) == 30  # after a text prompt: max_length - len(prompt) + 1 binds
+
+
+def test_a_prompted_run_decodes_with_its_prompt_in_transcribe_and_every_export(prompted_run, small_corpus, tmp_path):
+    """A run evaluated with a text prompt: transcribe reproduces its recorded hypotheses only with that
+    prompt fed again, and the merged and CTranslate2 forms decode with it too (before, every deploy path
+    dropped it: the CT2 prompt was start + no-timestamps whatever the run had used)."""
+    from lorakit.deploy.export import export
+
+    prompt = json.loads((prompted_run / "metrics.json").read_text())["prompt"]["text"]
+    res = transcribe(adapter=prompted_run, inputs=[small_corpus["domain"]], device="cpu", progress=False)
+    recorded = {r["id"]: r["hyp"] for r in read_jsonl(prompted_run / "predictions" / "domain_best.jsonl")}
+    assert {r["id"]: r["hyp"] for r in res.rows} == recorded
+    bare = tmp_path / "adapter"  # the same adapter away from its run: no record, so no prompt
+    shutil.copytree(prompted_run / "adapter_best", bare)
+    model = json.loads((prompted_run / "config.json").read_text())["config"]["model"]
+    plain = transcribe(model=model, adapter=bare, inputs=[small_corpus["domain"]], device="cpu", progress=False)
+    assert sum(r["hyp"] != recorded[r["id"]] for r in plain.rows) >= 4  # the prompt changes what is decoded
+    report = export(prompted_run, to="ct2", quantization="float32", sample=6)["parity"]
+    assert report["acceptance"]["merged"]["identical"] and report["acceptance"]["ct2-float32"]["identical"]
+    pre = json.loads((prompted_run / "export" / "ct2-float32" / "preprocessing.json").read_text())
+    assert pre["prompt"] == prompt and pre["prompt_tokens"][0] == 50360 and pre["prompt_tokens"][-2:] == [50257, 50362]  # <|startofprev|> ... start, no-timestamps
+    assert "initial_prompt=" in (prompted_run / "export" / "ct2-float32" / "README.md").read_text()
+    assert "prompt_ids=processor.get_prompt_ids" in (prompted_run / "export" / "merged" / "README.md").read_text()
 
 
 def test_export_refuses_what_is_not_built(tiny_run, moonshine_dir, tmp_path, capsys):

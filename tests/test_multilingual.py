@@ -48,6 +48,21 @@ PROMPTS = [  # (model, language, task, the prompt generation forces)
 ]
 
 
+@pytest.mark.parametrize("name,language,task,expected", PROMPTS)
+def test_ct2_export_prompt_is_the_runs_language_task_and_text_prompt(name, language, task, expected, bundled_whisper_base):
+    """`lorakit export --to ct2` hands CTranslate2 the tokens transformers decodes a run with: its language
+    and task on a multilingual Whisper (before: always <|en|> <|transcribe|>), after its text prompt."""
+    from lorakit.deploy.ct2 import whisper_prompt
+    from lorakit.experiment.models import load_model, prompt_token_ids
+
+    sm = load_model(name, language=language, task=task)
+    gc = sm.base.generation_config
+    assert whisper_prompt(gc, language, task) == expected == list(sm.decoder_prompt)
+    previous, uncut = prompt_token_ids(sm.processor, "ondansetron, metoprolol", sm.base.config.max_target_positions)
+    assert previous[0] == sm.processor.tokenizer.convert_tokens_to_ids("<|startofprev|>") and uncut == len(previous) > 3
+    assert whisper_prompt(gc, language, task, previous) == previous + expected
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name,language,task,expected", PROMPTS)
 def test_labels_start_with_the_prompt_generation_forces(name, language, task, expected, bundled_whisper_base, real_speech):

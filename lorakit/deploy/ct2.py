@@ -4,13 +4,16 @@ converter into `executed/<run_id>/export/ct2-<quantization>/`, loadable by
 
 Decoding a CT2 folder here gets exactly the kit's input: `audio.load_audio` (mono, 16 kHz, RMS to the
 run's target), the Whisper feature extractor the run used, the same length-sorted batches, the same
-forced prompt tokens (`<|startoftranscript|>` ... `<|notimestamps|>`), greedy (beam 1), no
+forced prompt tokens (the run's text prompt if it had one, then `<|startoftranscript|>`, language and
+task for a multilingual model, `<|notimestamps|>`), greedy (beam 1), no
 temperature fallback, no timestamps and the same limit of new tokens. `CT2SpeechModel` plugs into
 `transcribe.decode_utterances` in place of the transformers model, so nothing in that path differs.
 
 CTranslate2 caps Whisper's generation at `max_length / 2` new tokens (its whisper.cc follows
-OpenAI's `sample_len = n_text_ctx // 2`), so the kit's `max_new_tokens` N is passed as `max_length` 2N
-(measured: 256 -> 128 tokens, 21 -> 10).
+OpenAI's `sample_len = n_text_ctx // 2`), and, when the prompt holds previous text (<|startofprev|> ...),
+also at `max_length - len(prompt) + 1`. So the kit's `max_new_tokens` N is passed as `max_length`
+max(2N, N + len(prompt) - 1). Measured (ctranslate2 4.x, greedy): 256 -> 128 tokens, 21 -> 10 with the
+2-token prompt; with a 19-token text prompt, 24 -> 6, 40 -> 20, 64 -> 32.
 
 Moonshine cannot be exported: CTranslate2 has no Moonshine converter (its transformers converter
 knows Whisper, not Moonshine's encoder with rotary attention over raw audio), so `export --to ct2`
@@ -22,6 +25,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -56,18 +60,19 @@ def require_ctranslate2():
     return ctranslate2
 
 
-def whisper_prompt(gc) -> list[int]:
-    """The tokens transformers forces before the text of a Whisper generation config, as `load_model`
-    configures it: start of transcript, then English and transcribe for a multilingual model, then
-    no-timestamps."""
-    ids = [int(gc.decoder_start_token_id)]
+def whisper_prompt(gc, language: str = "en", task: str = "transcribe", previous: Sequence[int] = ()) -> list[int]:
+    """The tokens transformers decodes after, as `load_model` configures a Whisper generation config:
+    the run's text prompt (<|startofprev|> ..., when it had one), start of transcript, then the run's
+    language and task for a multilingual model, then no-timestamps."""
+    ids = [*map(int, previous), int(gc.decoder_start_token_id)]
     if getattr(gc, "is_multilingual", False):
-        ids += [int(gc.lang_to_id["<|en|>"]), int(gc.task_to_id["transcribe"])]
+        ids += [int(gc.lang_to_id[f"<|{language}|>"]), int(gc.task_to_id[task])]
     return ids + [int(gc.no_timestamps_token_id)]
 
 
-def ct2_max_length(max_new_tokens: int) -> int:
-    return 2 * int(max_new_tokens)  # CTranslate2 generates at most max_length // 2 tokens (module docstring)
+def ct2_max_length(max_new_tokens: int, prompt_length: int = 2) -> int:
+    """The `max_length` that lets CTranslate2 generate `max_new_tokens` after a prompt of that many tokens (module docstring)."""
+    return max(2 * int(max_new_tokens), int(max_new_tokens) + int(prompt_length) - 1)
 
 
 def convert(merged: Path, dst: Path, quantization: str, processor) -> None:
@@ -102,7 +107,7 @@ class CT2SpeechModel(SpeechModel):
 
         feats = np.ascontiguousarray(inputs["input_features"].float().cpu().numpy())
         results = self.model.generate(ctranslate2.StorageView.from_array(feats), [self.prompt] * len(feats), beam_size=1,
-                                      max_length=ct2_max_length(max_new_tokens), sampling_topk=1, suppress_blank=True,
+                                      max_length=ct2_max_length(max_new_tokens, len(self.prompt)), sampling_topk=1, suppress_blank=True,
                                       suppress_tokens=[-1], return_scores=False)
         return [r.sequences_ids[0] for r in results]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from ..record import atomic_folder, now, read_json, write_json
 from ..experiment.audio import SAMPLE_RATE
 from ..experiment.inputs import PREPROCESSING_VERSION
-from ..experiment.models import model_family, resolve_model
+from ..experiment.models import model_family, prompt_token_ids, resolve_model
 from . import ct2
 from .parity import parity_report
 from .transcribe import Source, TranscribeError, load_source, resolve_source
@@ -45,7 +45,7 @@ x = x.mean(axis=1)                                    # mono
 if rate != {sr}: x = soxr.resample(x, rate, {sr})     # {sr} Hz
 x = x * ({rms} / max(np.sqrt(np.mean(x.astype(np.float64) ** 2)), 1e-8))  # RMS {rms}
 features = processor(x, sampling_rate={sr}, return_tensors="pt")
-ids = model.generate(**features, max_new_tokens={max_new_tokens}, num_beams=1, do_sample=False)
+ids = model.generate(**features, max_new_tokens={max_new_tokens}, num_beams=1, do_sample=False{generate_extra})
 print(processor.batch_decode(ids, skip_special_tokens=True)[0].strip())
 ```
 
@@ -76,14 +76,15 @@ x = x.mean(axis=1)                                    # mono
 if rate != {sr}: x = soxr.resample(x, rate, {sr})     # {sr} Hz
 x = (x * ({rms} / max(np.sqrt(np.mean(x.astype(np.float64) ** 2)), 1e-8))).astype(np.float32)  # RMS {rms}
 model = WhisperModel("{folder}", device="cpu", compute_type="default")
-segments, _ = model.transcribe(x, language="en", task="transcribe", beam_size=1, temperature=0.0,
+segments, _ = model.transcribe(x, language="{language}", task="{task}", beam_size=1, temperature=0.0,{initial_prompt}
                                without_timestamps=True, condition_on_previous_text=False, vad_filter=False)
 print(" ".join(s.text.strip() for s in segments))
 ```
 
 faster-whisper computes its own log-mels (a numpy copy of Whisper's). To decode exactly as the kit's
 parity report did -- the transformers feature extractor, the prompt tokens {prompt} and greedy search --
-call CTranslate2 directly (CTranslate2 generates at most `max_length // 2` tokens, hence {ct2_max_length}
+call CTranslate2 directly (CTranslate2 generates at most `max_length // 2` tokens, and after a text prompt at most
+`max_length - len(prompt) + 1`, hence {ct2_max_length}
 for the run's {max_new_tokens} new tokens):
 
 ```python
@@ -121,7 +122,7 @@ def export_dir(src: Source, form: str) -> Path:
 def preprocessing(src: Source, family: str) -> dict:
     return {"sampling_rate": SAMPLE_RATE, "channels": "mono (mean of channels)", "rms_target": src.rms_target,
             "resampler": "soxr (default quality)", "preprocessing_version": PREPROCESSING_VERSION, "family": family,
-            "language": "en", "task": "transcribe", "timestamps": False, "max_new_tokens": src.max_new_tokens,
+            "language": src.language, "task": src.task, "prompt": src.prompt, "timestamps": False, "max_new_tokens": src.max_new_tokens,
             "decoding": "greedy (num_beams=1)", "window_s": 30.0}
 
 
@@ -147,9 +148,18 @@ def export_merged(src: Source, dst: Path | None = None) -> Path:
         write_json(tmp / "preprocessing.json", preprocessing(src, sm.family))
         write_json(tmp / "export.json", _export_record(src, "merged"))
         (tmp / "README.md").write_text(README.format(
-            run=_run_name(src), model=src.model, adapter=src.adapter,
-            sr=SAMPLE_RATE, rms=src.rms_target, folder=dst, max_new_tokens=src.max_new_tokens))
+            run=_run_name(src), model=src.model, adapter=src.adapter, sr=SAMPLE_RATE, rms=src.rms_target, folder=dst,
+            max_new_tokens=src.max_new_tokens, generate_extra=_generate_extra(src, merged.generation_config)))
     return dst
+
+
+def _generate_extra(src: Source, gc) -> str:
+    """What the merged README's generate call adds to decode as the run did: its language and task
+    (multilingual Whisper only) and its text prompt."""
+    extra = f', language="{src.language}", task="{src.task}"' if getattr(gc, "is_multilingual", False) else ""
+    if src.prompt:
+        extra += f",\n                     prompt_ids=processor.get_prompt_ids({src.prompt!r}, return_tensors='pt')"
+    return extra
 
 
 def is_current(folder: Path, src: Source) -> bool:
@@ -178,15 +188,17 @@ def export_ct2(src: Source, quantization: str = "int8") -> Path:
     ct2.require_ctranslate2()
     merged = merged_folder(src)
     processor, gc = AutoProcessor.from_pretrained(merged), GenerationConfig.from_pretrained(merged)
-    prompt, dst = ct2.whisper_prompt(gc), export_dir(src, name)
+    previous = prompt_token_ids(processor, src.prompt, AutoConfig.from_pretrained(merged).max_target_positions)[0] if src.prompt else []
+    prompt, dst = ct2.whisper_prompt(gc, src.language, src.task, previous), export_dir(src, name)
     with atomic_folder(dst) as tmp:
         ct2.convert(merged, tmp, quantization, processor)
         write_json(tmp / "preprocessing.json", {**preprocessing(src, family), "prompt_tokens": prompt,
-                                                "ct2_max_length": ct2.ct2_max_length(src.max_new_tokens)})
+                                                "ct2_max_length": ct2.ct2_max_length(src.max_new_tokens, len(prompt))})
         write_json(tmp / "export.json", _export_record(src, name, quantization=quantization, merged_from=str(merged)))
         (tmp / "README.md").write_text(CT2_README.format(
             run=_run_name(src), model=src.model, adapter=src.adapter, quantization=quantization, folder=dst, sr=SAMPLE_RATE,
-            rms=src.rms_target, prompt=prompt, ct2_max_length=ct2.ct2_max_length(src.max_new_tokens), max_new_tokens=src.max_new_tokens))
+            rms=src.rms_target, prompt=prompt, ct2_max_length=ct2.ct2_max_length(src.max_new_tokens, len(prompt)), max_new_tokens=src.max_new_tokens,
+            language=src.language, task=src.task, initial_prompt=f"\n                               initial_prompt={src.prompt!r}," if src.prompt else ""))
     return dst
 
 

@@ -85,12 +85,15 @@ def _reference_sets(reference: dict) -> dict:
             for name, d in reference.items()}
 
 
-def load_form(name: str, path: Path, device: torch.device, language: str = "en", task: str = "transcribe") -> SpeechModel:
-    """An exported form ready to decode: a CTranslate2 folder (on torch's number of threads) or a transformers one."""
+def load_form(name: str, path: Path, device: torch.device, src: Source | None = None) -> SpeechModel:
+    """An exported form ready to decode as the run did: a CTranslate2 folder (on torch's number of threads;
+    language, task and text prompt are in its prompt tokens) or a transformers one (given the run's)."""
     if ct2.is_ct2_form(name):
         return ct2.load_ct2(path, threads=torch.get_num_threads(), device="cuda" if device.type == "cuda" else "cpu")
-    sm = load_model(str(path), device=device, language=language, task=task)
+    src = src or Source(model=str(path))
+    sm = load_model(str(path), device=device, language=src.language, task=src.task)
     sm.model.eval()
+    sm.set_prompt(src.prompt)
     return sm
 
 
@@ -124,7 +127,7 @@ def parity_report(src: Source, forms: dict[str, Path], sample: int = 200, device
               "created": now(), "left_out": dict(left_out or {}),
               "forms": {REFERENCE: {"path": str(src.adapter), "sets": _reference_sets(reference), "ok": True}}}
     for name, path in forms.items():
-        sm = load_form(name, path, dev, src.language, src.task)
+        sm = load_form(name, path, dev, src)
         report["forms"][name] = {"path": str(path), **compare(reference, _decode_form(sm, sets, src, dev), name)}
         if ct2.is_ct2_form(name):
             report["forms"][name]["compute_type"] = sm.model.compute_type

@@ -27,7 +27,7 @@ import soundfile as sf
 import torch
 
 from ..config import RunConfig, project_root, progress_bar as tqdm
-from ..record import atomic_write_text, read_json, write_jsonl
+from ..record import atomic_write_text, read_json, read_metrics, write_jsonl
 from ..experiment.audio import RMS_TARGET, load_audio, rms_normalize
 from ..experiment.batches import eval_batches
 from ..experiment.checkpoint import BEST
@@ -74,6 +74,13 @@ class Source:
     @property
     def task(self) -> str:
         return str(self.run_config.get("task", RunConfig.task))
+
+    @property
+    def prompt(self) -> str:
+        """The text prompt the run decoded with (`prompt`: metrics.json keeps the text as fed, after the cut
+        to Whisper's limit, so a terms file edited since does not change it); "" when none."""
+        metrics = read_metrics(self.run_folder) if self.run_folder is not None else None
+        return str(((metrics or {}).get("prompt") or {}).get("text", ""))
 
     @property
     def precision(self) -> str:
@@ -126,6 +133,7 @@ def load_source(src: Source, device: torch.device | str = "cpu") -> SpeechModel:
         sm.model = PeftModel.from_pretrained(sm.model, str(src.adapter), is_trainable=False)
         sm.model.to(device)
     sm.model.eval()
+    sm.set_prompt(src.prompt)
     return sm
 
 

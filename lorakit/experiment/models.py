@@ -18,6 +18,14 @@ import torch
 from .bundled import OTHER_BUNDLED, bundled_model_dir, bundled_spec
 
 
+def prompt_token_ids(processor, text: str, max_target_positions: int) -> tuple[list[int], int]:
+    """Whisper's previous-text prompt for `text`: <|startofprev|> and the text's tokens, cut to the limit
+    (half the decoder positions, less one; its first tokens kept). Returns the ids and the uncut length.
+    Generation in transformers (`prompt_ids`) and the CTranslate2 export both feed exactly these."""
+    ids = [int(t) for t in processor.get_prompt_ids(text, return_tensors="np")]
+    return ids[:max_target_positions // 2 - 1], len(ids)
+
+
 @dataclass
 class SpeechModel:
     """A loaded model with what is needed to feed it and read it."""
@@ -39,12 +47,10 @@ class SpeechModel:
             return {}
         if self.family != "whisper":
             raise ValueError(f"parameter 'prompt': only Whisper takes a text prompt, not {self.family} ({self.name})")
-        ids = self.processor.get_prompt_ids(text, return_tensors="pt")  # <|startofprev|> + the text's tokens
-        limit = self.base.config.max_target_positions // 2 - 1
-        cut = len(ids) > limit
-        self.prompt_ids = ids[:limit].to(self.base.device)
-        used = self.processor.tokenizer.decode(self.prompt_ids[1:], skip_special_tokens=True)
-        return {"text": used, "tokens": len(self.prompt_ids) - 1, "cut_from_tokens": len(ids) - 1 if cut else None}
+        ids, uncut = prompt_token_ids(self.processor, text, self.base.config.max_target_positions)
+        self.prompt_ids = torch.tensor(ids).to(self.base.device)
+        used = self.processor.tokenizer.decode(ids[1:], skip_special_tokens=True)
+        return {"text": used, "tokens": len(ids) - 1, "cut_from_tokens": uncut - 1 if uncut > len(ids) else None}
 
     @property
     def sampling_rate(self) -> int:
