@@ -1,8 +1,8 @@
-"""Measure the bundled Whisper models for the README's table: conversion time (a fresh conversion into
+"""Measure the bundled models (Whisper tiny.en, Whisper base, Moonshine tiny) for the README's table: conversion time (a fresh conversion into
 a scratch folder), size, and baseline WER on the real-speech set and on seeded subsets of the demo's
 domain and heldout test sets (the same `subset` a run's max_eval_utterances draws).
 
-    python bench/bundled_models.py [--clips 100] [--models bundled:whisper-tiny.en,bundled:whisper-base]
+    python bench/bundled_models.py [--clips 100] [--models bundled:whisper-tiny.en,bundled:whisper-base,bundled:moonshine-tiny]
 
 Prints one JSON line per model (and writes bench/results/bundled_models.json).
 """
@@ -19,7 +19,7 @@ import torch
 
 from lorakit.config import project_root
 from lorakit.demo.real_speech import build_real_speech
-from lorakit.experiment import bundled
+from lorakit.experiment import bundled, bundled_moonshine
 from lorakit.experiment.batches import subset
 from lorakit.experiment.evaluate import evaluate
 from lorakit.experiment.inputs import Inputs
@@ -27,10 +27,24 @@ from lorakit.experiment.manifests import read_manifest
 from lorakit.experiment.models import load_model
 
 
+def convert_once(name: str) -> tuple[float, str, list[Path]]:
+    """A fresh conversion into a scratch folder: its seconds, the source package and the source files."""
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        if name == bundled_moonshine.BUNDLED_MOONSHINE:
+            src = bundled_moonshine.source_dir()
+            bundled_moonshine.convert(src, Path(tmp) / "m", bundled_moonshine.tokenizer_file())
+            package, parts = bundled_moonshine.SOURCE_PACKAGE, sorted(src.glob("*.ort"))
+        else:
+            bundled.convert(bundled.source_dir(name), Path(tmp) / "m", parts=bundled.source_parts(name), name=name)
+            package, parts = bundled.bundled_spec(name).package, bundled.source_parts(name)
+        return time.perf_counter() - started, package, parts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clips", type=int, default=100, help="seeded clips of domain.jsonl and heldout.jsonl (0: all)")
-    parser.add_argument("--models", default=",".join(m.name for m in bundled.BUNDLED_MODELS))
+    parser.add_argument("--models", default=",".join([m.name for m in bundled.BUNDLED_MODELS] + [bundled_moonshine.BUNDLED_MOONSHINE]))
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
     root = project_root()
@@ -40,15 +54,12 @@ def main() -> None:
         sets[name] = subset(utts, args.clips, args.seed) if args.clips else utts
     results = []
     for name in args.models.split(","):
-        with tempfile.TemporaryDirectory() as tmp:
-            started = time.perf_counter()
-            bundled.convert(bundled.source_dir(name), Path(tmp) / "m", parts=bundled.source_parts(name), name=name)
-            seconds = time.perf_counter() - started
+        seconds, package, parts = convert_once(name)
         sm = load_model(name)
         sm.model.eval()
-        row = {"model": name, "package": bundled.bundled_spec(name).package, "conversion_s": round(seconds, 1),
+        row = {"model": name, "package": package, "conversion_s": round(seconds, 1),
                "parameters_M": round(sum(p.numel() for p in sm.model.parameters()) / 1e6, 1),
-               "source_MB": round(sum(p.stat().st_size for p in bundled.source_parts(name)) / 1e6, 1)}
+               "source_MB": round(sum(p.stat().st_size for p in parts) / 1e6, 1)}
         inputs = Inputs(sm, 0.075, None, torch.device("cpu"))
         for set_name, utts in sets.items():
             started = time.perf_counter()
