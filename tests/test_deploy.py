@@ -318,7 +318,10 @@ def test_a_prompted_run_decodes_with_its_prompt_in_transcribe_and_every_export(p
     dropped it: the CT2 prompt was start + no-timestamps whatever the run had used)."""
     from lorakit.deploy.export import export
 
-    prompt = json.loads((prompted_run / "metrics.json").read_text())["prompt"]["text"]
+    metrics = json.loads((prompted_run / "metrics.json").read_text())
+    prompt = metrics["prompt"]["text"]
+    # the reloaded best adapter decodes with the prompt too: the sample check matches the step's hypotheses
+    assert metrics["best_verified"]["mode"] == "sample" and not metrics["best_verified"]["differ"]
     res = transcribe(adapter=prompted_run, inputs=[small_corpus["domain"]], device="cpu", progress=False)
     recorded = {r["id"]: r["hyp"] for r in read_jsonl(prompted_run / "predictions" / "domain_best.jsonl")}
     assert {r["id"]: r["hyp"] for r in res.rows} == recorded

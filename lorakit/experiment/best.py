@@ -67,6 +67,7 @@ def reevaluate_best(cfg: RunConfig, splits: Splits, record: RunRecord, autocast,
     sm = load_model(cfg.model, device=device, language=cfg.language, task=cfg.task)
     sm.model = PeftModel.from_pretrained(sm.model, str(record.folder / ckpt.BEST), is_trainable=False)
     sm.model.to(device)
+    sm.set_prompt(cfg.prompt_text() if cfg.prompt else "")  # decode as every evaluation of the run did
     inputs = make_inputs(sm, cfg, device, frozen_encoder=encoder_is_frozen(sm), autocast=autocast)
     out: dict[str, EvalResult] = {}
     check: dict = {"mode": "full"}
