@@ -127,6 +127,21 @@ def test_a_dataset_dict_needs_one_split(small_corpus, tmp_path):
     assert [u.text for u in read_input(tmp_path / "dd" / "test").utterances] == ["c", "d"]
 
 
+def test_a_hub_spec_loads_with_load_dataset(small_corpus, tmp_path):
+    """hf:<id>[:<split>] goes through datasets.load_dataset, which takes a Hub id or, as here (offline), a
+    folder laid out as on the Hub (data/<split>-*.parquet, the audio embedded)."""
+    rows = absolute_lines(small_corpus["domain"], 3)
+    save_dataset(rows, tmp_path / "saved")
+    (tmp_path / "hub" / "data").mkdir(parents=True)
+    datasets.load_from_disk(str(tmp_path / "saved")).to_parquet(str(tmp_path / "hub" / "data" / "test-00000-of-00001.parquet"))
+    m = read_input(f"hf:{tmp_path / 'hub'}:test")
+    assert [u.text for u in m.utterances] == [r["text"] for r in rows] and m.utterances[0].id == "hub-test:0"
+    for u, r in zip(m.utterances, rows):
+        assert np.array_equal(load_audio(u.audio_filepath), load_audio(r["audio_filepath"]))
+    with pytest.raises(ManifestError, match=r"hub:validation: cannot load the dataset \(ValueError: Unknown split"):
+        read_input(f"hf:{tmp_path / 'hub'}:validation")
+
+
 def test_baseline_key_follows_the_fingerprint(small_corpus, whisper_dir, tmp_path):
     rows = absolute_lines(small_corpus["domain"], 4)
     folder = save_dataset(rows, tmp_path / "a")

@@ -101,7 +101,10 @@ def _load(datasets, spec: str, where: str):
         else:
             loaded = datasets.load_from_disk(where)
     except Exception as exc:  # noqa: BLE001 -- any failure to load (network, missing split, bad files) is one clear error
-        raise ManifestError(where, None, None, f"cannot load the dataset ({type(exc).__name__}: {exc})", unit="row") from exc
+        root = exc
+        while root.__cause__ is not None:  # datasets wraps the reason ("please install 'torchcodec'") in generic errors
+            root = root.__cause__
+        raise ManifestError(where, None, None, f"cannot load the dataset ({type(root).__name__}: {root})", unit="row") from exc
     if isinstance(loaded, datasets.DatasetDict):
         if len(loaded) != 1:
             hint = f"hf:<id>:<split>" if is_hub_spec(spec) else f"the split's folder, e.g. {Path(where) / next(iter(loaded), '<split>')}"
