@@ -107,7 +107,8 @@ def _load(datasets, spec: str, where: str):
         raise ManifestError(where, None, None, f"cannot load the dataset ({type(root).__name__}: {root})", unit="row") from exc
     if isinstance(loaded, datasets.DatasetDict):
         if len(loaded) != 1:
-            hint = f"hf:<id>:<split>" if is_hub_spec(spec) else f"the split's folder, e.g. {Path(where) / next(iter(loaded), '<split>')}"
+            first = next(iter(loaded), "<split>")
+            hint = f"e.g. {spec}:{first}" if is_hub_spec(spec) else f"the split's folder, e.g. {Path(where) / first}"
             raise ManifestError(where, None, None, f"holds the splits {', '.join(loaded)}: name one ({hint})", unit="row")
         loaded = next(iter(loaded.values()))
     return loaded
