@@ -11,7 +11,7 @@ PY        := $(VENV)/bin/python
 PIP       := $(PY) -m pip
 STAMP     := $(VENV)/.lorakit-installed
 TEST_STAMP := $(VENV)/.lorakit-test-installed
-EXTRAS    := test,ray,bench,search,lab,tensorboard,mlflow,wandb,deploy,moonshine
+EXTRAS    := test,ray,bench,search,lab,tensorboard,mlflow,wandb,deploy,moonshine,datasets
 # Without a GPU, install the CPU build of torch before anything can pull the multi-GB CUDA build.
 # (These machines hold torch 2.13.0 CPU locally; elsewhere point TORCH_CPU at PyTorch's CPU wheel index,
 # e.g. make TORCH_CPU="torch --index-url <cpu index>".) With a GPU, or a torch already present, nothing changes.

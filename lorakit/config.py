@@ -44,7 +44,7 @@ class RunConfig:
     run_id: str = ""  # empty: timestamp + config hash
     notes: str = ""  # free text for the run matrix
     # data
-    train_manifest: str = "data/demo/train.jsonl"  # JSONL: audio_filepath, text[, duration, speaker_id]
+    train_manifest: str = "data/demo/train.jsonl"  # JSONL (audio_filepath, text[, duration, speaker_id]) or a HF dataset: save_to_disk folder, hf:<id>[:<split>]
     domain_manifest: str = "data/demo/domain.jsonl"  # primary evaluation
     heldout_manifest: str = "data/demo/heldout.jsonl"  # safety guardrail; empty to skip
     domain_test_manifest: str = ""  # with it, domain_manifest is the dev set that chooses; this one reports
@@ -52,6 +52,9 @@ class RunConfig:
     real_manifest: str = ""  # real recordings (e.g. data/real/real.jsonl), evaluated for baseline and best adapter only: a sanity figure
     replay_manifest: str = "data/demo/replay.jsonl"  # general speech mixed into every training batch (lorakit demo-data writes this one)
     replay_ratio: float = 0.25  # fraction of each training batch drawn from replay_manifest: round(ratio x batch_size) clips; 0: off
+    audio_column: str = "audio"  # a manifest given as a Hugging Face dataset: its audio column (Audio, or file paths)
+    text_column: str = "text"  # ... its transcript column
+    speaker_column: str = ""  # ... its speaker column; empty: none (speaker-aware statistics then see one speaker per clip)
     max_seconds: float = 20.0  # duration filter for training clips
     min_train_clips: int = 32  # refuse to train with fewer clips after filtering
     min_keep_fraction: float = 0.5  # refuse to train when filtering drops more than half
@@ -239,6 +242,31 @@ class RunConfig:
             return None
         p = Path(value).expanduser()
         return p if p.is_absolute() else project_root() / p
+
+    def input_spec(self, name: str) -> str | None:
+        """A manifest parameter as the data reader takes it: `hf:<id>[:<split>]` as it is, else the absolute path."""
+        value = getattr(self, name)
+        return value if is_hub_spec(value) else (str(self.path(name)) if value else None)
+
+    def columns(self) -> dict[str, str]:
+        """The column choice for manifests given as Hugging Face datasets (`hf_input.read_input`'s keywords)."""
+        return {"audio_column": self.audio_column, "text_column": self.text_column, "speaker_column": self.speaker_column}
+
+
+HUB_PREFIX = "hf:"  # a manifest parameter naming a Hugging Face Hub dataset: hf:<id>[:<split>] (or hf:<id>:<config>:<split>)
+SAVED_DATASET_FILES = ("state.json", "dataset_dict.json")  # what save_to_disk writes into a Dataset / DatasetDict folder
+MANIFEST_FIELDS = ("train_manifest", "domain_manifest", "heldout_manifest", "replay_manifest", "domain_test_manifest",
+                   "heldout_test_manifest", "real_manifest")
+
+
+def is_hub_spec(value: str | os.PathLike) -> bool:
+    return isinstance(value, str) and value.startswith(HUB_PREFIX)
+
+
+def is_saved_dataset(path: str | os.PathLike) -> bool:
+    """A folder written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`."""
+    p = Path(path)
+    return p.is_dir() and any((p / f).is_file() for f in SAVED_DATASET_FILES)
 
 
 REGEX_CHARACTERS = frozenset("*+?[](){}|^$\\")  # a target_modules value holding one of these is a regex
@@ -462,8 +490,7 @@ def _validate(cfg: RunConfig) -> None:
     need(cfg.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}")
     need(cfg.on_bad_audio in ON_BAD, "on_bad_audio", f"must be one of {ON_BAD}")
     need(bool(cfg.model), "model", "must name a model")
-    need(bool(cfg.train_manifest), "train_manifest", "must name a manifest")
-    need(bool(cfg.domain_manifest), "domain_manifest", "must name a manifest")
+    _check_data(cfg, need)
     need(cfg.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
     need(cfg.log_interval >= 1, "log_interval", "must be >= 1")
     need(0 <= cfg.replay_ratio < 1, "replay_ratio", "must be in [0, 1)")
@@ -500,6 +527,16 @@ def _check_types(cfg: RunConfig, need) -> None:
             need(isinstance(value, str), f.name, "must be a string")
 
 
+def _check_data(cfg: RunConfig, need) -> None:
+    """The manifest parameters (JSONL paths or Hugging Face datasets) and the dataset columns."""
+    need(bool(cfg.train_manifest), "train_manifest", "must name a manifest")
+    need(bool(cfg.domain_manifest), "domain_manifest", "must name a manifest")
+    for name in MANIFEST_FIELDS:
+        need(getattr(cfg, name).strip() != HUB_PREFIX, name, "hf: must be followed by a dataset id (hf:<id>[:<split>])")
+    need(bool(cfg.audio_column.strip()), "audio_column", "must name a column")
+    need(bool(cfg.text_column.strip()), "text_column", "must name a column")
+
+
 def _check_reporting(cfg: RunConfig, need) -> None:
     """Where a run reports besides its record: a tracker (`report_to`), a search study (`search_*`)."""
     need(cfg.report_to in TRACKERS, "report_to", f"must be one of {TRACKERS}")
@@ -529,13 +566,17 @@ def _check_init(value: Any) -> None:
 
 
 def check_inputs_exist(cfg: RunConfig) -> None:
-    """Missing manifest files are parameter errors too: raise before any model loads."""
-    for name in ("train_manifest", "domain_manifest", "heldout_manifest", "replay_manifest", "domain_test_manifest",
-                 "heldout_test_manifest", "real_manifest"):
-        p = cfg.path(name) if name != "replay_manifest" or cfg.replay_per_batch() else None
+    """Missing manifest files (or dataset folders) are parameter errors too: raise before any model loads.
+    A `hf:` dataset is checked when it is read (that may need the network)."""
+    for name in MANIFEST_FIELDS:
+        used = name != "replay_manifest" or cfg.replay_per_batch()
+        p = cfg.path(name) if used and not is_hub_spec(getattr(cfg, name)) else None
         if p is not None and not p.exists():
             hint = ("; `lorakit demo-data` writes the general-English replay set the defaults use, or set replay_ratio 0"
                     if name == "replay_manifest" else "")
             raise ConfigError(f"parameter {name!r}: manifest file not found: {p}{hint}")
+        if p is not None and p.is_dir() and not is_saved_dataset(p):
+            raise ConfigError(f"parameter {name!r}: {p} is a folder but not a dataset saved with save_to_disk "
+                              f"(none of {', '.join(SAVED_DATASET_FILES)} in it); give a JSONL manifest or such a folder")
     if cfg.prompt:
         cfg.prompt_text()  # an unreadable or empty "@path" prompt fails here, before any model loads

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import torch
 
-from ..config import project_root
+from ..config import is_hub_spec, project_root
 from ..record import atomic_write_text, markdown_table, now, write_json
 from ..experiment.batches import subset
 from ..experiment.evaluate import score
-from ..experiment.manifests import Utterance, read_manifest
+from ..experiment.hf_input import read_input
+from ..experiment.manifests import Utterance
 from ..experiment.models import SpeechModel, load_model, pick_autocast, pick_device
 from . import ct2
 from .transcribe import Source, decode_utterances, load_source
@@ -41,8 +42,9 @@ def parity_sample(src: Source, sample: int = 200) -> dict[str, list[Utterance]]:
         value = src.run_config.get(f"{name}_manifest")
         if not value:
             continue
-        path = Path(value) if Path(value).is_absolute() else project_root() / value
-        out[name] = subset(read_manifest(path).utterances, sample, seed)
+        spec = value if is_hub_spec(value) or Path(value).is_absolute() else project_root() / value
+        columns = {k: src.run_config[k] for k in ("audio_column", "text_column", "speaker_column") if k in src.run_config}
+        out[name] = subset(read_input(spec, **columns).utterances, sample, seed)
     if not out:
         raise ValueError("parity needs a run record with a domain manifest (config.json); a bare adapter has none")
     return out

@@ -26,13 +26,14 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from ..config import RunConfig, project_root, progress_bar as tqdm
+from ..config import RunConfig, is_hub_spec, project_root, progress_bar as tqdm
 from ..record import atomic_write_text, read_json, read_metrics, write_jsonl
 from ..experiment.audio import RMS_TARGET, load_audio, rms_normalize
 from ..experiment.batches import eval_batches
 from ..experiment.checkpoint import BEST
 from ..experiment.evaluate import score
-from ..experiment.manifests import Utterance, read_manifest
+from ..experiment.hf_input import is_dataset_spec, read_input
+from ..experiment.manifests import Utterance
 from ..experiment.models import SpeechModel, load_model, pick_autocast, pick_device
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64", ".caf")
@@ -148,18 +149,21 @@ def _file_utterance(path: Path) -> Utterance:
 
 
 def collect_inputs(inputs: Iterable[str | Path] | str | Path) -> list[Utterance]:
-    """Audio files, folders (searched recursively for audio extensions) and JSONL manifests, in order."""
+    """Audio files, folders (searched recursively for audio extensions), JSONL manifests and Hugging Face
+    datasets (save_to_disk folders, hf:<id>[:<split>]; read with the default columns), in order."""
     items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
     utts: list[Utterance] = []
     for item in items:
         p = Path(item).expanduser()
-        if p.is_dir():
+        if is_dataset_spec(str(item) if is_hub_spec(str(item)) else p):
+            utts += read_input(str(item) if is_hub_spec(str(item)) else p).utterances
+        elif p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS)
             if not found:
                 raise TranscribeError(f"{p}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) in this folder")
             utts += [_file_utterance(f) for f in found]
         elif p.suffix.lower() in (".jsonl", ".json"):
-            utts += read_manifest(p).utterances
+            utts += read_input(p).utterances
         elif p.is_file():
             utts.append(_file_utterance(p))
         else:

@@ -37,7 +37,8 @@ MAX_REPORTED_BAD_LINES = 20  # one ManifestError lists this many bad lines, then
 
 
 class ManifestError(ValueError):
-    """A bad manifest line: `path:line: field 'text': empty text`.
+    """A bad manifest line: `path:line: field 'text': empty text` (for a Hugging Face dataset, a bad
+    row: `data/my_ds row 3: field 'sentence': empty text`; `unit` is "row" and `line` the row index).
 
     When a manifest has several bad lines, one error reports them all (`others`: the lines after the
     first, each its own ManifestError), so a user fixes the file in one pass. `path`, `line`, `field`
@@ -46,14 +47,16 @@ class ManifestError(ValueError):
     """
 
     def __init__(self, path: PathLike, line: int | None, field: str | None, reason: str,
-                 others: tuple["ManifestError", ...] = ()):
+                 others: tuple["ManifestError", ...] = (), unit: Literal["line", "row"] = "line"):
         self.path, self.line, self.field, self.reason = str(path), line, field, reason
-        self.others = tuple(others)
+        self.others, self.unit = tuple(others), unit
         super().__init__(self._message())
 
     @property
     def where(self) -> str:
-        return self.path if self.line is None else f"{self.path}:{self.line}"
+        if self.line is None:
+            return self.path
+        return f"{self.path}:{self.line}" if self.unit == "line" else f"{self.path} row {self.line}"
 
     @property
     def problem(self) -> str:
@@ -63,50 +66,59 @@ class ManifestError(ValueError):
     @property
     def errors(self) -> list["ManifestError"]:
         """Every bad line this error reports, the first one included."""
-        return [ManifestError(self.path, self.line, self.field, self.reason), *self.others]
+        return [ManifestError(self.path, self.line, self.field, self.reason, unit=self.unit), *self.others]
 
     def _message(self) -> str:
         first = f"{self.where}: {self.problem}"
         if not self.others:
             return first
         shown = self.errors[:MAX_REPORTED_BAD_LINES]
-        lines = [first + f" (and {len(self.others)} more bad line(s) of this manifest)"]
+        what = "line(s) of this manifest" if self.unit == "line" else "row(s) of this dataset"
+        lines = [first + f" (and {len(self.others)} more bad {what})"]
         lines += [f"{e.where}: {e.problem}" for e in shown[1:]]
         if len(self.errors) > len(shown):
-            lines.append(f"... and {len(self.errors) - len(shown)} more bad line(s)")
+            lines.append(f"... and {len(self.errors) - len(shown)} more bad {self.unit}(s)")
         return "\n".join(lines)
 
     def __reduce__(self):  # picklable despite the 4-argument constructor
-        return type(self), (self.path, self.line, self.field, self.reason, self.others)
+        return type(self), (self.path, self.line, self.field, self.reason, self.others, self.unit)
 
 
 @dataclass(frozen=True)
 class Utterance:
-    id: str  # "<manifest stem>:<line>": stable across runs as long as the file is unchanged
+    id: str  # "<manifest stem>:<line>" ("<dataset name>:<row>"): stable as long as the data is unchanged
     audio_filepath: str  # absolute
     text: str  # stripped of leading/trailing whitespace
     duration: float  # seconds
     speaker_id: str | None
-    line: int  # 1-based
-    manifest: str
+    line: int  # 1-based line of a JSONL manifest; a dataset's row index (0-based, as `ds[i]` takes it)
+    manifest: str  # the manifest's absolute path, or the dataset (its folder, or `hf:<id>[:<split>]`)
+    unit: Literal["line", "row"] = "line"  # "row": the utterance comes from a Hugging Face dataset
+
+    @property
+    def where(self) -> str:
+        """`manifest:line`, or `dataset row N`: how error messages name the utterance."""
+        return f"{self.manifest}:{self.line}" if self.unit == "line" else f"{self.manifest} row {self.line}"
 
 
 @dataclass(frozen=True)
 class Manifest:
     path: str
-    sha256: str  # of the file bytes: the run record pins exactly which data was used
+    sha256: str  # of the file bytes (a dataset: of its fingerprint and columns): the run record pins which data was used
     utterances: list[Utterance]
     skipped: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
-    n_lines: int = 0  # non-blank lines read
+    n_lines: int = 0  # non-blank lines read (a dataset's rows)
+    unit: Literal["line", "row"] = "line"  # "row": read from a Hugging Face dataset (`hf_input.py`)
 
     def __len__(self) -> int:
         return len(self.utterances)
 
     def summary(self) -> str:
-        s = f"{self.path}: {len(self.utterances)} of {self.n_lines} lines usable"
+        u = self.unit
+        s = f"{self.path}: {len(self.utterances)} of {self.n_lines} {u}s usable"
         if self.skipped:
             line, reason = self.skipped[0]
-            s += f"; skipped {len(self.skipped)} bad lines (first: line {line}: {reason})"
+            s += f"; skipped {len(self.skipped)} bad {u}s (first: {u} {line}: {reason})"
         return s
 
 
@@ -145,15 +157,22 @@ def read_manifest(path: PathLike, on_bad: Literal["error", "skip"] = "error") ->
             continue
         utterances.append(utt)
 
+    return finish_manifest(str(mpath), hashlib.sha256(data).hexdigest(), utterances, bad, n_lines, on_bad)
+
+
+def finish_manifest(path: str, sha256: str, utterances: list[Utterance], bad: list[ManifestError], n_lines: int,
+                    on_bad: Literal["error", "skip"], unit: Literal["line", "row"] = "line") -> Manifest:
+    """The Manifest, or one ManifestError naming every bad line (row); skipped ones are recorded and warned
+    about. Shared by JSONL manifests and Hugging Face datasets, so both treat bad input the same way."""
     if bad and on_bad == "error":
-        raise ManifestError(bad[0].path, bad[0].line, bad[0].field, bad[0].reason, tuple(bad[1:]))
+        raise ManifestError(bad[0].path, bad[0].line, bad[0].field, bad[0].reason, tuple(bad[1:]), unit=unit)
     skipped = [(e.line, e.problem) for e in bad]
     if not utterances:
-        reason = "no usable lines" + (f" ({len(skipped)} bad lines skipped)" if skipped else "")
-        raise ManifestError(mpath, None, None, reason)
-    manifest = Manifest(str(mpath), hashlib.sha256(data).hexdigest(), utterances, skipped, n_lines)
+        reason = f"no usable {unit}s" + (f" ({len(skipped)} bad {unit}s skipped)" if skipped else "")
+        raise ManifestError(path, None, None, reason, unit=unit)
+    manifest = Manifest(path, sha256, utterances, skipped, n_lines, unit)
     if skipped:
-        warnings.warn(manifest.summary(), stacklevel=2)
+        warnings.warn(manifest.summary(), stacklevel=3)
     return manifest
 
 
@@ -187,7 +206,7 @@ def _parse_line(raw: bytes, lineno: int, mpath: Path) -> Utterance:
     if not obj["audio_filepath"].strip():
         raise bad("audio_filepath", "empty path")
 
-    duration = _listed_duration(obj.get("duration"), bad)
+    duration = listed_duration(obj.get("duration"), bad)
 
     speaker = obj.get("speaker_id")
     if speaker is not None:
@@ -197,9 +216,9 @@ def _parse_line(raw: bytes, lineno: int, mpath: Path) -> Utterance:
 
     audio = os.path.abspath(mpath.parent / obj["audio_filepath"])
     if duration is None:
-        duration = _file_duration(audio, bad)
+        duration = file_duration(audio, bad)
     else:
-        _file_duration(audio, bad, read=False)
+        file_duration(audio, bad, read=False)
 
     return Utterance(
         id=f"{mpath.stem}:{lineno}",
@@ -212,8 +231,8 @@ def _parse_line(raw: bytes, lineno: int, mpath: Path) -> Utterance:
     )
 
 
-def _listed_duration(duration: Any, bad) -> float | None:
-    """The manifest's `duration` (None when absent or null: "unknown, read it from the file")."""
+def listed_duration(duration: Any, bad) -> float | None:
+    """A listed `duration` (None when absent or null: "unknown, read it from the file")."""
     if duration is None:
         return None
     if isinstance(duration, bool) or not isinstance(duration, int | float):
@@ -229,22 +248,22 @@ def _listed_duration(duration: Any, bad) -> float | None:
     return duration
 
 
-def _file_duration(audio: str, bad, read: bool = True) -> float | None:
-    """Check that `audio` is a file; with `read`, its duration from the header."""
+def file_duration(audio: str, bad, read: bool = True, field: str = "audio_filepath") -> float | None:
+    """Check that `audio` is a file; with `read`, its duration from the header. Errors name `field`."""
     try:
         is_file = os.path.isfile(audio)
     except (OSError, ValueError):  # embedded NUL byte, over-long name: no such file either way
         is_file = False
     if not is_file:
-        raise bad("audio_filepath", f"audio file not found: {audio}")
+        raise bad(field, f"audio file not found: {audio}")
     if not read:
         return None
     try:
         duration = sf.info(audio).duration
     except (RuntimeError, OSError) as e:  # soundfile's LibsndfileError is a RuntimeError
-        raise bad("audio_filepath", f"unreadable audio ({e})")
+        raise bad(field, f"unreadable audio ({e})")
     if not duration > 0:
-        raise bad("audio_filepath", "zero-length audio")
+        raise bad(field, "zero-length audio")
     return duration
 
 

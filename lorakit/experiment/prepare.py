@@ -16,7 +16,8 @@ from ..config import ConfigError, RunConfig
 from .audio import AudioError, load_audio
 from .batches import subset
 from .leakage import check_leakage
-from .manifests import Manifest, ManifestError, Utterance, filter_by_duration, read_manifest
+from .hf_input import read_input
+from .manifests import Manifest, ManifestError, Utterance, filter_by_duration
 from .models import SpeechModel
 
 
@@ -69,23 +70,30 @@ def _clip_problem(u: Utterance, sampling_rate: int, rms_target: float, window: f
     return None
 
 
-def _usable_audio(utts: list[Utterance], policy: str, sampling_rate: int, rms_target: float, skipped: list,
+def _field(u: Utterance, name: str, cfg: RunConfig) -> str:
+    """The field an error names: the JSONL key, or for a Hugging Face dataset's row the column it came from."""
+    if u.unit == "line":
+        return name
+    return {"audio_filepath": cfg.audio_column, "text": cfg.text_column}.get(name, name)
+
+
+def _usable_audio(utts: list[Utterance], cfg: RunConfig, sampling_rate: int, skipped: list,
                   window: float | None = None) -> list[Utterance]:
     """Decode every clip once up front, so a bad file fails (or is skipped) before training starts."""
     good = []
     for u in utts:
-        problem = _clip_problem(u, sampling_rate, rms_target, window)
+        problem = _clip_problem(u, sampling_rate, cfg.rms_target, window)
         if problem is None:
             good.append(u)
             continue
-        name, reason = problem
-        if policy == "error":
-            raise AudioError(f"{u.manifest}:{u.line}: field '{name}': {reason}", u.audio_filepath)
+        name, reason = _field(u, problem[0], cfg), problem[1]
+        if cfg.on_bad_audio == "error":
+            raise AudioError(f"{u.where}: field '{name}': {reason}", u.audio_filepath)
         skipped.append({"manifest": u.manifest, "line": u.line, "field": name, "reason": reason})
     return good
 
 
-def _fitting_labels(utts: list[Utterance], sm: SpeechModel | None, policy: str, skipped: list) -> list[Utterance]:
+def _fitting_labels(utts: list[Utterance], sm: SpeechModel | None, cfg: RunConfig, skipped: list) -> list[Utterance]:
     """Training texts the decoder can take: Whisper refuses labels over `max_target_positions`
     tokens, which would otherwise stop the run at whichever step first draws that clip."""
     limit = getattr(sm.base.config, "max_target_positions", None) if sm is not None else None
@@ -97,10 +105,11 @@ def _fitting_labels(utts: list[Utterance], sm: SpeechModel | None, policy: str, 
         if n <= limit:
             good.append(u)
             continue
-        err = ManifestError(u.manifest, u.line, "text", f"{n} tokens, over the model's limit of {limit} ({u.text[:40]!r}...)")
-        if policy == "error":
+        err = ManifestError(u.manifest, u.line, _field(u, "text", cfg), f"{n} tokens, over the model's limit of {limit} "
+                            f"({u.text[:40]!r}...)", unit=u.unit)
+        if cfg.on_bad_audio == "error":
             raise err
-        skipped.append({"manifest": u.manifest, "line": u.line, "field": "text", "reason": err.reason})
+        skipped.append({"manifest": u.manifest, "line": u.line, "field": err.field, "reason": err.reason})
     return good
 
 
@@ -113,12 +122,12 @@ def prepare_data(cfg: RunConfig, sampling_rate: int = 16_000, sm: SpeechModel | 
     train = _filtered_train(cfg, manifests["train"], report)
     skipped_audio: list[dict] = []
     window = sm.input_seconds if sm is not None else None
-    train = _usable_audio(train, cfg.on_bad_audio, sampling_rate, cfg.rms_target, skipped_audio, window)
-    evals = {name: _usable_audio(subset(manifests[name].utterances, cfg.max_eval_utterances, cfg.seed), cfg.on_bad_audio,
-                                 sampling_rate, cfg.rms_target, skipped_audio, window)
+    train = _usable_audio(train, cfg, sampling_rate, skipped_audio, window)
+    evals = {name: _usable_audio(subset(manifests[name].utterances, cfg.max_eval_utterances, cfg.seed), cfg,
+                                 sampling_rate, skipped_audio, window)
              for name in EVAL_SETS if name in manifests}
     skipped_text: list[dict] = []
-    train = _fitting_labels(train, sm, cfg.on_bad_audio, skipped_text)
+    train = _fitting_labels(train, sm, cfg, skipped_text)
     report["train"]["used"] = len(train)
     replay = _replay(cfg, manifests, report, sampling_rate, sm, skipped_audio, skipped_text)
     for name, utts in evals.items():  # dev and test sets alike
@@ -141,16 +150,14 @@ def prepare_data(cfg: RunConfig, sampling_rate: int = 16_000, sm: SpeechModel | 
 
 
 def _read_manifests(cfg: RunConfig) -> tuple[dict[str, Manifest], dict, list[str]]:
-    """Every manifest of the run, with its line counts (and skipped bad lines) for the record."""
-    paths = {"train": cfg.path("train_manifest"), "domain": cfg.path("domain_manifest"), "heldout": cfg.path("heldout_manifest"),
-             "replay": cfg.path("replay_manifest") if cfg.replay_per_batch() else None,
-             "domain_test": cfg.path("domain_test_manifest"), "heldout_test": cfg.path("heldout_test_manifest"),
-             "real": cfg.path("real_manifest")}
-    manifests = {name: read_manifest(p, on_bad=cfg.on_bad_audio) for name, p in paths.items() if p is not None}
+    """Every manifest of the run (JSONL or Hugging Face dataset), with its line (row) counts and skipped bad lines for the record."""
+    specs = {name: cfg.input_spec(f"{name}_manifest") if name != "replay" or cfg.replay_per_batch() else None
+             for name in ("train", "domain", "heldout", "replay", "domain_test", "heldout_test", "real")}
+    manifests = {name: read_input(spec, cfg.on_bad_audio, **cfg.columns()) for name, spec in specs.items() if spec is not None}
     report: dict = {name: {"lines": len(m.utterances) + len(m.skipped), "bad_lines_skipped": len(m.skipped),
                            "bad_lines": [{"line": line, "reason": reason} for line, reason in m.skipped]}
                     for name, m in manifests.items()}
-    warnings = [f"{name}: skipped {len(m.skipped)} bad manifest line(s), e.g. line {m.skipped[0][0]}: {m.skipped[0][1]}"
+    warnings = [f"{name}: skipped {len(m.skipped)} bad manifest {m.unit}(s), e.g. {m.unit} {m.skipped[0][0]}: {m.skipped[0][1]}"
                 for name, m in manifests.items() if m.skipped]
     return manifests, report, warnings
 
@@ -178,8 +185,8 @@ def _replay(cfg: RunConfig, manifests: dict[str, Manifest], report: dict, sampli
                                   min_keep_fraction=cfg.min_keep_fraction, what="replay")
     print(f"replay: {filtered.summary()}")
     report["replay"].update(kept=len(filtered.kept), dropped_over_max_seconds=len(filtered.dropped), per_batch=n)
-    replay = _usable_audio(filtered.kept, cfg.on_bad_audio, sampling_rate, cfg.rms_target, skipped_audio)
-    replay = _fitting_labels(replay, sm, cfg.on_bad_audio, skipped_text)
+    replay = _usable_audio(filtered.kept, cfg, sampling_rate, skipped_audio)
+    replay = _fitting_labels(replay, sm, cfg, skipped_text)
     report["replay"]["used"] = len(replay)
     if len(replay) < n:
         raise ConfigError(f"only {len(replay)} usable replay clips in {manifests['replay'].path}; "
