@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import ConfigError, RunConfig
+from ..config import ConfigError, RunConfig, progress_bar
 from .audio import AudioError, load_audio
 from .batches import subset
 from .leakage import check_leakage
@@ -81,7 +81,7 @@ def _usable_audio(utts: list[Utterance], cfg: RunConfig, sampling_rate: int, ski
                   window: float | None = None) -> list[Utterance]:
     """Decode every clip once up front, so a bad file fails (or is skipped) before training starts."""
     good = []
-    for u in utts:
+    for u in progress_bar(utts, desc="check audio", unit="clip", leave=False):
         problem = _clip_problem(u, sampling_rate, cfg.rms_target, window)
         if problem is None:
             good.append(u)
