@@ -21,16 +21,23 @@ def converted():
     return path, WhisperForConditionalGeneration.from_pretrained(path).eval()
 
 
-def test_every_converted_tensor_equals_its_source(converted):
-    _, model = converted
-    source = bundled.read_ct2_model(bundled.source_dir() / "model.bin")
+def assert_every_tensor_is_its_source(model, source: dict) -> dict:
+    """Every weight of the converted Whisper equals its CTranslate2 source tensor (float16 widened
+    exactly), and the output projection is tied to the token embedding, as in the CTranslate2 alias.
+    Returns the mapped source tensors."""
     mapped = bundled.ct2_to_hf_state_dict(source)
     state = model.state_dict()
     assert set(mapped) | {"proj_out.weight"} == set(state)
     for name, array in mapped.items():
         assert torch.equal(state[name], torch.from_numpy(array.astype(np.float32))), name
-    # the output projection is tied to the token embedding, as in the CTranslate2 alias
     assert model.proj_out.weight.data_ptr() == model.model.decoder.embed_tokens.weight.data_ptr()
+    return mapped
+
+
+def test_every_converted_tensor_equals_its_source(converted):
+    _, model = converted
+    source = bundled.read_ct2_model(bundled.source_dir() / "model.bin")
+    mapped = assert_every_tensor_is_its_source(model, source)
     # fused q/k/v were split on the output axis: q is the first third, v the last
     fused = source["encoder/layer_0/self_attention/linear_0/weight"]
     assert np.array_equal(mapped["model.encoder.layers.0.self_attn.q_proj.weight"], fused[:384])
@@ -95,12 +102,7 @@ def test_every_converted_whisper_base_tensor_equals_its_source(bundled_whisper_b
     from transformers import WhisperForConditionalGeneration
 
     model = WhisperForConditionalGeneration.from_pretrained(bundled_whisper_base).eval()
-    mapped = bundled.ct2_to_hf_state_dict(base_source)
-    state = model.state_dict()
-    assert set(mapped) | {"proj_out.weight"} == set(state)
-    for name, array in mapped.items():
-        assert torch.equal(state[name], torch.from_numpy(array.astype(np.float32))), name
-    assert model.proj_out.weight.data_ptr() == model.model.decoder.embed_tokens.weight.data_ptr()
+    mapped = assert_every_tensor_is_its_source(model, base_source)
     c = model.config
     assert (c.d_model, c.encoder_layers, c.decoder_layers, c.vocab_size) == (512, 6, 6, 51865)
     fused = base_source["decoder/layer_5/attention/linear_1/weight"]  # cross-attention k and v, stacked

@@ -21,6 +21,19 @@ def history(folder) -> list[dict]:
     return [json.loads(x) for x in (folder / "history.jsonl").read_text().splitlines()]
 
 
+def assert_series_are_the_record(series: dict[str, list], result) -> None:
+    """A tracker's {tag: [(step, value), ...]} of a 2-step run with an evaluation at each step holds
+    history.jsonl's losses, LRs and domain WERs step for step and metrics.json's final numbers."""
+    rows = history(result.folder)
+    train = [r for r in rows if r["kind"] == "train"]
+    evals = [r for r in rows if r["kind"] == "eval"]
+    assert series["train/loss"] == [(r["step"], pytest.approx(r["loss"], rel=1e-6)) for r in train]
+    assert series["train/lr"] == [(r["step"], pytest.approx(r["lr"], rel=1e-6)) for r in train]
+    assert series["eval/domain_wer"] == [(r["step"], pytest.approx(r["domain_wer"], rel=1e-6)) for r in evals] and len(evals) == 2
+    assert series["final/tuned_wer"] == [(2, pytest.approx(result.metrics["tuned_wer"], rel=1e-6))]
+    assert series["final/baseline_wer"][0][1] == pytest.approx(result.metrics["baseline_wer"], rel=1e-6)
+
+
 def test_report_to_is_validated_and_does_not_change_the_run():
     with pytest.raises(ConfigError, match="'report_to'"):
         RunConfig(report_to="neptune")
@@ -34,14 +47,7 @@ def test_tensorboard_holds_the_losses_lr_every_evaluation_and_the_final_metrics(
     result = run(RunConfig.from_dict(cheap(tiny_cfg, max_steps=2, eval_interval=1, report_to="tensorboard", run_id="tb")))
     logs = EventAccumulator(str(result.folder / "trackers" / "tb")).Reload()
     scalars = {tag: [(e.step, e.value) for e in logs.Scalars(tag)] for tag in logs.Tags()["scalars"]}
-    rows = history(result.folder)
-    train = [r for r in rows if r["kind"] == "train"]
-    evals = [r for r in rows if r["kind"] == "eval"]
-    assert scalars["train/loss"] == [(r["step"], pytest.approx(r["loss"], rel=1e-6)) for r in train]
-    assert scalars["train/lr"] == [(r["step"], pytest.approx(r["lr"], rel=1e-6)) for r in train]
-    assert scalars["eval/domain_wer"] == [(r["step"], pytest.approx(r["domain_wer"], rel=1e-6)) for r in evals] and len(evals) == 2
-    assert scalars["final/tuned_wer"] == [(2, pytest.approx(result.metrics["tuned_wer"], rel=1e-6))]
-    assert scalars["final/baseline_wer"][0][1] == pytest.approx(result.metrics["baseline_wer"], rel=1e-6)
+    assert_series_are_the_record(scalars, result)
 
 
 def test_mlflow_holds_the_config_metrics_and_final_numbers(tiny_cfg, tmp_path, monkeypatch):
@@ -107,11 +113,4 @@ def test_wandb_offline_holds_the_config_losses_every_evaluation_and_the_final_me
             for item in r.history.item:  # wandb-core writes a history key as nested_key (["train/loss"]), not key
                 key = item.key or "/".join(item.nested_key)
                 logged.setdefault(key, []).append((r.history.step.num, json.loads(item.value_json)))
-    rows = history(result.folder)
-    train = [r for r in rows if r["kind"] == "train"]
-    evals = [r for r in rows if r["kind"] == "eval"]
-    assert logged["train/loss"] == [(r["step"], pytest.approx(r["loss"], rel=1e-6)) for r in train]
-    assert logged["train/lr"] == [(r["step"], pytest.approx(r["lr"], rel=1e-6)) for r in train]
-    assert logged["eval/domain_wer"] == [(r["step"], pytest.approx(r["domain_wer"], rel=1e-6)) for r in evals] and len(evals) == 2
-    assert logged["final/tuned_wer"] == [(2, pytest.approx(result.metrics["tuned_wer"], rel=1e-6))]
-    assert logged["final/baseline_wer"][0][1] == pytest.approx(result.metrics["baseline_wer"], rel=1e-6)
+    assert_series_are_the_record(logged, result)
