@@ -19,6 +19,7 @@ import csv
 import io
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -76,7 +77,7 @@ class Source:
     def task(self) -> str:
         return str(self.run_config.get("task", RunConfig.task))
 
-    @property
+    @cached_property
     def prompt(self) -> str:
         """The text prompt the run decoded with (`prompt`: metrics.json keeps the text as fed, after the cut
         to Whisper's limit, so a terms file edited since does not change it); "" when none."""
