@@ -137,3 +137,31 @@ def test_execute_refuses_a_changed_recipe_for_a_recorded_run_id_and_force_starts
     assert execute(changed, "recipe", command="test", force=True, quiet=True) == "finished"
     assert json.loads((folder / "config.json").read_text())["config"]["lr"] == 5e-4
     assert nbformat.read(folder / "run.ipynb", as_version=4).cells
+
+
+def test_a_run_id_another_process_is_executing_is_refused_even_with_force_and_runs_once_it_ends(tiny_cfg, tmp_path, capsys, monkeypatch):
+    """Two executions of one run id would write one history (a search once handed one trial to two
+    workers: its curve plot then met two evaluations at its best step). The second is refused before a
+    kernel starts, --force included, and the folder is left as it is; the lock dies with its process."""
+    from helpers import cheap
+    from lorakit.launch.notebooks import execute
+
+    monkeypatch.delenv("LORAKIT_SMOKE", raising=False)
+    params = {**cheap(tiny_cfg, max_steps=1, eval_interval=1, max_new_tokens=4), "output_dir": str(tmp_path / "executed")}
+    folder = tmp_path / "executed" / "busy"
+    folder.mkdir(parents=True)
+    (folder / "history.jsonl").write_text('{"kind": "train", "step": 1}\n')
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); "
+                               "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()", str(folder)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        for force in (False, True):
+            assert execute(params, "busy", command="test", force=force, quiet=True) == "refused"
+            assert "busy: refused: another process is running it in" in capsys.readouterr().err
+        assert [p.name for p in folder.iterdir()] == ["history.jsonl"]  # untouched: no notebook, no --force wipe
+    finally:
+        holder.kill()
+        holder.wait()
+    assert execute(params, "busy", command="test", force=True, quiet=True) == "finished"
+    assert (folder / "run.ipynb").is_file() and '"kind": "eval"' in (folder / "history.jsonl").read_text()

@@ -137,6 +137,38 @@ def test_a_study_searching_another_space_is_refused(tmp_path):
         open_study(load_search(path), load_search(path).default_storage())
 
 
+def test_each_queued_trial_goes_to_one_worker_only(tmp_path):
+    """Workers share one SQLite study (threads of one `lorakit search`, as with --jobs and --ray). SQLite
+    ignores the SELECT ... FOR UPDATE with which Optuna hands a queued trial to one worker, so without
+    lorakit's BEGIN IMMEDIATE two workers took the same trial (10 of 40 hand-outs were duplicates when
+    measured) and ran one run id twice at once."""
+    import threading
+    from collections import Counter
+
+    n = 16
+    enqueue = ", ".join(f"{{lr: {0.02 if i % 2 else 0.04}}}" for i in range(n))
+    path = write(tmp_path / "s.yaml", f"fixed: {{output_dir: {tmp_path / 'runs'}}}\nspace: {{lr: {{categorical: [0.02, 0.04]}}}}\n"
+                                      f"enqueue: [{enqueue}]\n")
+    search = load_search(path)
+    url = search.default_storage()
+    (tmp_path / "runs").mkdir()
+    study = open_study(search, url)
+    launched, record, lock = [], recorded_run(tmp_path / "runs"), threading.Lock()
+
+    def launch(run) -> str:
+        with lock:
+            launched.append(run.run_id)
+        return record(run)
+
+    threads = [threading.Thread(target=worker, args=(study, search, n, launch, url)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert Counter(launched) == Counter(f"s-t{i}" for i in range(n))  # each trial's run launched once
+    assert finished_trials(study) == n
+
+
 # --- real runs: papermill on the tiny Whisper -------------------------------------------------------
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, whisper_dir, small_corpus) -> Path:

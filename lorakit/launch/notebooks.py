@@ -5,10 +5,13 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shlex
 import shutil
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,8 @@ from ..record import markdown_table, read_metrics, recorded_config, run_status
 
 def execute(params: dict[str, Any], run_id: str, force: bool = False, quiet: bool = False, command: str | None = None) -> str:
     """Run the train notebook for one run id; returns the run's final status ('skipped' if finished,
-    'refused' if the folder holds a run recorded with another configuration: `force` starts afresh).
+    'refused' if the folder holds a run recorded with another configuration: `force` starts afresh;
+    'refused' too, even with `force`, while another process is executing this run id).
 
     `command` (default: this process's `lorakit ...` command line) reaches the run record as the
     notebook's `command` parameter. Under `accelerate launch` / torchrun every rank executes the
@@ -26,8 +30,6 @@ def execute(params: dict[str, Any], run_id: str, force: bool = False, quiet: boo
     `train.run`); only rank 0 touches the run folder and writes run.ipynb there, the others write
     their notebook to a scratch folder.
     """
-    import papermill
-
     command = command or shlex.join(["lorakit", *sys.argv[1:]])
     cfg = RunConfig.from_dict({**params, "run_id": run_id, "command": command})
     folder = cfg.path("output_dir") / run_id
@@ -43,14 +45,50 @@ def execute(params: dict[str, Any], run_id: str, force: bool = False, quiet: boo
     if status == "finished" and not force:
         print(f"{run_id}: already finished in {folder} (use --force to run again)")
         return "skipped"
-    if rank == 0:
-        if force and folder.exists():
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-    if status in ("running", "failed", "interrupted") and not force:
-        print(f"{run_id}: resuming an unfinished run ({status})")
-    output = folder / "run.ipynb" if rank == 0 else Path(tempfile.mkdtemp(prefix=f"lorakit-{run_id}-rank{rank}-")) / "run.ipynb"
-    quiet = quiet or rank > 0
+    if rank > 0:  # only rank 0 touches the run folder
+        return _execute_notebook(params, run_id, command, Path(tempfile.mkdtemp(prefix=f"lorakit-{run_id}-rank{rank}-")), True)
+    folder.mkdir(parents=True, exist_ok=True)
+    with _sole_writer(folder) as held:
+        if not held:
+            print(f"{run_id}: refused: another process is running it in {folder} (it holds the folder's lock); "
+                  "wait for it, or give this run another run_id", file=sys.stderr)
+            return "refused"
+        if force:
+            _empty(folder)
+        elif status in ("running", "failed", "interrupted"):
+            print(f"{run_id}: resuming an unfinished run ({status})")
+        return _execute_notebook(params, run_id, command, folder, quiet)
+
+
+@contextmanager
+def _sole_writer(folder: Path):
+    """Yields True while this process holds an exclusive lock on the run folder (flock on the folder
+    itself: no lock file to leave behind, released by the kernel when the process dies), False when
+    another process holds it. Two executions of one run id would write one history and one checkpoint
+    folder, so the second is refused."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # closing the last descriptor releases the lock
+
+
+def _empty(folder: Path) -> None:
+    """--force: the folder's old record goes, the folder (and its lock) stays."""
+    for entry in folder.iterdir():
+        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+
+
+def _execute_notebook(params: dict[str, Any], run_id: str, command: str, folder: Path, quiet: bool) -> str:
+    """notebooks/train.ipynb into <folder>/run.ipynb, its output streamed unless `quiet`; the run's status."""
+    import papermill
+
+    output = folder / "run.ipynb"
     stream = {} if quiet else {"stdout_file": sys.stdout, "stderr_file": sys.stderr}  # the run's own output, as it comes
     try:
         with kernel_environment(**({} if quiet else {PROGRESS_ENV: "text"})):  # its bars as text lines, not widgets

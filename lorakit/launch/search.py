@@ -205,14 +205,39 @@ def open_storage(url: str, heartbeat_s: int):
         try:
             with warnings.catch_warnings():  # heartbeats and retries are "experimental" in Optuna since 2.8; they are what resumes a study
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
+                storage = optuna.storages.RDBStorage(
                     url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,  # a shared file waits
                     heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s,
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2, inherit_intermediate_values=True))
+                if url.startswith("sqlite"):
+                    _lock_on_begin(storage.engine)
+                return storage
         except Exception:  # noqa: BLE001 - two workers starting on a fresh database both create its schema; one loses
             if attempt == 2:  # ("table studies already exists", or a UNIQUE constraint on alembic_version): a bad URL fails thrice
                 raise
             time.sleep(1.0)
+
+
+def _lock_on_begin(engine) -> None:
+    """Every transaction on this SQLite engine takes the database's write lock when it begins.
+
+    Optuna hands a queued trial to one worker by reading it WAITING and setting it RUNNING in one
+    transaction, relying on SELECT ... FOR UPDATE. SQLite ignores FOR UPDATE, and Python's sqlite3 begins a
+    transaction only at its first write, so two workers could both read the trial WAITING and both run it
+    (Optuna issue #4621): two `lorakit run`s of one run id at once, writing one history. With BEGIN
+    IMMEDIATE the second worker waits for the first to commit, then reads RUNNING and takes another trial.
+    (SQLAlchemy's recipe for pysqlite transactions; PostgreSQL and MySQL honour FOR UPDATE already.)"""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_begin(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None  # sqlite3's own deferred BEGIN off; the one below is the only one
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # the connections Optuna opened to check the schema predate the listeners
 
 
 def open_study(search: Search, url: str):
