@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -130,7 +131,7 @@ def test_sweep_2x2_sequential_with_analysis_then_skips_finished_runs(project):
     first = lorakit(project, "sweep", str(path))
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert_finished(project, ids)
-    assert "0 already finished, 4 to run" in first.stdout
+    assert "0 already finished, 4 to run" in first.stdout and "sweep grid_seq: run 4 of 4: " in first.stdout
     assert all(f"| {i} |" in first.stdout for i in ids)  # the summary table
     analysis = project / "executed" / "analysis-grid_seq.ipynb"
     assert analysis.exists() and "grid_seq-lr0.001-s1" in analysis.read_text()
@@ -147,6 +148,7 @@ def test_sweep_2x2_with_two_jobs(project):
     result = lorakit(project, "sweep", str(path), "--jobs", "2", "--no-analysis")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert_finished(project, sweep_ids("grid_jobs"))
+    assert re.search(r"sweep grid_jobs: 100%\|[^\r\n]*\| 4/4 \[", result.stderr), result.stderr[-2000:]  # the bar of finished runs
     assert sorted(p.stem for p in (project / "executed" / ".sweep-logs").glob("grid_jobs-*.log")) == sorted(sweep_ids("grid_jobs"))
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -296,6 +297,8 @@ def test_a_search_on_local_ray_runs_each_trial_as_a_ray_task_that_reports_to_the
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "search r: Ray (local)" in proc.stdout and "2 of 2 trials finished" in proc.stdout
     assert "r-t0: finished" in proc.stdout and "r-t1: finished" in proc.stdout  # the Ray launcher's status lines
+    assert "search r: trial 0 (r-t0) starts, 0 of 2 finished" in proc.stdout
+    assert re.search(r"search r: 100%\|[^\r\n]*\| 2/2 \[", proc.stderr), proc.stderr[-2000:]  # the bar of finished trials
     trials = optuna.load_study(study_name="r", storage=f"sqlite:///{project / 'executed' / 'search-r.db'}").get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
     for t in trials:

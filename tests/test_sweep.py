@@ -192,7 +192,7 @@ def test_finished_runs_are_skipped_without_starting_anything(tmp_path, monkeypat
         (tmp_path / "runs" / r.run_id).mkdir(parents=True)
         (tmp_path / "runs" / r.run_id / "metrics.json").write_text('{"status": "finished"}')
     started = []
-    monkeypatch.setattr(sweep_mod, "run_sequential", lambda todo, force: started.extend(todo) or {r.run_id: "finished" for r in todo})
+    monkeypatch.setattr(sweep_mod, "run_sequential", lambda todo, force, desc: started.extend(todo) or {r.run_id: "finished" for r in todo})
     assert sweep_mod.run_sweep(path, analysis=False) == 0
     assert [r.run_id for r in started] == [runs[3].run_id]
     assert "4 runs, 3 already finished, 1 to run" in capsys.readouterr().out

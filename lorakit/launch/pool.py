@@ -14,7 +14,8 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from ..config import ConfigError, RunConfig, child_environment, lorakit_environment, project_root, visible_gpus_listed
+from ..config import (ConfigError, RunConfig, child_environment, lorakit_environment, progress_bar, project_root,
+                      visible_gpus_listed)
 from ..record import run_status
 from .notebooks import execute
 
@@ -26,8 +27,37 @@ class SweepRun:
     command: list[str]  # the `lorakit run ...` that reproduces it
 
 
-def run_sequential(todo: Sequence[SweepRun], force: bool) -> dict[str, str]:
-    return {r.run_id: execute(r.params, r.run_id, force=force, command=shlex.join(r.command)) for r in todo}
+def say(line: str) -> None:
+    """A status line on stdout, above any progress bar (tqdm clears its bars, prints, redraws them)."""
+    from tqdm.std import tqdm
+
+    tqdm.write(line, file=sys.stdout)
+    sys.stdout.flush()
+
+
+class Tally:
+    """The bar of a sweep's finished runs or a search's finished trials, for launches whose runs write to
+    log files or run on Ray: without it the terminal shows only a status line as each run ends."""
+
+    def __init__(self, total: int, desc: str, unit: str = "run", initial: int = 0) -> None:
+        self.bar = progress_bar(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True)
+
+    def reach(self, finished: int) -> None:
+        """Set the bar to `finished` (worker threads call this as their runs end; it never goes back)."""
+        with self.bar.get_lock():
+            self.bar.update(max(0, finished - self.bar.n))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_sequential(todo: Sequence[SweepRun], force: bool, desc: str = "sweep") -> dict[str, str]:
+    """One run after another in this process, each streaming its own output and bars under a header line."""
+    statuses = {}
+    for k, r in enumerate(todo, 1):
+        say(f"{desc}: run {k} of {len(todo)}: {r.run_id}")
+        statuses[r.run_id] = execute(r.params, r.run_id, force=force, command=shlex.join(r.command))
+    return statuses
 
 
 def _subprocess_command(run: SweepRun, force: bool) -> list[str]:
@@ -61,7 +91,7 @@ def run_process(run: SweepRun, force: bool, env: dict[str, str], out_dir: Path, 
     status = run_status(out_dir / run.run_id) or "unknown"
     if proc.returncode != 0 and status == "finished":
         status = f"exit {proc.returncode}"
-    print(f"{run.run_id}: {status}" + ("" if status == "finished" else f" (log: {log})"), flush=True)
+    say(f"{run.run_id}: {status}" + ("" if status == "finished" else f" (log: {log})"))
     return status
 
 
@@ -89,11 +119,20 @@ class JobSlots:
             self.slots.put(gpu)
 
 
-def run_parallel(todo: Sequence[SweepRun], jobs: int, force: bool, out_dir: Path) -> dict[str, str]:
-    """`jobs` runs at a time (see JobSlots). Logs go to <output_dir>/.sweep-logs/<id>.log."""
-    slots = JobSlots(jobs, out_dir, out_dir / ".sweep-logs")
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return dict(pool.map(lambda run: (run.run_id, slots.run(run, force)), todo))
+def run_parallel(todo: Sequence[SweepRun], jobs: int, force: bool, out_dir: Path, desc: str = "sweep") -> dict[str, str]:
+    """`jobs` runs at a time (see JobSlots), under a bar of finished runs. Logs go to <output_dir>/.sweep-logs/<id>.log."""
+    slots, tally, statuses = JobSlots(jobs, out_dir, out_dir / ".sweep-logs"), Tally(len(todo), desc), {}
+
+    def one(run: SweepRun) -> None:
+        statuses[run.run_id] = slots.run(run, force)
+        tally.reach(len(statuses))
+
+    try:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            list(pool.map(one, todo))
+    finally:
+        tally.close()
+    return {r.run_id: statuses[r.run_id] for r in todo}
 
 
 def _ray_task(command: list[str], root: str, env: dict[str, str], folder: str) -> tuple[str, int, str]:
@@ -154,7 +193,7 @@ class RaySlots:
             status, code, tail = "failed", -1, f"{type(exc).__name__}: {exc}"
         if code != 0 and status == "finished":
             status = f"exit {code}"
-        print(f"{run.run_id}: {status}" + ("" if status == "finished" else f"\n{tail}"), flush=True)
+        say(f"{run.run_id}: {status}" + ("" if status == "finished" else f"\n{tail}"))
         return status
 
     def run(self, run: SweepRun, force: bool = False) -> str:
@@ -162,14 +201,18 @@ class RaySlots:
         return self.outcome(self.submit(run, force), run)
 
 
-def run_ray(todo: Sequence[SweepRun], address: str, force: bool) -> dict[str, str]:
-    """Each run a Ray task, all submitted at once (Ray queues them on its slots); statuses as they finish."""
+def run_ray(todo: Sequence[SweepRun], address: str, force: bool, desc: str = "sweep") -> dict[str, str]:
+    """Each run a Ray task, all submitted at once (Ray queues them on its slots); statuses as they finish,
+    under a bar of finished runs."""
     slots = RaySlots(address)
     refs = {slots.submit(r, force): r for r in todo}
-    print(f"ray: {len(refs)} tasks, {slots.describe()}")
-    statuses = {}
-    pending = list(refs)
-    while pending:
-        done, pending = slots.ray.wait(pending, num_returns=1)
-        statuses[refs[done[0]].run_id] = slots.outcome(done[0], refs[done[0]])
+    print(f"ray: {len(refs)} tasks, {slots.describe()}", flush=True)
+    statuses, pending, tally = {}, list(refs), Tally(len(todo), desc)
+    try:
+        while pending:
+            done, pending = slots.ray.wait(pending, num_returns=1)
+            statuses[refs[done[0]].run_id] = slots.outcome(done[0], refs[done[0]])
+            tally.reach(len(statuses))
+    finally:
+        tally.close()
     return statuses

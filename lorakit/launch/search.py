@@ -43,7 +43,7 @@ from typing import Any, Callable
 from ..config import ConfigError, RunConfig, check_inputs_exist, load_yaml
 from ..record import delta_pts, read_metrics
 from .notebooks import execute, execute_analysis
-from .pool import JobSlots, RaySlots, SweepRun
+from .pool import JobSlots, RaySlots, SweepRun, Tally, say
 from .sweep import ID_CHARS, reproduce_command
 
 SEARCH_KEYS = {"name", "base", "fixed", "space", "trials", "enqueue", "pruner", "sampler", "heartbeat_s", "description"}
@@ -289,6 +289,7 @@ def objective(trial, search: Search, n: int, launch: Callable[[SweepRun], str], 
     params = {k: getattr(RunConfig.from_dict(search.params(values)), k) for k in search.params(values)}  # typed as the run sees them
     trial.set_user_attr("guardrail", RunConfig.from_dict(params).guardrail)
     command = reproduce_command(search.base, {**search.fixed, **{k: params[k] for k in values}, **identity}, run_id)
+    say(f"search {search.name}: trial {trial.number} ({run_id}) starts, {finished_trials(trial.study)} of {n} finished")
     try:
         status = launch(SweepRun(run_id=run_id, variation=values, params={**params, **identity}, command=command))
     except KeyboardInterrupt:  # Optuna fails the trial; queue it again so the next `lorakit search` resumes its run
@@ -306,10 +307,11 @@ def objective(trial, search: Search, n: int, launch: Callable[[SweepRun], str], 
     return value
 
 
-def worker(study, search: Search, n: int, launch: Callable[[SweepRun], str], storage_url: str) -> None:
+def worker(study, search: Search, n: int, launch: Callable[[SweepRun], str], storage_url: str,
+           tally: Tally | None = None) -> None:
     """Trials until the study holds `n` finished ones; waits while the last ones run elsewhere (a dead
     worker's trial is failed and re-queued once its heartbeat is stale); gives up after MAX_FAILURES
-    failed trials in a row."""
+    failed trials in a row. `tally`: the bar of finished trials, moved after each of this worker's trials."""
     import warnings
 
     import optuna
@@ -338,6 +340,8 @@ def worker(study, search: Search, n: int, launch: Callable[[SweepRun], str], sto
 
         study.optimize(one, n_trials=1, catch=(TrialFailed, SurplusTrial))
         failures = failures + 1 if failed else 0
+        if tally is not None:
+            tally.reach(finished_trials(study))
     print(f"search {search.name}: a worker stops after {MAX_FAILURES} failed trials in a row", flush=True)
 
 
@@ -354,6 +358,18 @@ def _launcher(search: Search, jobs: int, out_dir: Path, ray_address: str | None,
     if jobs == 1:
         return (lambda run: execute(run.params, run.run_id, command=shlex.join(run.command))), 1
     return JobSlots(jobs, out_dir, out_dir / ".search-logs").run, jobs
+
+
+def drive(study, search: Search, n: int, launch: Callable[[SweepRun], str], url: str, jobs: int, bar: bool) -> None:
+    """`jobs` worker threads on the study until it holds `n` finished trials; `bar`: under a bar of
+    finished trials (runs in log files or on Ray; one job in this process streams its run's own bars)."""
+    tally = Tally(n, f"search {search.name}", unit="trial", initial=min(n, finished_trials(study))) if bar else None
+    try:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            list(pool.map(lambda _: worker(study, search, n, launch, url, tally), range(jobs)))
+    finally:
+        if tally is not None:
+            tally.close()
 
 
 def run_search(path: str | Path, trials: int | None = None, jobs: int = 1, storage: str | None = None,
@@ -377,8 +393,7 @@ def run_search(path: str | Path, trials: int | None = None, jobs: int = 1, stora
     launch, jobs = _launcher(search, jobs, out_dir, ray_address, n)
     print(f"search {search.name}: study in {url}, {finished_trials(study)} of {n} trials finished, {jobs} job(s)", flush=True)
     started = time.time()
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        list(pool.map(lambda _: worker(study, search, n, launch, url), range(jobs)))
+    drive(study, search, n, launch, url, jobs, bar=jobs > 1 or bool(ray_address))
     done = finished_trials(study)
     print(f"search {search.name}: {done} of {n} trials finished ({time.time() - started:.0f} s)", flush=True)
     ok = done >= n

@@ -162,11 +162,11 @@ def run_sweep(path: str | Path, jobs: int = 1, ray_address: str | None = None, f
     if not todo:
         statuses = {}
     elif ray_address:
-        statuses = run_ray(todo, ray_address, force)
+        statuses = run_ray(todo, ray_address, force, desc=f"sweep {sweep.name}")
     elif jobs > 1:
-        statuses = run_parallel(todo, jobs, force, out_dir)
+        statuses = run_parallel(todo, jobs, force, out_dir, desc=f"sweep {sweep.name}")
     else:
-        statuses = run_sequential(todo, force)
+        statuses = run_sequential(todo, force, desc=f"sweep {sweep.name}")
     final = {r.run_id: statuses.get(r.run_id, "skipped (finished)") for r in sweep.runs}
     print(summary_table(sweep, final, out_dir))
     print(f"sweep {sweep.name}: {time.time() - started:.0f} s")
