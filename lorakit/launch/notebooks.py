@@ -46,7 +46,8 @@ def execute(params: dict[str, Any], run_id: str, force: bool = False, quiet: boo
         print(f"{run_id}: already finished in {folder} (use --force to run again)")
         return "skipped"
     if rank > 0:  # only rank 0 touches the run folder
-        return _execute_notebook(params, run_id, command, Path(tempfile.mkdtemp(prefix=f"lorakit-{run_id}-rank{rank}-")), True)
+        scratch = Path(tempfile.mkdtemp(prefix=f"lorakit-{run_id}-rank{rank}-")) / "run.ipynb"
+        return _execute_notebook(params, run_id, command, scratch, folder, quiet=True)
     folder.mkdir(parents=True, exist_ok=True)
     with _sole_writer(folder) as held:
         if not held:
@@ -57,7 +58,7 @@ def execute(params: dict[str, Any], run_id: str, force: bool = False, quiet: boo
             _empty(folder)
         elif status in ("running", "failed", "interrupted"):
             print(f"{run_id}: resuming an unfinished run ({status})")
-        return _execute_notebook(params, run_id, command, folder, quiet)
+        return _execute_notebook(params, run_id, command, folder / "run.ipynb", folder, quiet)
 
 
 @contextmanager
@@ -84,11 +85,11 @@ def _empty(folder: Path) -> None:
         shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
 
 
-def _execute_notebook(params: dict[str, Any], run_id: str, command: str, folder: Path, quiet: bool) -> str:
-    """notebooks/train.ipynb into <folder>/run.ipynb, its output streamed unless `quiet`; the run's status."""
+def _execute_notebook(params: dict[str, Any], run_id: str, command: str, output: Path, folder: Path, quiet: bool) -> str:
+    """notebooks/train.ipynb into `output`, its output streamed unless `quiet`; the status of the run
+    recorded in `folder` (rank 0's run folder, whichever rank asks)."""
     import papermill
 
-    output = folder / "run.ipynb"
     stream = {} if quiet else {"stdout_file": sys.stdout, "stderr_file": sys.stderr}  # the run's own output, as it comes
     try:
         with kernel_environment(**({} if quiet else {PROGRESS_ENV: "text"})):  # its bars as text lines, not widgets
