@@ -156,8 +156,9 @@ def collect_inputs(inputs: Iterable[str | Path] | str | Path) -> list[Utterance]
     utts: list[Utterance] = []
     for item in items:
         p = Path(item).expanduser()
-        if is_dataset_spec(str(item) if is_hub_spec(str(item)) else p):
-            utts += read_input(str(item) if is_hub_spec(str(item)) else p).utterances
+        spec = str(item) if is_hub_spec(str(item)) else p
+        if is_dataset_spec(spec):
+            utts += read_input(spec).utterances
         elif p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS)
             if not found:

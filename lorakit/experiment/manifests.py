@@ -36,6 +36,11 @@ PathLike = str | os.PathLike
 MAX_REPORTED_BAD_LINES = 20  # one ManifestError lists this many bad lines, then counts the rest
 
 
+def location(path: str, line: int, unit: Literal["line", "row"]) -> str:
+    """How errors name a place in the data: `manifest:line`, or `dataset row N`."""
+    return f"{path}:{line}" if unit == "line" else f"{path} row {line}"
+
+
 class ManifestError(ValueError):
     """A bad manifest line: `path:line: field 'text': empty text` (for a Hugging Face dataset, a bad
     row: `data/my_ds row 3: field 'sentence': empty text`; `unit` is "row" and `line` the row index).
@@ -54,9 +59,7 @@ class ManifestError(ValueError):
 
     @property
     def where(self) -> str:
-        if self.line is None:
-            return self.path
-        return f"{self.path}:{self.line}" if self.unit == "line" else f"{self.path} row {self.line}"
+        return self.path if self.line is None else location(self.path, self.line, self.unit)
 
     @property
     def problem(self) -> str:
@@ -98,7 +101,7 @@ class Utterance:
     @property
     def where(self) -> str:
         """`manifest:line`, or `dataset row N`: how error messages name the utterance."""
-        return f"{self.manifest}:{self.line}" if self.unit == "line" else f"{self.manifest} row {self.line}"
+        return location(self.manifest, self.line, self.unit)
 
 
 @dataclass(frozen=True)

@@ -71,10 +71,10 @@ def _sole_writer(folder: Path):
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = True
         except BlockingIOError:
-            yield False
-            return
-        yield True
+            held = False
+        yield held
     finally:
         os.close(fd)  # closing the last descriptor releases the lock
 
