@@ -123,7 +123,7 @@ def _warm_up_step(model, model_in: dict, labels, device, autocast) -> None:
 def _lorakit_loop(args, target_modules: str, encoder_cache: bool, passes: int) -> dict:
     """`passes` runs of args.steps steps each, one model: pass 1 is cold (empty caches), later ones warm."""
     from lorakit.experiment.batches import train_batches
-    from lorakit.experiment.inputs import Inputs
+    from lorakit.experiment.features import Inputs
     from lorakit.experiment.models import add_adapters, load_model
     from lorakit.experiment.train import make_optimizer, seed_everything, train_step
 
@@ -275,7 +275,7 @@ def worker_eval_batch1(args) -> dict:
 
 def worker_eval_lorakit(args) -> dict:
     """lorakit's `evaluate`: plain (features each time), then frozen-encoder mode cold and warm."""
-    from lorakit.experiment.inputs import Inputs
+    from lorakit.experiment.features import Inputs
     from lorakit.experiment.evaluate import transcribe, score
     from lorakit.experiment.models import load_model
 
@@ -306,7 +306,7 @@ def worker_baseline_cache(args) -> dict:
     import torch
 
     from lorakit.experiment.baseline import baseline_key, cached_baseline, shared_baseline
-    from lorakit.experiment.inputs import Inputs
+    from lorakit.experiment.features import Inputs
     from lorakit.experiment.models import load_model
 
     cache = Path(tempfile.mkdtemp(prefix="lorakit-bench-cache-"))
@@ -341,7 +341,7 @@ def worker_profile(args) -> dict:
     """Top operators of one training step (encoder cache off, and frozen-encoder) and one eval batch."""
     from torch.profiler import ProfilerActivity, profile
 
-    from lorakit.experiment.inputs import Inputs
+    from lorakit.experiment.features import Inputs
     from lorakit.experiment.evaluate import transcribe
     from lorakit.experiment.models import add_adapters, load_model
     from lorakit.experiment.train import make_optimizer, train_step

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import torch
 
-from lorakit.config import project_root
+from lorakit.env import project_root
 from lorakit.demo.real_speech import build_real_speech
-from lorakit.experiment import bundled, bundled_moonshine
+from lorakit.experiment import convert_ct2_whisper, convert_ort_moonshine
 from lorakit.experiment.batches import subset
 from lorakit.experiment.evaluate import evaluate
-from lorakit.experiment.inputs import Inputs
+from lorakit.experiment.features import Inputs
 from lorakit.experiment.manifests import read_manifest
 from lorakit.experiment.models import load_model
 
@@ -31,20 +31,20 @@ def convert_once(name: str) -> tuple[float, str, list[Path]]:
     """A fresh conversion into a scratch folder: its seconds, the source package and the source files."""
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        if name == bundled_moonshine.BUNDLED_MOONSHINE:
-            src = bundled_moonshine.source_dir()
-            bundled_moonshine.convert(src, Path(tmp) / "m", bundled_moonshine.tokenizer_file())
-            package, parts = bundled_moonshine.SOURCE_PACKAGE, sorted(src.glob("*.ort"))
+        if name == convert_ort_moonshine.BUNDLED_MOONSHINE:
+            src = convert_ort_moonshine.source_dir()
+            convert_ort_moonshine.convert(src, Path(tmp) / "m", convert_ort_moonshine.tokenizer_file())
+            package, parts = convert_ort_moonshine.SOURCE_PACKAGE, sorted(src.glob("*.ort"))
         else:
-            bundled.convert(bundled.source_dir(name), Path(tmp) / "m", parts=bundled.source_parts(name), name=name)
-            package, parts = bundled.bundled_spec(name).package, bundled.source_parts(name)
+            convert_ct2_whisper.convert(convert_ct2_whisper.source_dir(name), Path(tmp) / "m", parts=convert_ct2_whisper.source_parts(name), name=name)
+            package, parts = convert_ct2_whisper.bundled_spec(name).package, convert_ct2_whisper.source_parts(name)
         return time.perf_counter() - started, package, parts
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clips", type=int, default=100, help="seeded clips of domain.jsonl and heldout.jsonl (0: all)")
-    parser.add_argument("--models", default=",".join([m.name for m in bundled.BUNDLED_MODELS] + [bundled_moonshine.BUNDLED_MOONSHINE]))
+    parser.add_argument("--models", default=",".join([m.name for m in convert_ct2_whisper.BUNDLED_MODELS] + [convert_ort_moonshine.BUNDLED_MOONSHINE]))
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
     root = project_root()

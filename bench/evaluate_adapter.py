@@ -8,7 +8,7 @@ import sys, json
 from peft import PeftModel
 from lorakit.config import RunConfig
 from lorakit.experiment.models import load_model, encoder_is_frozen
-from lorakit.experiment.inputs import make_inputs
+from lorakit.experiment.features import make_inputs
 from lorakit.experiment.manifests import read_manifest
 from lorakit.experiment.distributed import evaluate_all
 import torch

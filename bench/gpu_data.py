@@ -88,7 +88,7 @@ def copy_tokenizer(dst: Path) -> Path:
     """The converted bundled model's folder without its weights (config, generation config, processor,
     tokenizer): tests/tiny.py builds its tiny Whisper from it and `random-model` the tiny.en architecture.
     The marker file makes `bundled_model_dir()` take the folder as converted; it says the weights are absent."""
-    from lorakit.experiment.bundled import bundled_model_dir
+    from lorakit.experiment.convert_ct2_whisper import bundled_model_dir
 
     src = bundled_model_dir()
     out = dst / src.name

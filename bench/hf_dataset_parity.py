@@ -20,11 +20,12 @@ import datasets
 import numpy as np
 import torch
 
-from lorakit.config import RunConfig, project_root
+from lorakit.config import RunConfig
+from lorakit.env import project_root
 from lorakit.experiment.audio import load_audio
 from lorakit.experiment.evaluate import evaluate
-from lorakit.experiment.hf_input import read_input
-from lorakit.experiment.inputs import Inputs
+from lorakit.experiment.hf_datasets import read_input
+from lorakit.experiment.features import Inputs
 from lorakit.experiment.manifests import read_manifest
 from lorakit.experiment.models import load_model
 

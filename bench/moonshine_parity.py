@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from lorakit.experiment.audio import load_audio
-from lorakit.experiment.bundled_moonshine import BUNDLED_MOONSHINE, OrtReference, bundled_moonshine_dir, source_dir
-from lorakit.experiment.evaluate import normalize
+from lorakit.experiment.convert_ort_moonshine import BUNDLED_MOONSHINE, OrtReference, bundled_moonshine_dir, source_dir
+from lorakit.scoring import normalize
 from lorakit.experiment.manifests import read_manifest
 from lorakit.experiment.models import load_model
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import sys
 
-from lorakit.analysis.breakdown import normalize_term, read_terms, term_errors
+from lorakit.scoring import normalize_term
+from lorakit.analysis.breakdown import read_terms, term_errors
 from lorakit.analysis.runs import load_runs
-from lorakit.config import project_root
+from lorakit.env import project_root
 
 
 def misses(rows: list[dict], terms: list[str]) -> dict:

@@ -18,7 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, RunConfig, load_yaml, project_root
+from .config import ConfigError, RunConfig
+from .params import load_yaml
+from .env import project_root
 
 
 def parse_value(text: str) -> Any:
@@ -77,7 +79,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     code = run_search(args.search, trials=args.trials, jobs=args.jobs, storage=args.storage, analysis=not args.no_analysis,
                       ray_address=args.ray)
-    from .analysis.search import open_study, study_markdown
+    from .analysis.study_report import open_study, study_markdown
 
     search = load_search(args.search)
     print(study_markdown(open_study(args.storage or search.default_storage(), search.name)))
@@ -116,7 +118,7 @@ def cmd_real_speech(args: argparse.Namespace) -> int:
 
 
 def cmd_import_model(args: argparse.Namespace) -> int:
-    from .experiment.bundled import BUNDLED_NAME, bundled_model_dir, bundled_spec, convert
+    from .experiment.convert_ct2_whisper import BUNDLED_NAME, bundled_model_dir, bundled_spec, convert
 
     if args.src and bundled_spec(args.src) is None:
         print(convert(args.src, args.dst or Path(args.src).with_name(Path(args.src).name + "-hf")))

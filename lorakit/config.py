@@ -11,15 +11,15 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import re
 import types
-from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import yaml
+from .env import project_path, smoke_requested
+from .params import (HUB_PREFIX, MANIFEST_FIELDS, ConfigError, coerce, eval_step_list, is_hub_spec, is_regex, load_yaml,  # noqa: F401
+                     number_list, prompt_text)
 
 SCHEDULERS = ("linear", "cosine", "constant")
 INIT_LORA_WEIGHTS = (True, False, "gaussian", "orthogonal")  # peft inits that leave the base weights as they are
@@ -29,10 +29,6 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 ON_BAD = ("error", "skip")
 TRACKERS = ("none", "tensorboard", "mlflow", "wandb")  # accelerate's trackers a run can report to
 TASKS = ("transcribe", "translate")  # Whisper's two tasks
-
-
-class ConfigError(ValueError):
-    """A parameter is unknown, of the wrong type, or out of range. The message names it."""
 
 
 @dataclass(frozen=True)
@@ -115,7 +111,7 @@ class RunConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown parameter(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}")
-        return cls(**{k: _coerce(cls, k, v, source) for k, v in values.items()})
+        return cls(**{k: coerce(cls, k, v, source) for k, v in values.items()})
 
     @classmethod
     def from_namespace(cls, namespace: dict[str, Any]) -> "RunConfig":
@@ -160,17 +156,15 @@ class RunConfig:
 
     def config_hash(self) -> str:
         """Short hash of everything that shapes the result (not the run id, notes or output folder)."""
-        relevant = {k: v for k, v in self.to_dict().items() if k not in NOT_RESULT_FIELDS}
+        relevant = {k: v for k, v in self.to_dict().items() if k not in NAMING_FIELDS}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
     def changes_from(self, recorded: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
         """{parameter: (recorded value, this value)} for every parameter that shapes the result and
         differs from `recorded` (a run's config.json "config"); a parameter the record predates counts
         as its default."""
-        now = json.loads(json.dumps(self.to_dict(), default=str))  # compared as the record stores them
-        default = RunConfig().to_dict()
-        return {k: (recorded.get(k, default[k]), v) for k, v in now.items()
-                if k not in NOT_RESULT_FIELDS and recorded.get(k, default[k]) != v}
+        now, then = result_config(self.to_dict()), result_config(recorded)
+        return {k: (then.get(k), v) for k, v in now.items() if then.get(k) != v}
 
     def check_same_run(self, recorded: dict[str, Any] | None, folder: Path) -> None:
         """Refuse to continue (resume, or skip as finished) a run recorded in `folder` with another
@@ -197,33 +191,15 @@ class RunConfig:
     def eval_step_list(self) -> list[int]:
         """The steps at which the run evaluates (and checkpoints): `eval_steps` when given, else every
         `eval_interval`; always max_steps, so the last step's training is never lost."""
-        spec = self.eval_steps.strip()
-        if not spec:
-            steps = list(range(self.eval_interval, self.max_steps + 1, self.eval_interval))
-        elif spec.startswith("geometric:"):
-            steps = geometric_steps(_number_list(spec.removeprefix("geometric:"), "eval_steps", int), self.max_steps)
-        else:
-            steps = _number_list(spec, "eval_steps", int)
-        return sorted({*steps, self.max_steps})
+        return eval_step_list(self.eval_steps, self.eval_interval, self.max_steps)
 
     def prompt_text(self) -> str:
         """The prompt's text: `prompt` itself, or for "@path" the file's non-empty lines joined by ", " (a terms list)."""
-        if not self.prompt.startswith("@"):
-            return self.prompt.strip()
-        path = Path(self.prompt[1:]).expanduser()
-        path = path if path.is_absolute() else project_root() / path
-        try:
-            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-        except OSError as exc:
-            raise ConfigError(f"parameter 'prompt' = {self.prompt!r}: cannot read {path} ({exc.strerror or exc})") from None
-        terms = [line for line in lines if line]
-        if not terms:
-            raise ConfigError(f"parameter 'prompt' = {self.prompt!r}: {path} holds no terms")
-        return ", ".join(terms) + "."
+        return prompt_text(self.prompt)
 
     def scale_list(self) -> list[float]:
         """`adapter_scales` as numbers, largest first; 1.0 (the adapter as trained) is always among them."""
-        return sorted({1.0, *_number_list(self.adapter_scales, "adapter_scales", float)}, reverse=True)
+        return sorted({1.0, *number_list(self.adapter_scales, "adapter_scales", float)}, reverse=True)
 
     def target_module_list(self) -> list[str]:
         return [m.strip() for m in self.target_modules.split(",") if m.strip()]
@@ -240,8 +216,7 @@ class RunConfig:
         value = getattr(self, name)
         if not value:
             return None
-        p = Path(value).expanduser()
-        return p if p.is_absolute() else project_root() / p
+        return project_path(value)
 
     def input_spec(self, name: str) -> str | None:
         """A manifest parameter as the data reader takes it: `hf:<id>[:<split>]` as it is, else the absolute path."""
@@ -249,217 +224,24 @@ class RunConfig:
         return value if is_hub_spec(value) else (str(self.path(name)) if value else None)
 
     def columns(self) -> dict[str, str]:
-        """The column choice for manifests given as Hugging Face datasets (`hf_input.read_input`'s keywords)."""
+        """The column choice for manifests given as Hugging Face datasets (`hf_datasets.read_input`'s keywords)."""
         return {"audio_column": self.audio_column, "text_column": self.text_column, "speaker_column": self.speaker_column}
 
 
-HUB_PREFIX = "hf:"  # a manifest parameter naming a Hugging Face Hub dataset: hf:<id>[:<split>] (or hf:<id>:<config>:<split>)
-SAVED_DATASET_FILES = ("state.json", "dataset_dict.json")  # what save_to_disk writes into a Dataset / DatasetDict folder
-MANIFEST_FIELDS = ("train_manifest", "domain_manifest", "heldout_manifest", "replay_manifest", "domain_test_manifest",
-                   "heldout_test_manifest", "real_manifest")
-
-
-def is_hub_spec(value: str | os.PathLike) -> bool:
-    return isinstance(value, str) and value.startswith(HUB_PREFIX)
-
-
-def is_saved_dataset(path: str | os.PathLike) -> bool:
-    """A folder written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`."""
-    p = Path(path)
-    return p.is_dir() and any((p / f).is_file() for f in SAVED_DATASET_FILES)
-
-
-REGEX_CHARACTERS = frozenset("*+?[](){}|^$\\")  # a target_modules value holding one of these is a regex
-
-
-def is_regex(text: str) -> bool:
-    return any(c in REGEX_CHARACTERS for c in text)
-
-
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
-# name, describe or place a run; shape no number (a search trial's identity neither: a retried trial resumes its run)
-NOT_RESULT_FIELDS = ("run_id", "notes", "output_dir", "command", "report_to", "search_storage", "search_study", "search_trial")
-LIST_FIELDS = ("adapter_scales", "eval_steps")  # comma-separated strings that also accept a number or a list
+# THE fields that name, describe or place a run, or say where it reports: they shape no number (a search trial's
+# identity neither: a retried trial resumes its run). Runs that differ only in them are one experiment: seed groups,
+# sweep groups, plot legends, the config hash and the changed-config guard all read this one definition.
+NAMING_FIELDS = frozenset({"run_id", "notes", "output_dir", "command", "report_to", "search_storage", "search_study",
+                           "search_trial"})
 
 
-def format_lr(lr: float | None, exponent_digits: int = 1) -> str:
-    """A learning rate in exponent form: 1e-05 -> '1e-5', 0.00025 -> '2.5e-4' (the old team's table);
-    `exponent_digits=2` keeps Python's style ('5e-05'), which sweep run ids use."""
-    if lr is None:
-        return ""
-    mantissa, exponent = f"{lr:e}".split("e")
-    return f"{mantissa.rstrip('0').rstrip('.')}e{exponent if exponent_digits == 2 else int(exponent)}"
-
-
-# --- the environment: every variable lorakit reads is read here ----------------------------------
-def smoke_requested() -> bool:
-    """LORAKIT_SMOKE=1: notebooks build their config in the smoke profile (`RunConfig.smoke`)."""
-    return os.environ.get("LORAKIT_SMOKE") == "1"
-
-
-def cache_root() -> Path:
-    """Converted models, encoder outputs and baselines: $LORAKIT_CACHE, else `.cache/lorakit` in the repo."""
-    env = os.environ.get("LORAKIT_CACHE")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent / ".cache" / "lorakit"
-
-
-def launch_world_size() -> int:
-    """Processes of this run under `accelerate launch` / torchrun (1 when started plainly)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def launch_rank() -> int:
-    """This process's rank under `accelerate launch` / torchrun (0 when started plainly)."""
-    return int(os.environ.get("RANK", "0"))
-
-
-def visible_gpus_listed() -> list[str] | None:
-    """CUDA_VISIBLE_DEVICES as a list, None when unset (then every GPU torch sees is visible)."""
-    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
-    return None if listed is None else [g.strip() for g in listed.split(",") if g.strip()]
-
-
-PROGRESS_ENV = "LORAKIT_PROGRESS"  # "text": progress bars as text lines (a kernel whose output streams to a terminal)
-
-
-def progress_bar(*args: Any, **kwargs: Any):
-    """tqdm: text bars when this process's output streams to a terminal (`lorakit run` executing the
-    notebook sets LORAKIT_PROGRESS=text for its kernel), else tqdm.auto's choice (widgets in JupyterLab)."""
-    if os.environ.get(PROGRESS_ENV) == "text":
-        from tqdm.std import tqdm
-    else:
-        from tqdm.auto import tqdm
-    return tqdm(*args, **kwargs)
-
-
-@contextmanager
-def kernel_environment(**changes: str) -> Iterator[None]:
-    """Variables a kernel started inside the block inherits (a kernel takes this process's environment);
-    restored afterwards."""
-    before = {k: os.environ.get(k) for k in changes}
-    os.environ.update(changes)
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def child_environment(**changes: str) -> dict[str, str]:
-    """The environment for a child process (a run, a worker): this one's, with `changes` on top."""
-    return {**os.environ, **changes}
-
-
-def lorakit_environment() -> dict[str, str]:
-    """The LORAKIT_* variables, handed on to workers on other machines (Ray tasks)."""
-    return {k: v for k, v in os.environ.items() if k.startswith("LORAKIT_")}
-
-
-def project_root() -> Path:
-    """The folder holding `params/default.yaml`: $LORAKIT_ROOT, else the nearest one above the cwd.
-
-    Papermill runs notebooks from the caller's folder, nbmake and JupyterLab from the notebook's,
-    so relative paths in parameters resolve here rather than against whatever the cwd is.
-    """
-    env = os.environ.get("LORAKIT_ROOT")
-    if env:
-        return Path(env).resolve()
-    here = Path.cwd().resolve()
-    for candidate in (here, *here.parents):
-        if (candidate / "params" / "default.yaml").exists():
-            return candidate
-    return here
-
-
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_absolute() and not p.exists():
-        p = project_root() / p
-    if not p.exists():
-        raise ConfigError(f"parameter file not found: {path}")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of parameter: value, got {type(data).__name__}")
-    return data
-
-
-def geometric_steps(n: list[int], max_steps: int) -> list[int]:
-    """`geometric:N`: N steps ending at max_steps, each (rounded) half the next: 150, N=5 -> 9, 19, 38, 75, 150.
-    Denser at the start, where forgetting can happen within tens of steps at the default LR."""
-    if len(n) != 1 or n[0] < 1:
-        raise ConfigError(f"parameter 'eval_steps' = 'geometric:{','.join(map(str, n))}': expected geometric:N with N >= 1")
-    steps = sorted({math.floor(max_steps / 2**k + 0.5) for k in range(n[0])} - {0})
-    if len(steps) < n[0]:
-        raise ConfigError(f"parameter 'eval_steps' = 'geometric:{n[0]}': halving from max_steps ({max_steps}) gives only "
-                          f"{len(steps)} distinct steps; ask for at most that many")
-    return steps
-
-
-def _number_list(text: str, name: str, kind: type) -> list:
-    """'1.0, 0.5' -> [1.0, 0.5]; a ConfigError naming `name` when an item is not a `kind`."""
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    try:
-        return [kind(t) for t in items]
-    except ValueError:
-        raise ConfigError(f"parameter {name!r} = {text!r}: expected comma-separated {kind.__name__}s") from None
-
-
-def _coerce(cls: type, name: str, value: Any, source: str) -> Any:
-    """Accept what papermill and YAML produce (ints for floats, lists for target_modules); refuse the rest."""
-    expected = cls.__dataclass_fields__[name].type
-    bad = ConfigError(f"{source}: parameter {name!r} expects {expected}, got {value!r} ({type(value).__name__})")
-    if name == "init_lora_weights":
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        if isinstance(value, (bool, str)):
-            return value
-        raise bad
-    if name in LIST_FIELDS and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)  # papermill's `-p adapter_scales 0.5` and YAML's `eval_steps: 50` are one-item lists
-    if name in LIST_FIELDS and isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
-    if name == "target_modules" and isinstance(value, (list, tuple)):
-        if all(isinstance(v, str) for v in value):
-            return ",".join(value)
-        raise bad
-    if expected == "bool":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise bad
-    if expected == "int":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
-            raise bad
-        return int(value)
-    if expected == "float":
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, str):  # YAML reads "5e-5" (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                raise bad from None
-        if not isinstance(value, (int, float)):
-            raise bad
-        return float(value)
-    if expected == "str":
-        if value is None:
-            return ""
-        if not isinstance(value, str):
-            raise bad
-        return value
-    return value
-
-
+def result_config(values: dict[str, Any]) -> dict[str, Any]:
+    """What shapes a run's result, from a config as `RunConfig.to_dict()` gives it or a record's config.json
+    "config" holds it: the naming fields dropped, a parameter the record predates taken as its default, and
+    values as JSON stores them (so a recorded run and a live config compare equal)."""
+    merged = {**RunConfig().to_dict(), **values}
+    return json.loads(json.dumps({k: v for k, v in merged.items() if k not in NAMING_FIELDS}, sort_keys=True, default=str))
 def _validate(cfg: RunConfig) -> None:
     def need(condition: bool, name: str, why: str) -> None:
         if not condition:
@@ -470,7 +252,7 @@ def _validate(cfg: RunConfig) -> None:
     need(cfg.max_steps >= 1, "max_steps", "must be >= 1")
     need(1 <= cfg.eval_interval and (cfg.eval_interval <= cfg.max_steps or bool(cfg.eval_steps.strip())), "eval_interval",
          f"must be between 1 and max_steps ({cfg.max_steps})")  # unused when eval_steps is given
-    listed = _number_list(cfg.eval_steps, "eval_steps", int) if not cfg.eval_steps.strip().startswith("geometric:") else []
+    listed = number_list(cfg.eval_steps, "eval_steps", int) if not cfg.eval_steps.strip().startswith("geometric:") else []
     need(listed == sorted(set(listed)), "eval_steps", "must be ascending, each step once")
     need(all(1 <= s <= cfg.max_steps for s in cfg.eval_step_list()), "eval_steps", f"steps must be between 1 and max_steps ({cfg.max_steps})")
     need(cfg.scheduler in SCHEDULERS, "scheduler", f"must be one of {SCHEDULERS}")
@@ -563,20 +345,3 @@ def _check_init(value: Any) -> None:
                           "the run on the original model; lorakit refuses it. Use one of " + ", ".join(map(repr, INIT_LORA_WEIGHTS)))
     if value not in INIT_LORA_WEIGHTS or (value in (0, 1) and not isinstance(value, bool)):
         raise ConfigError(f"parameter 'init_lora_weights' = {value!r}: must be one of {', '.join(map(repr, INIT_LORA_WEIGHTS))}")
-
-
-def check_inputs_exist(cfg: RunConfig) -> None:
-    """Missing manifest files (or dataset folders) are parameter errors too: raise before any model loads.
-    A `hf:` dataset is checked when it is read (that may need the network)."""
-    for name in MANIFEST_FIELDS:
-        used = name != "replay_manifest" or cfg.replay_per_batch()
-        p = cfg.path(name) if used and not is_hub_spec(getattr(cfg, name)) else None
-        if p is not None and not p.exists():
-            hint = ("; `lorakit demo-data` writes the general-English replay set the defaults use, or set replay_ratio 0"
-                    if name == "replay_manifest" else "")
-            raise ConfigError(f"parameter {name!r}: manifest file not found: {p}{hint}")
-        if p is not None and p.is_dir() and not is_saved_dataset(p):
-            raise ConfigError(f"parameter {name!r}: {p} is a folder but not a dataset saved with save_to_disk "
-                              f"(none of {', '.join(SAVED_DATASET_FILES)} in it); give a JSONL manifest or such a folder")
-    if cfg.prompt:
-        cfg.prompt_text()  # an unreadable or empty "@path" prompt fails here, before any model loads

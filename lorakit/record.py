@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator
 
 from .config import RunConfig
 
@@ -258,30 +258,3 @@ SPLIT_KEYS = {  # eval set -> (baseline WER key, tuned WER key) in metrics.json 
 def delta_pts(base: float | None, tuned: float | None) -> float | None:
     """tuned - baseline WER in points (negative is better); None when either is missing."""
     return None if base is None or tuned is None else (tuned - base) * 100
-
-
-def utterance_errors(ref_norm: str, hyp_norm: str) -> dict:
-    """S/D/I of one normalized pair, as prediction rows store them (an empty reference makes every
-    hypothesis word an insertion)."""
-    import jiwer  # ~0.1 s; only the experiment's scoring and the analysis's breakdown need it
-
-    ref_words = len(ref_norm.split())
-    if ref_words == 0:
-        counts = {"ref_words": 0, "sub": 0, "del": 0, "ins": len(hyp_norm.split())}
-    else:
-        out = jiwer.process_words(ref_norm, hyp_norm)
-        counts = {"ref_words": ref_words, "sub": out.substitutions, "del": out.deletions, "ins": out.insertions}
-    return {**counts, "errors": counts["sub"] + counts["del"] + counts["ins"]}
-
-
-def markdown_table(rows: Iterable[dict], columns: Sequence[tuple[str, str]]) -> str:
-    """A GitHub Markdown table of `rows` under `columns` ((key, header) pairs); `|` and newlines inside
-    cells are escaped, None is an empty cell."""
-    def cell(v: Any) -> str:
-        return "" if v is None else str(v).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(h for _, h in columns) + " |",
-             "| " + " | ".join("---" for _ in columns) + " |"]
-    lines += ["| " + " | ".join(cell(r.get(k)) for k, _ in columns) + " |" for r in rows]
-    return "\n".join(lines)
-

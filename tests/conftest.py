@@ -29,11 +29,11 @@ def _isolated_cache(tmp_path_factory):
     """Encoder and baseline caches go to a per-session folder, except the converted bundled models,
     which are reused from the project cache (converting them again would only cost time). Yields the
     project cache, where `bundled_whisper_base` converts its model."""
-    from lorakit.config import cache_root
-    from lorakit.experiment import bundled
+    from lorakit.env import cache_root
+    from lorakit.experiment import convert_ct2_whisper
 
     project_cache = cache_root()
-    bundled_dir = bundled.bundled_model_dir()  # convert (or reuse) under the project cache first
+    bundled_dir = convert_ct2_whisper.bundled_model_dir()  # convert (or reuse) under the project cache first
     cache = tmp_path_factory.mktemp("lorakit_cache")
     os.environ["LORAKIT_CACHE"] = str(cache)
     (cache / bundled_dir.name).symlink_to(bundled_dir, target_is_directory=True)
@@ -45,10 +45,10 @@ def _isolated_cache(tmp_path_factory):
 def bundled_whisper_base(_isolated_cache) -> Path:
     """bundled:whisper-base, converted once per machine (or reused) under the project cache and linked
     into the session's cache, so every test of the session loads the same folder."""
-    from lorakit.config import cache_root
-    from lorakit.experiment import bundled
+    from lorakit.env import cache_root
+    from lorakit.experiment import convert_ct2_whisper
 
-    path = bundled.bundled_model_dir("bundled:whisper-base", root=_isolated_cache)
+    path = convert_ct2_whisper.bundled_model_dir("bundled:whisper-base", root=_isolated_cache)
     link = cache_root() / path.name
     if not link.exists():
         link.symlink_to(path, target_is_directory=True)

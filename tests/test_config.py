@@ -177,7 +177,7 @@ def test_the_smoke_profile_keeps_eval_steps_within_its_steps():
 
 def test_the_default_recipe_guards_against_forgetting_and_names_its_replay_set(tmp_path):
     """Issue 12's study chose replay 0.25 and the alpha grid as defaults; without the demo's replay set the error says how to get it."""
-    from lorakit.config import check_inputs_exist
+    from lorakit.params import check_inputs_exist
 
     cfg = RunConfig()
     assert cfg.replay_per_batch() == 2 and cfg.scale_list() == [1.0, 0.75, 0.5, 0.25]

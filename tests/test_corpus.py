@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from lorakit.config import PROGRESS_ENV
+from lorakit.env import PROGRESS_ENV
 from lorakit.demo import corpus
 from lorakit.demo import words as corpus_words
 

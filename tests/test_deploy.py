@@ -198,8 +198,8 @@ def test_long_real_speech_on_the_bundled_model(long_clip):
     """The bundled whisper-tiny.en on the 51-s concatenation of corpus clips: the whole text comes out."""
     path, text, _ = long_clip
     row = transcribe(model="bundled:whisper-tiny.en", inputs=[path], device="cpu", progress=False).rows[0]
-    from lorakit.experiment.evaluate import normalize
-    from lorakit.record import utterance_errors
+    from lorakit.scoring import normalize
+    from lorakit.scoring import utterance_errors
 
     errors = utterance_errors(normalize(text), normalize(row["hyp"]))
     wer = errors["errors"] / errors["ref_words"]
@@ -372,9 +372,9 @@ def test_bundled_tiny_en_short_run_every_form_decodes_like_the_adapter(small_cor
 
     from lorakit.deploy.export import export
     from lorakit.experiment.audio import load_audio
-    from lorakit.experiment.evaluate import normalize
+    from lorakit.scoring import normalize
     from lorakit.experiment.train import run
-    from lorakit.record import utterance_errors
+    from lorakit.scoring import utterance_errors
 
     cfg = RunConfig(model="bundled:whisper-tiny.en", train_manifest=str(small_corpus["train"]), domain_manifest=str(small_corpus["domain"]),
                     heldout_manifest=str(small_corpus["heldout"]), max_steps=4, eval_interval=4, batch_size=4, eval_batch_size=16,

@@ -20,7 +20,7 @@ from helpers import write_manifest
 from lorakit import RunConfig
 from lorakit.experiment.distributed import make_accelerator
 from lorakit.experiment.evaluate import evaluate
-from lorakit.experiment.inputs import Inputs
+from lorakit.experiment.features import Inputs
 from lorakit.experiment.manifests import read_manifest
 from lorakit.experiment.models import add_adapters, load_model, pick_autocast, pick_device, plan_targets
 from lorakit.experiment.train import make_optimizer, run, train_step

@@ -22,9 +22,9 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError(f"{{name}} is not in the base install")
 sys.meta_path.insert(0, Block())
 import lorakit, lorakit.cli, lorakit.launch.notebooks, lorakit.experiment.train, lorakit.demo.corpus
-import lorakit.experiment.bundled
-from lorakit.analysis import archive, breakdown, browser, hallucination, plots, runs, search, stats, matrix
-assert search.open_study("", "") is None and search.study_figures(None) == []
+import lorakit.experiment.convert_ct2_whisper
+from lorakit.analysis import archive, breakdown, browser, hallucination, plots, runs, stats, study_report, matrix
+assert study_report.open_study("", "") is None and study_report.study_figures(None) == []
 print("ok")
 """
 

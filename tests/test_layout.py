@@ -4,6 +4,7 @@ on the AST of every module, like the notebook rules: a forbidden import fails he
 from __future__ import annotations
 
 import ast
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,19 +13,27 @@ PACKAGE = Path(__file__).resolve().parent.parent / "lorakit"
 
 # side -> the sides it may import (besides itself). `cli` is the composition root: the command line is
 # the one module that knows every side, and no side imports it.
+# The ground floor, each module importing only those listed before it: env (every environment read),
+# params (the parameter language), config (RunConfig), record (the run record), scoring (normalizers,
+# error counts), display (progress, number formats, tables). Every side stands on it.
+GROUND = {"env", "params", "config", "record", "scoring", "display"}
 ALLOWED = {
-    "config": set(),
-    "record": {"config"},
-    "experiment": {"config", "record"},
-    "analysis": {"config", "record"},
-    "deploy": {"experiment", "config", "record"},
-    "launch": {"config", "record"},
-    "demo": {"config"},
-    "cli": {"config", "record", "experiment", "analysis", "deploy", "launch", "demo"},
+    "env": set(),
+    "scoring": set(),
+    "display": {"env"},
+    "params": {"env"},
+    "config": {"env", "params"},
+    "record": {"env", "params", "config"},
+    "experiment": GROUND,
+    "analysis": GROUND,
+    "deploy": {"experiment"} | GROUND,
+    "launch": GROUND,
+    "demo": {"env", "config", "display"},
+    "cli": {"experiment", "analysis", "deploy", "launch", "demo"} | GROUND,
     "__init__": {"config", "experiment", "analysis", "deploy"},
     "__main__": {"cli"},
 }
-NO_TORCH = {"analysis", "launch", "config", "record", "demo", "cli"}  # the analysis notebook starts in a second
+NO_TORCH = {"analysis", "launch", "demo", "cli"} | GROUND  # the analysis notebook starts in a second
 
 
 def side_of(path: Path, package: Path = PACKAGE) -> str:
@@ -73,7 +82,7 @@ def violations(package: Path = PACKAGE) -> list[str]:
 def test_the_sides_are_visible_from_the_folder_listing():
     assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and not p.name.startswith("__")} == {
         "experiment", "analysis", "deploy", "launch", "demo"}
-    assert {p.name for p in PACKAGE.glob("*.py")} == {"__init__.py", "__main__.py", "cli.py", "config.py", "record.py"}
+    assert {p.name for p in PACKAGE.glob("*.py")} == {"__init__.py", "__main__.py", "cli.py", *(f"{m}.py" for m in GROUND)}
 
 
 def test_imports_follow_one_direction():
@@ -89,8 +98,6 @@ def test_imports_follow_one_direction():
 ])
 def test_a_forbidden_import_is_reported(tmp_path, side, line, expected):
     """The checker itself: a copy of the package with one forbidden import added fails, naming it."""
-    import shutil
-
     copy = tmp_path / "lorakit"
     shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
     target = copy / "record.py" if side == "record" else copy / side / "added.py"
@@ -99,10 +106,10 @@ def test_a_forbidden_import_is_reported(tmp_path, side, line, expected):
     assert len(found) == 1 and found[0].endswith(expected), found
 
 
-def test_no_environment_reads_outside_config():
+def test_no_environment_reads_outside_env():
     offenders = []
     for path in sorted(PACKAGE.rglob("*.py")):
-        if path.name == "config.py":
+        if path.relative_to(PACKAGE).as_posix() == "env.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv") and getattr(node.value, "id", "") == "os":
@@ -117,3 +124,22 @@ def test_functions_fit_on_a_screen():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
                 long.append(f"{path.relative_to(PACKAGE.parent)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
     assert long == []
+
+
+def private_imports(package: Path = PACKAGE) -> list[str]:
+    """`from lorakit.x import _name` anywhere in the package (a private name crossing modules)."""
+    out = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("lorakit")):
+                out += [f"{path.relative_to(package.parent)}:{node.lineno}: {a.name}" for a in node.names
+                        if a.name.startswith("_") and not a.name.startswith("__")]
+    return out
+
+
+def test_no_private_name_crosses_a_module(tmp_path):
+    assert private_imports() == []
+    copy = tmp_path / "lorakit"  # the checker itself: one private import added is found
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "analysis" / "added.py").write_text("from .runs import _read_json\n")
+    assert private_imports(copy) == ["lorakit/analysis/added.py:1: _read_json"]

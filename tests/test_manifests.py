@@ -13,7 +13,8 @@ import soundfile as sf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lorakit.experiment.leakage import check_leakage, normalize_for_leakage
+from lorakit.experiment.leakage import check_leakage
+from lorakit.scoring import normalize_for_leakage
 from lorakit.experiment.manifests import (
     DurationFilter,
     MAX_REPORTED_BAD_LINES,

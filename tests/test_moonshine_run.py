@@ -11,7 +11,7 @@ import torch
 
 from helpers import cheap
 from lorakit import RunConfig
-from lorakit.experiment.inputs import Inputs
+from lorakit.experiment.features import Inputs
 from lorakit.experiment.manifests import read_manifest
 from lorakit.experiment.models import load_model
 from lorakit.experiment.train import run
@@ -69,7 +69,7 @@ def test_tiny_moonshine_runs_the_whole_protocol(tiny_cfg, moonshine_dir):
 def test_bundled_moonshine_tiny_learns_the_domain_through_run(tiny_cfg, small_corpus):
     """The converted Moonshine tiny on the small synthesized corpus: it hears (baseline WER well under 1),
     four LoRA steps lower the domain WER, and the best adapter reloads word for word."""
-    from lorakit.experiment.bundled_moonshine import BUNDLED_MOONSHINE
+    from lorakit.experiment.convert_ort_moonshine import BUNDLED_MOONSHINE
 
     cfg = {**tiny_cfg, "model": BUNDLED_MOONSHINE, "max_steps": 4, "eval_interval": 2, "batch_size": 4,
            "max_eval_utterances": 8, "max_new_tokens": 64, "verify_best": 4}

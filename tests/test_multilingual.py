@@ -66,7 +66,7 @@ def test_ct2_export_prompt_is_the_runs_language_task_and_text_prompt(name, langu
 @pytest.mark.slow
 @pytest.mark.parametrize("name,language,task,expected", PROMPTS)
 def test_labels_start_with_the_prompt_generation_forces(name, language, task, expected, bundled_whisper_base, real_speech):
-    from lorakit.experiment.inputs import Inputs
+    from lorakit.experiment.features import Inputs
     from lorakit.experiment.manifests import Utterance
     from lorakit.experiment.models import load_model
 

@@ -67,7 +67,7 @@ def test_a_bad_transcription_line_is_named_by_file_and_line(tmp_path):
 @pytest.mark.parametrize("name", sorted(WER_BOUNDS))
 def test_each_bundled_model_transcribes_real_speech_within_its_bound(name, real_speech, request):
     from lorakit.experiment.evaluate import evaluate
-    from lorakit.experiment.inputs import Inputs
+    from lorakit.experiment.features import Inputs
     from lorakit.experiment.manifests import read_manifest
     from lorakit.experiment.models import load_model
 

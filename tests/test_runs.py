@@ -10,6 +10,7 @@ import pytest
 
 from fixtures.records import RUNS, copy_runs
 from lorakit.analysis import archive, runs, stats
+from lorakit.env import project_path
 from lorakit.analysis import matrix as matrix_mod
 
 DORA, LORA, FAILED, INTERRUPTED, ARCHIVED = (
@@ -194,7 +195,7 @@ def test_write_matrix_is_one_call_from_a_runs_folder(runs_dir):
 
 
 def test_format_lr_matches_the_old_table():
-    from lorakit.config import format_lr
+    from lorakit.display import format_lr
 
     assert [format_lr(x) for x in (1e-5, 1e-4, 2e-4, 5e-5, 2.5e-4, None)] == [
         "1e-5", "1e-4", "2e-4", "5e-5", "2.5e-4", ""]
@@ -250,8 +251,8 @@ def test_sweep_groups_find_runs_differing_in_one_field(runs_dir):
 def test_notebook_paths_resolve_against_the_project_root(tmp_path, monkeypatch):
     monkeypatch.setenv("LORAKIT_ROOT", str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    assert runs.project_path("executed") == tmp_path.resolve() / "executed"
-    assert runs.project_path(tmp_path / "x") == tmp_path / "x"
+    assert project_path("executed") == tmp_path.resolve() / "executed"
+    assert project_path(tmp_path / "x") == tmp_path / "x"
 
 
 # --- issue 15: speaker blocks, probability of improvement, non-inferiority, hallucination columns ----

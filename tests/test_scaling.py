@@ -13,7 +13,7 @@ from lorakit import RunConfig
 from lorakit.config import ConfigError
 from lorakit.experiment import scaling
 from lorakit.experiment.evaluate import transcribe
-from lorakit.experiment.inputs import Inputs
+from lorakit.experiment.features import Inputs
 from lorakit.experiment.manifests import read_manifest
 from lorakit.experiment.models import add_adapters, load_model
 from lorakit.record import RunRecord

@@ -22,7 +22,7 @@ from helpers import project_env
 optuna = pytest.importorskip("optuna", reason="lorakit search needs the optional extra lorakit[search]")
 from optuna.trial import TrialState  # noqa: E402
 
-from lorakit.analysis.search import best_feasible, open_study as read_study, study_markdown  # noqa: E402
+from lorakit.analysis.study_report import best_feasible, open_study as read_study, study_markdown  # noqa: E402
 from lorakit.config import ConfigError  # noqa: E402
 from lorakit.launch.search import finished_trials, load_search, open_study, trial_outcome, worker  # noqa: E402
 from lorakit.record import write_json  # noqa: E402

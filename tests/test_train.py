@@ -13,7 +13,7 @@ from helpers import cheap
 from lorakit import RunConfig
 from lorakit.config import ConfigError
 from lorakit.experiment import checkpoint as ckpt
-from lorakit.experiment.inputs import Inputs
+from lorakit.experiment.features import Inputs
 from lorakit.experiment.manifests import read_manifest
 from lorakit.experiment.models import add_adapters, encoder_is_frozen, load_model, plan_targets
 from lorakit.experiment.train import make_optimizer, run, select_best, train_step
@@ -221,7 +221,7 @@ def test_best_adapter_is_verified_on_a_sample_and_a_mismatch_forces_a_full_pass(
 
 
 def test_baseline_cache_misses_when_manifest_preprocessing_or_generation_change(tiny_cfg, capsys):
-    from lorakit.experiment.inputs import Inputs
+    from lorakit.experiment.features import Inputs
     from lorakit.experiment.manifests import read_manifest
     from lorakit.experiment.baseline import shared_baseline
 
@@ -494,7 +494,7 @@ def test_batched_evaluation_equals_stock_batch_1_generate(small_corpus, tmp_path
     """lorakit's batched, length-sorted transcription (from features, and from the encoder-output cache)
     gives, clip for clip, what transformers' own generate gives one clip at a time. On the bundled
     whisper-tiny.en: the tiny random Whisper says the same few tokens whatever it hears."""
-    from lorakit.experiment.bundled import BUNDLED_NAME
+    from lorakit.experiment.convert_ct2_whisper import BUNDLED_NAME
     from lorakit.experiment.evaluate import transcribe
 
     sm = load_model(BUNDLED_NAME)
@@ -556,7 +556,7 @@ def test_prompt_only_is_the_base_model_with_the_prompt_against_the_base_model(ti
     plain base model, the reported "tuned" predictions are the same model prompted with the domain terms."""
     from lorakit.analysis.matrix import matrix_row
     from lorakit.analysis.runs import load_run
-    from lorakit.experiment.bundled import BUNDLED_NAME
+    from lorakit.experiment.convert_ct2_whisper import BUNDLED_NAME
     from lorakit.record import read_jsonl
 
     terms = Path(small_corpus["domain"]).parent / "terms.txt"

@@ -17,7 +17,7 @@ import torch
 def tiny_whisper(out: Path, seed: int = 0) -> Path:
     from transformers import WhisperConfig, WhisperForConditionalGeneration, WhisperProcessor
 
-    from lorakit.experiment.bundled import bundled_model_dir
+    from lorakit.experiment.convert_ct2_whisper import bundled_model_dir
 
     src = bundled_model_dir()
     torch.manual_seed(seed)

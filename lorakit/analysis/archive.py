@@ -8,7 +8,8 @@ import datetime as dt
 from pathlib import Path
 from typing import Iterable
 
-from ..record import markdown_table, write_json
+from ..display import markdown_table
+from ..record import write_json
 from .runs import PathLike, Run
 
 

@@ -8,7 +8,6 @@ Everything takes prediction rows as written in `predictions/<split>_<tag>.jsonl`
 from __future__ import annotations
 
 import html
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,8 @@ from typing import Callable, Sequence
 
 import jiwer
 
-from ..record import utterance_errors
+from ..display import format_value, html_table
+from ..scoring import normalize_term, utterance_errors
 from .clips import clip_view, resolve_audio
 from .runs import Run, select_runs
 from .stats import pair_predictions
@@ -193,11 +193,6 @@ def change_summary(changes: Sequence[dict]) -> dict:
 # Domain terms
 
 
-def normalize_term(text: str) -> str:
-    """Lowercase and strip punctuation, so "Amoxicillin-Clavulanate" matches the normalized refs."""
-    return " ".join(re.sub(r"[^\w']+", " ", text.lower()).split())
-
-
 def read_terms(path: str | Path | None, normalize: Callable[[str], str] = normalize_term) -> list[str]:
     """One term per line (blank lines and `#` comments skipped); [] when the file is absent."""
     if not path or not Path(path).is_file():
@@ -282,7 +277,7 @@ class RunBreakdown:
         return breakdown_html(self)
 
     def __repr__(self) -> str:
-        return f"RunBreakdown({self.run_id}, {self.split}: WER {_fmt(self.baseline['wer'])} -> {_fmt(self.tuned['wer'])})"
+        return f"RunBreakdown({self.run_id}, {self.split}: WER {format_value(self.baseline['wer'])} -> {format_value(self.tuned['wer'])})"
 
 
 def run_breakdown(run: Run, split: str = "domain", terms: Sequence[str] = (), top: int = 10,
@@ -367,30 +362,9 @@ def compare_runs_html(runs: Sequence[Run], run_ids: Sequence[str] | str, top: in
 # HTML rendering (plain tables; no pandas needed)
 
 
-def _fmt(v) -> str:
-    if v is None:
-        return ""
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
-
-
-def html_table(rows: Sequence[dict], columns: Sequence[tuple[str, str]], caption: str = "") -> str:
-    """A plain HTML table; values that render themselves (AlignedText, a clip's spectrogram or note:
-    anything with an `.html()` method) are embedded as their HTML, the rest escaped."""
-    head = "".join(f"<th style='text-align:left'>{html.escape(h)}</th>" for _, h in columns)
-    body = []
-    for r in rows:
-        cells = []
-        for k, _ in columns:
-            v = r.get(k)
-            cells.append(v.html() if hasattr(v, "html") else html.escape(_fmt(v)))
-        body.append("<tr>" + "".join(f"<td style='text-align:left'>{c}</td>" for c in cells) + "</tr>")
-    cap = f"<caption style='text-align:left'><b>{html.escape(caption)}</b></caption>" if caption else ""
-    return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
 def breakdown_html(b: RunBreakdown) -> str:
     s = b.summary()
-    counts = [{"predictions": tag, **{k: _fmt(c[k]) for k in ("sub", "del", "ins", "errors", "ref_words", "wer")}}
+    counts = [{"predictions": tag, **{k: format_value(c[k]) for k in ("sub", "del", "ins", "errors", "ref_words", "wer")}}
               for tag, c in (("baseline", b.baseline), ("tuned (best)", b.tuned))]
     moved = [c for c in b.changes if c["change"] != "same"]
     parts = [

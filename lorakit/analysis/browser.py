@@ -19,7 +19,8 @@ from typing import Sequence
 import ipywidgets as widgets
 from IPython.display import Audio
 
-from .breakdown import aligned, html_table, utterance_changes
+from .breakdown import aligned, utterance_changes
+from ..display import html_table
 from .clips import ClipNote, Spectrogram, clip_view, resolve_audio
 from .runs import Run, load_runs
 from .stats import PredictionMismatch

@@ -23,7 +23,7 @@ import soundfile as sf
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..config import project_root
+from ..env import project_root
 from .runs import Run
 
 PathLike = str | os.PathLike

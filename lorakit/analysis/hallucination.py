@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..record import markdown_table
+from ..display import markdown_table
 from .runs import Run
 
 LOOP_MIN_REPEATS = 4  # an n-gram repeated this many times in a row is a loop

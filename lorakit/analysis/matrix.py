@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ..config import format_lr
-from ..record import SPLIT_KEYS, delta_pts, markdown_table
+from ..display import format_lr
+from ..record import SPLIT_KEYS, delta_pts
+from ..display import markdown_table
 from .archive import write_archive
-from .runs import PathLike, Run, _config_key, _folder_date, load_runs
+from .runs import PathLike, Run, config_key, folder_date, load_runs
 from .hallucination import LOOP_MIN_REPEATS, RUNAWAY_RATIO, format_counts, run_hallucinations
 from .stats import (PredictionMismatch, block_bootstrap, guardrail_checks, heldout_ci_high, paired_bootstrap,
                     speakers_of, verdict)
@@ -68,7 +69,7 @@ def matrix_row(run: Run, n_resamples: int = 2000, seed: int = 0, loop_min_repeat
     if run.status == "failed" and run.metrics.get("error"):
         notes = f"{notes} Error: {run.metrics['error']}".strip()
     row = {
-        "run_id": run.run_id, "date": g("date") or _folder_date(run.path),
+        "run_id": run.run_id, "date": g("date") or folder_date(run.path),
         "command": g("command") or run.record.get("command"), "dataset": g("dataset"),
         "steps": g("steps") if run.metrics else (run.history[-1]["step"] if run.history else None),
         "lr": g("lr"), "manifest": g("manifest"), "baseline_wer": g("baseline_wer"),
@@ -78,7 +79,7 @@ def matrix_row(run: Run, n_resamples: int = 2000, seed: int = 0, loop_min_repeat
         "adapter": "none (prompt only)" if g("stop_reason") == "prompt_only" else (
             None if g("use_dora") is None else ("DoRA" if g("use_dora") else "LoRA")),
         "rank": g("lora_r"), "status": run.status, "error": None, "seed": g("seed"),
-        "config_key": _config_key(run.config, ignore={"seed"}), "reported_on": reported_on(run.metrics),
+        "config_key": config_key(run.config, ignore={"seed"}), "reported_on": reported_on(run.metrics),
         "real": real_speech(run.metrics),
     }
     for split, (base_key, tuned_key) in SPLIT_KEYS.items():

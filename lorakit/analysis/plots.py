@@ -15,10 +15,12 @@ from typing import Sequence
 
 from matplotlib.figure import Figure
 
-from ..config import format_lr
+from ..display import format_lr
 from .breakdown import RunBreakdown
 from .matrix import RunMatrix
-from .runs import NAMING_FIELDS, Run, load_run, project_path, select_runs
+from ..config import NAMING_FIELDS
+from ..env import project_path
+from .runs import Run, load_run, select_runs
 
 PathLike = str | os.PathLike
 

@@ -17,19 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ..config import project_root
+from ..config import NAMING_FIELDS, result_config
 from ..record import read_json, read_jsonl, read_metrics
 
 PathLike = str | os.PathLike
 
 STALE_AFTER_S = 3600.0  # a "running" record untouched this long is reported as interrupted
-
-
-def project_path(path: PathLike) -> Path:
-    """`path` if absolute, else relative to the project root (`config.project_root`), so notebook
-    parameters mean the same under papermill (cwd: repo) and nbmake/JupyterLab (cwd: notebooks/)."""
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else project_root() / p
 
 
 # --- loading a run record ---------------------------------------------------------------------
@@ -161,7 +154,7 @@ def load_runs(runs_dir: PathLike, run_ids: Sequence[str] | str | None = None,
             raise ValueError(f"{e} (no run record under {runs_dir})") from None
     if not include_archived:
         runs = active(runs)
-    return sorted(runs, key=lambda r: (str(r.get("date") or _folder_date(r.path)), r.run_id))
+    return sorted(runs, key=lambda r: (str(r.get("date") or folder_date(r.path)), r.run_id))
 
 
 def select_runs(runs: Sequence[Run], run_ids: Sequence[str] | str | None) -> list[Run]:
@@ -184,7 +177,7 @@ def _id_list(run_ids: Sequence[str] | str | None) -> list[str]:
     return [i.strip() for i in (run_ids or []) if i.strip()]
 
 
-def _folder_date(path: Path) -> str:
+def folder_date(path: Path) -> str:
     return dt.date.fromtimestamp(path.stat().st_mtime).isoformat()
 
 
@@ -201,13 +194,11 @@ def describe(runs: Sequence[Run], runs_dir: PathLike) -> str:
     return f"{len(runs)} run records under {runs_dir}: {parts}."
 
 
-NAMING_FIELDS = {"run_id", "notes"}  # name or describe a run; not part of what was tried
-
-
-def _config_key(config: dict, ignore: Iterable[str] = ()) -> str:
-    """The config as comparable text, without the naming fields and `ignore`."""
-    drop = NAMING_FIELDS | set(ignore)
-    return json.dumps({k: v for k, v in config.items() if k not in drop}, sort_keys=True, default=str)
+def config_key(config: dict, ignore: Iterable[str] = ()) -> str:
+    """The config as comparable text: what shapes the result (`config.result_config`: no naming field, a
+    parameter the record predates as its default), less `ignore`."""
+    drop = set(ignore)
+    return json.dumps({k: v for k, v in result_config(config).items() if k not in drop}, sort_keys=True, default=str)
 
 
 def sweep_groups(runs: Sequence[Run]) -> list[tuple[str, list[Run]]]:
@@ -219,7 +210,7 @@ def sweep_groups(runs: Sequence[Run]) -> list[tuple[str, list[Run]]]:
     for key in keys:
         by_rest: dict[str, list[Run]] = {}
         for r in with_config:
-            by_rest.setdefault(_config_key(r.config, ignore={key}), []).append(r)
+            by_rest.setdefault(config_key(r.config, ignore={key}), []).append(r)
         for members in by_rest.values():
             if len({json.dumps(r.config.get(key), default=str) for r in members}) > 1:
                 groups.append((key, sorted(members, key=lambda r: _sort_key(r.config.get(key)))))

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..config import result_config
 from ..record import SPLIT_KEYS, delta_pts
 
 _EPS_PTS = 1e-9  # float slack when comparing deltas with thresholds (0.0469-0.0449 != 0.2 pt)
@@ -213,7 +214,6 @@ def _noninferiority_verdict(row: dict, margin: float) -> str:
 
 
 # --- seed replicates ------------------------------------------------------------------------------
-NOT_CONFIG = ("seed", "run_id", "notes", "output_dir")  # what seed replicates may differ in
 WER_KEYS = tuple(k for pair in SPLIT_KEYS.values() for k in pair)
 
 
@@ -241,8 +241,8 @@ def _mean_sd(values: list[float]) -> tuple[float | None, float | None]:
 
 def aggregate_seeds(rows: Sequence[dict], min_domain_gain_pts: float = 1.0, max_heldout_regression_pts: float = 0.2,
                     min_seeds: int = 2) -> list[dict]:
-    """Seed replicates aggregated: finished runs whose configuration is identical except seed, run_id,
-    notes and output_dir form a group; each group gets mean and sd (sample, n-1) of each WER and of
+    """Seed replicates aggregated: finished runs whose configuration is identical except seed and the
+    fields that name a run (`config.NAMING_FIELDS`: run_id, command, notes...) form a group; each group gets mean and sd (sample, n-1) of each WER and of
     the domain/heldout deltas in points, every seed's verdict, and an overall verdict: accept when
     every seed accepts, reject when any rejects, inconclusive otherwise.
 
@@ -254,7 +254,7 @@ def aggregate_seeds(rows: Sequence[dict], min_domain_gain_pts: float = 1.0, max_
     for row in rows:
         if row.get("status", "finished") != "finished":
             continue
-        config = {k: v for k, v in _config_of(row).items() if k not in NOT_CONFIG}
+        config = {k: v for k, v in result_config(_config_of(row)).items() if k != "seed"}
         groups.setdefault(json.dumps(config, sort_keys=True, default=str), []).append(row)
     out = []
     for key, members in groups.items():

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from ..config import progress_bar
+from ..display import progress_bar
 from . import words as W
 
 SAMPLE_RATE = 16_000  # Hz, the rate every written clip has

@@ -30,7 +30,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from ..config import progress_bar, project_root
+from ..display import progress_bar
+from ..env import project_root
 
 SAMPLE_RATE = 16000  # Hz, what every model here takes
 BUILDER_VERSION = 1  # bump when clips or texts change, so an old build is redone

@@ -122,10 +122,12 @@ def load_ct2(path: str | Path, threads: int | None = None, device: str = "cpu") 
     pre_path = path / "preprocessing.json"
     if not (path / "model.bin").exists() or not pre_path.exists():
         raise TranscribeError(f"{path}: not a lorakit CTranslate2 export (needs model.bin and preprocessing.json)")
-    prompt = read_json(pre_path).get("prompt_tokens")
+    pre = read_json(pre_path)
+    prompt = pre.get("prompt_tokens")
     if not prompt:
         raise TranscribeError(f"{pre_path}: field 'prompt_tokens' is missing or empty (re-export with --to ct2)")
     model = ct2.models.Whisper(str(path), device=device, compute_type="default",
                                intra_threads=int(threads or torch.get_num_threads()), inter_threads=1)
     processor = WhisperProcessor.from_pretrained(str(path))
-    return CT2SpeechModel(model=model, processor=processor, family="whisper", name=str(path), path=str(path), prompt=list(prompt))
+    return CT2SpeechModel(model=model, processor=processor, family="whisper", name=str(path), path=str(path), prompt=list(prompt),
+                          language=str(pre.get("language") or "en"), task=str(pre.get("task") or "transcribe"))

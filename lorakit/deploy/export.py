@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..record import atomic_folder, now, read_json, write_json
 from ..experiment.audio import SAMPLE_RATE
-from ..experiment.inputs import PREPROCESSING_VERSION
+from ..experiment.features import PREPROCESSING_VERSION
 from ..experiment.models import model_family, prompt_token_ids, resolve_model
 from . import ct2
 from .parity import parity_report

@@ -18,11 +18,13 @@ from pathlib import Path
 
 import torch
 
-from ..config import is_hub_spec, project_root
-from ..record import atomic_write_text, markdown_table, now, write_json
+from ..params import is_hub_spec
+from ..env import project_root
+from ..record import atomic_write_text, now, write_json
+from ..display import markdown_table
 from ..experiment.batches import subset
 from ..experiment.evaluate import score
-from ..experiment.hf_input import read_input
+from ..experiment.hf_datasets import read_input
 from ..experiment.manifests import Utterance
 from ..experiment.models import SpeechModel, load_model, pick_autocast, pick_device
 from . import ct2
@@ -60,7 +62,7 @@ def _decode_form(sm: SpeechModel, sets: dict[str, list[Utterance]], src: Source,
         hyps, _ = decode_utterances(sm, utts, src.rms_target, src.max_new_tokens, src.batch_size, device, autocast, progress=False)
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
         # CPU seconds of this process (every thread, CTranslate2's too) hardly move when other programs share the cores
-        out[name] = {"result": score(utts, hyps), "utt_per_s": len(utts) / max(seconds, 1e-9),
+        out[name] = {"result": score(utts, hyps, sm.text_language), "utt_per_s": len(utts) / max(seconds, 1e-9),
                      "utt_per_cpu_s": len(utts) / max(cpu_seconds, 1e-9)}
     return out
 

@@ -27,13 +27,16 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from ..config import RunConfig, is_hub_spec, project_root, progress_bar as tqdm
+from ..config import RunConfig
+from ..params import is_hub_spec
+from ..env import project_root
+from ..display import progress_bar as tqdm
 from ..record import atomic_write_text, read_json, read_metrics, write_jsonl
 from ..experiment.audio import RMS_TARGET, load_audio, rms_normalize
 from ..experiment.batches import eval_batches
 from ..experiment.checkpoint import BEST
 from ..experiment.evaluate import score
-from ..experiment.hf_input import is_dataset_spec, read_input
+from ..experiment.hf_datasets import is_dataset_spec, read_input
 from ..experiment.manifests import Utterance
 from ..experiment.models import SpeechModel, load_model, pick_autocast, pick_device
 
@@ -219,12 +222,12 @@ def long_form_mode(sm: SpeechModel, requested: str = "auto") -> str:
 
 def _decode_long_form(sm: SpeechModel, x: np.ndarray, device: torch.device, autocast) -> str:
     """Whisper's sequential long-form decoding of a whole clip (greedy, timestamps on, then dropped)."""
-    from ..experiment.models import _quiet_transformers
+    from ..experiment.models import quiet_transformers
 
     fe = sm.processor.feature_extractor
     with torch.autocast("cpu", enabled=False):
         f = fe([x], sampling_rate=sm.sampling_rate, return_tensors="pt", truncation=False, padding="longest", return_attention_mask=True)
-    with torch.no_grad(), _quiet_transformers(), torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+    with torch.no_grad(), quiet_transformers(), torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
         ids = sm.model.generate(input_features=f.input_features.to(device), attention_mask=f.attention_mask.to(device),
                                 return_timestamps=True, num_beams=1, do_sample=False)
     return " ".join(sm.decode(ids))
@@ -282,9 +285,9 @@ class Transcription:
         return len(self.rows) / max(self.seconds, 1e-9)
 
 
-def _rows(utts: list[Utterance], hyps: list[str], windows: dict[str, int]) -> tuple[list[dict], dict | None]:
+def _rows(utts: list[Utterance], hyps: list[str], windows: dict[str, int], language: str = "en") -> tuple[list[dict], dict | None]:
     with_text = [i for i, u in enumerate(utts) if u.text]
-    scored = score([utts[i] for i in with_text], [hyps[i] for i in with_text]) if with_text else None
+    scored = score([utts[i] for i in with_text], [hyps[i] for i in with_text], language) if with_text else None
     by_index = dict(zip(with_text, scored.rows)) if scored else {}
     rows = []
     for i, (u, hyp) in enumerate(zip(utts, hyps)):
@@ -312,7 +315,7 @@ def transcribe(model: str | None = None, adapter: str | Path | None = None, inpu
     started = time.perf_counter()
     hyps, windows = decode_utterances(sm, utts, src.rms_target, src.max_new_tokens, batch_size or src.batch_size, dev,
                                       pick_autocast(precision or src.precision, dev), window_s, progress, long_form)
-    rows, summary = _rows(utts, hyps, windows)
+    rows, summary = _rows(utts, hyps, windows, sm.text_language)
     result = Transcription(rows, summary, src.describe(), time.perf_counter() - started)
     if output is not None:
         write_output(rows, Path(output), fmt)

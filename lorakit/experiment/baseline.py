@@ -8,11 +8,13 @@ import hashlib
 import json
 from pathlib import Path
 
-from ..config import RunConfig, cache_root
+from ..config import RunConfig
+from ..env import cache_root
 from ..record import read_jsonl, write_jsonl
 from .distributed import broadcast, evaluate_all
-from .evaluate import NORMALIZER_VERSION, EvalResult
-from .inputs import Inputs, compute_fingerprint, preprocessing_fingerprint, tensor_fingerprint
+from ..scoring import normalizer_name
+from .evaluate import EvalResult
+from .features import Inputs, compute_fingerprint, preprocessing_fingerprint, tensor_fingerprint
 from .manifests import Utterance
 from .models import SpeechModel
 
@@ -33,7 +35,7 @@ def baseline_key(sm: SpeechModel, manifest_sha: str, utt_ids: list[str], rms_tar
         "preprocessing": preprocessing_fingerprint(sm, rms_target),
         "generation": {**sm.base.generation_config.to_diff_dict(), "max_new_tokens": max_new_tokens,
                        **({"prompt_ids": sm.prompt_ids.tolist()} if sm.prompt_ids is not None else {})},
-        "normalizer": NORMALIZER_VERSION,
+        "normalizer": normalizer_name(sm.text_language),
         "compute": compute_fingerprint(device_type, autocast),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]

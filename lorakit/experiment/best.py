@@ -10,7 +10,7 @@ from . import checkpoint as ckpt
 from .batches import subset
 from .distributed import evaluate_all
 from .evaluate import EvalResult
-from .inputs import Inputs, make_inputs
+from .features import Inputs, make_inputs
 from .models import SpeechModel, encoder_is_frozen, load_model
 from .prepare import Splits
 

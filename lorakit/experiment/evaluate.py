@@ -1,40 +1,22 @@
 """Evaluation: batched greedy transcription with the adapters active, and normalized WER.
 
-Both sides are normalized with Whisper's English normalizer before scoring -- including its
-British->American spelling table, which transformers' class leaves empty unless given one; we pass
-the table shipped by `whisper-normalizer`. WER is corpus-level (jiwer), with S/D/I counts, and every
-utterance's reference, hypothesis and error counts are kept.
+Both sides are normalized for the language of the text (`scoring.normalize`: Whisper's English rules
+for English, its basic rules otherwise) before scoring. WER is corpus-level (jiwer), with S/D/I
+counts, and every utterance's reference, hypothesis and error counts are kept.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import torch
 
-from ..config import progress_bar as tqdm
-from ..record import utterance_errors
+from ..display import progress_bar as tqdm
+from ..scoring import normalize, utterance_errors
 from .batches import eval_batches
-from .inputs import Inputs
+from .features import Inputs
 from .manifests import Utterance
 from .models import SpeechModel
-
-NORMALIZER_VERSION = "whisper-english+spelling-1"
-
-
-@lru_cache(maxsize=1)
-def _normalizer():
-    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
-    from whisper_normalizer.english import EnglishSpellingNormalizer
-
-    return EnglishTextNormalizer(EnglishSpellingNormalizer().mapping)
-
-
-def normalize(text: str) -> str:
-    """Whisper's English normalization: case, punctuation, numbers, spelling (colour -> color)."""
-    return " ".join(_normalizer()(text).split())
-
 
 @dataclass
 class EvalResult:
@@ -57,10 +39,11 @@ class EvalResult:
         return {"wer": self.wer, "sub": self.count("sub"), "del": self.count("del"), "ins": self.count("ins"), "ref_words": self.ref_words, "n": len(self.rows)}
 
 
-def score(utts: list[Utterance], hyps: list[str]) -> EvalResult:
+def score(utts: list[Utterance], hyps: list[str], language: str = "en") -> EvalResult:
+    """Each pair normalized for `language` (the language of the text: the run's, or English when translating)."""
     rows = []
     for u, hyp in zip(utts, hyps):
-        ref_norm, hyp_norm = normalize(u.text), normalize(hyp)
+        ref_norm, hyp_norm = normalize(u.text, language), normalize(hyp, language)
         rows.append({"id": u.id, "audio_filepath": u.audio_filepath, "speaker_id": u.speaker_id, "ref": u.text, "hyp": hyp,
                      "ref_norm": ref_norm, "hyp_norm": hyp_norm, **utterance_errors(ref_norm, hyp_norm)})
     return EvalResult(rows)
@@ -89,4 +72,4 @@ def transcribe(sm: SpeechModel, utts: list[Utterance], inputs: Inputs, batch_siz
 
 def evaluate(sm: SpeechModel, utts: list[Utterance], inputs: Inputs, batch_size: int, max_new_tokens: int,
              desc: str = "evaluate", autocast: torch.dtype | None = None) -> EvalResult:
-    return score(utts, transcribe(sm, utts, inputs, batch_size, max_new_tokens, desc, autocast))
+    return score(utts, transcribe(sm, utts, inputs, batch_size, max_new_tokens, desc, autocast), sm.text_language)

@@ -5,25 +5,15 @@ counts and examples, and the run prints them as a warning.
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import progress_bar
+from ..display import progress_bar
+from ..scoring import normalize_for_leakage
 from .audio import audio_sha256
 from .manifests import Utterance
 
 MAX_EXAMPLES = 5  # per eval set, enough to see what leaked without flooding the record
-
-
-def normalize_for_leakage(text: str) -> str:
-    """Lowercase, drop apostrophes, turn other punctuation into spaces, collapse whitespace:
-    "Don't  stop!" and "dont stop" count as the same sentence."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    text = re.sub(r"['’`]", "", text)
-    text = re.sub(r"[^\w\s]|_", " ", text)
-    return " ".join(text.split())
 
 
 @dataclass(frozen=True)

@@ -111,7 +111,7 @@ class Manifest:
     utterances: list[Utterance]
     skipped: list[tuple[int, str]] = field(default_factory=list)  # (line, reason)
     n_lines: int = 0  # non-blank lines read (a dataset's rows)
-    unit: Literal["line", "row"] = "line"  # "row": read from a Hugging Face dataset (`hf_input.py`)
+    unit: Literal["line", "row"] = "line"  # "row": read from a Hugging Face dataset (`hf_datasets.py`)
 
     def __len__(self) -> int:
         return len(self.utterances)

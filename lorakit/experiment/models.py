@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .bundled import OTHER_BUNDLED, bundled_model_dir, bundled_spec
+from .convert_ct2_whisper import OTHER_BUNDLED, bundled_model_dir, bundled_spec
 
 
 def prompt_token_ids(processor, text: str, max_target_positions: int) -> tuple[list[int], int]:
@@ -37,6 +37,8 @@ class SpeechModel:
     path: str  # resolved local path or hub id
     decoder_prompt: tuple[int, ...] = ()  # Whisper: the tokens generation starts the decoder with (`configure_whisper_generation`)
     prompt_ids: torch.Tensor | None = None  # Whisper: previous-text prompt (<|startofprev|> ...) fed to every generation
+    language: str = "en"  # the spoken language it decodes (the run's `language`)
+    task: str = "transcribe"  # transcribe | translate
 
     def set_prompt(self, text: str) -> dict:
         """Feed `text` as Whisper's previous-text prompt (`prompt_ids`) to every generation from now on; "" removes it.
@@ -51,6 +53,11 @@ class SpeechModel:
         self.prompt_ids = torch.tensor(ids).to(self.base.device)
         used = self.processor.tokenizer.decode(ids[1:], skip_special_tokens=True)
         return {"text": used, "tokens": len(ids) - 1, "cut_from_tokens": uncut - 1 if uncut > len(ids) else None}
+
+    @property
+    def text_language(self) -> str:
+        """The language of the text it writes, which WER is normalized for: English when translating."""
+        return "en" if self.task == "translate" else self.language
 
     @property
     def sampling_rate(self) -> int:
@@ -118,7 +125,7 @@ class SpeechModel:
     @torch.no_grad()
     def generate(self, inputs: dict[str, torch.Tensor], max_new_tokens: int, encoder_hidden: torch.Tensor | None = None) -> torch.Tensor:
         """Greedy decoding with whatever adapters are injected, active (never merged or unwrapped)."""
-        with _quiet_transformers():  # per-batch notices (max_length vs max_new_tokens, no attention mask) drown the output
+        with quiet_transformers():  # per-batch notices (max_length vs max_new_tokens, no attention mask) drown the output
             return self._generate(inputs, max_new_tokens, encoder_hidden)
 
     def _generate(self, inputs: dict[str, torch.Tensor], max_new_tokens: int, encoder_hidden: torch.Tensor | None) -> torch.Tensor:
@@ -154,7 +161,7 @@ class SpeechModel:
 
 
 @contextmanager
-def _quiet_transformers():
+def quiet_transformers():
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
@@ -214,7 +221,8 @@ def load_model(name: str, device: torch.device | str = "cpu", dtype: torch.dtype
     elif task != "transcribe":
         raise ValueError(f"model {name!r} (Moonshine) only transcribes: parameter 'task' = {task!r} needs a multilingual Whisper")
     model.to(device)
-    return SpeechModel(model=model, processor=processor, family=family, name=name, path=path, decoder_prompt=prompt)
+    return SpeechModel(model=model, processor=processor, family=family, name=name, path=path, decoder_prompt=prompt,
+                       language=language, task=task)
 
 
 def is_multilingual_whisper(gc, config) -> bool:

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import ConfigError, RunConfig, progress_bar
+from ..config import ConfigError, RunConfig
+from ..display import progress_bar
 from .audio import AudioError, load_audio
 from .batches import subset
 from .leakage import check_leakage
-from .hf_input import read_input
+from .hf_datasets import read_input
 from .manifests import Manifest, ManifestError, Utterance, filter_by_duration
 from .models import SpeechModel
 

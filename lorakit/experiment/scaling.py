@@ -26,7 +26,7 @@ from ..config import RunConfig
 from ..record import RunRecord, read_json
 from . import checkpoint as ckpt
 from .best import evaluate_step, select_best
-from .inputs import Inputs
+from .features import Inputs
 from .models import SpeechModel
 from .prepare import Splits
 

@@ -24,8 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import ConfigError, RunConfig, check_inputs_exist, progress_bar as tqdm, project_root
-from ..record import RunRecord, git_sha, markdown_table, now, recorded_config, run_command, today, versions, write_json
+from ..config import ConfigError, RunConfig
+from ..params import check_inputs_exist
+from ..display import progress_bar as tqdm
+from ..env import project_root
+from ..record import RunRecord, git_sha, now, recorded_config, run_command, today, versions, write_json
+from ..display import markdown_table
 from . import checkpoint as ckpt
 from .baseline import shared_baseline
 from .batches import mixed_batches
@@ -33,7 +37,7 @@ from . import scaling
 from .best import evaluate_step, reevaluate_best, select_best
 from .distributed import FollowerRecord, broadcast, evaluate_all, make_accelerator
 from .evaluate import EvalResult
-from .inputs import Inputs, make_inputs, tensor_fingerprint
+from .features import Inputs, make_inputs, tensor_fingerprint
 from .manifests import Utterance
 from .models import SpeechModel, TargetPlan, add_adapters, load_model, pick_autocast, pick_device, plan_targets
 from .prepare import Splits, prepare_data

@@ -15,8 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..config import PROGRESS_ENV, ConfigError, RunConfig, kernel_environment, launch_rank, project_root, smoke_requested
-from ..record import markdown_table, read_metrics, recorded_config, run_status
+from ..env import PROGRESS_ENV, kernel_environment, launch_rank, project_root, smoke_requested
+from ..config import ConfigError, RunConfig
+from ..display import markdown_table
+from ..record import read_metrics, recorded_config, run_status
 
 
 def execute(params: dict[str, Any], run_id: str, force: bool = False, quiet: bool = False, command: str | None = None) -> str:

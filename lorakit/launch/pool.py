@@ -14,8 +14,9 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from ..config import (ConfigError, RunConfig, child_environment, lorakit_environment, progress_bar, project_root,
-                      visible_gpus_listed)
+from ..config import ConfigError, RunConfig
+from ..env import child_environment, lorakit_environment, project_root, visible_gpus_listed
+from ..display import progress_bar
 from ..record import run_status
 from .notebooks import execute
 
@@ -140,7 +141,7 @@ def _ray_task(command: list[str], root: str, env: dict[str, str], folder: str) -
     this task via CUDA_VISIBLE_DEVICES); returns (status, exit code, last lines of output)."""
     import subprocess as sp
 
-    from lorakit.config import child_environment
+    from lorakit.env import child_environment
     from lorakit.record import run_status
 
     proc = sp.run(command, cwd=root, env=child_environment(**env), capture_output=True, text=True)

@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config import ConfigError, RunConfig, check_inputs_exist, load_yaml
+from ..config import ConfigError, RunConfig
+from ..params import check_inputs_exist, load_yaml
 from ..record import delta_pts, read_metrics
 from .notebooks import execute, execute_analysis
 from .pool import JobSlots, RaySlots, SweepRun, Tally, say

@@ -31,8 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError, RunConfig, check_inputs_exist, format_lr, load_yaml
-from ..record import SPLIT_KEYS, markdown_table, read_metrics, run_status
+from ..config import ConfigError, RunConfig
+from ..params import check_inputs_exist, load_yaml
+from ..display import format_lr
+from ..record import SPLIT_KEYS, read_metrics, run_status
+from ..display import markdown_table
 from .notebooks import execute_analysis
 from .pool import SweepRun, run_parallel, run_ray, run_sequential
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from lorakit.experiment import bundled_moonshine as bm
+from lorakit.experiment import convert_ort_moonshine as bm
 from lorakit.experiment.audio import load_audio
 
 pytest.importorskip("onnxruntime")

@@ -27,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import cache_root, progress_bar
+from ..env import cache_root
+from ..display import progress_bar
 from ..record import atomic_folder
-from .bundled_moonshine import BUNDLED_MOONSHINE, bundled_moonshine_dir
+from .convert_ort_moonshine import BUNDLED_MOONSHINE, bundled_moonshine_dir
 
 CONVERTER_VERSION = 1  # bump when the output layout changes, so caches are rebuilt
 

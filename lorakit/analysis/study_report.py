@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from matplotlib.figure import Figure
 
-from ..record import markdown_table
+from ..display import markdown_table
 
 
 def open_study(storage: str, name: str):

@@ -25,7 +25,8 @@ from typing import Any, Literal
 
 import soundfile as sf
 
-from ..config import HUB_PREFIX, cache_root, is_hub_spec, is_saved_dataset, project_root
+from ..params import HUB_PREFIX, is_hub_spec, is_saved_dataset
+from ..env import cache_root, project_root
 from ..record import atomic_file
 from .manifests import Manifest, ManifestError, Utterance, file_duration, finish_manifest, listed_duration, read_manifest
 

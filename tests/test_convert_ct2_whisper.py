@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from lorakit.experiment import bundled
+from lorakit.experiment import convert_ct2_whisper
 
 
 @pytest.fixture(scope="module")
 def converted():
     from transformers import WhisperForConditionalGeneration
 
-    path = bundled.bundled_model_dir()
+    path = convert_ct2_whisper.bundled_model_dir()
     return path, WhisperForConditionalGeneration.from_pretrained(path).eval()
 
 
@@ -25,7 +25,7 @@ def assert_every_tensor_is_its_source(model, source: dict) -> dict:
     """Every weight of the converted Whisper equals its CTranslate2 source tensor (float16 widened
     exactly), and the output projection is tied to the token embedding, as in the CTranslate2 alias.
     Returns the mapped source tensors."""
-    mapped = bundled.ct2_to_hf_state_dict(source)
+    mapped = convert_ct2_whisper.ct2_to_hf_state_dict(source)
     state = model.state_dict()
     assert set(mapped) | {"proj_out.weight"} == set(state)
     for name, array in mapped.items():
@@ -36,7 +36,7 @@ def assert_every_tensor_is_its_source(model, source: dict) -> dict:
 
 def test_every_converted_tensor_equals_its_source(converted):
     _, model = converted
-    source = bundled.read_ct2_model(bundled.source_dir() / "model.bin")
+    source = convert_ct2_whisper.read_ct2_model(convert_ct2_whisper.source_dir() / "model.bin")
     mapped = assert_every_tensor_is_its_source(model, source)
     # fused q/k/v were split on the output axis: q is the first third, v the last
     fused = source["encoder/layer_0/self_attention/linear_0/weight"]
@@ -50,14 +50,14 @@ def test_reader_rejects_a_foreign_file(tmp_path):
     bad = tmp_path / "model.bin"
     bad.write_bytes(b"\x05\x00\x00\x00garbage")
     with pytest.raises(ValueError, match="version 5"):
-        bundled.read_ct2_model(bad)
+        convert_ct2_whisper.read_ct2_model(bad)
 
 
 def test_conversion_is_cached(converted):
     path, _ = converted
     marker = path / "lorakit_bundled.json"
     before = marker.stat().st_mtime_ns
-    assert bundled.bundled_model_dir() == path
+    assert convert_ct2_whisper.bundled_model_dir() == path
     assert marker.stat().st_mtime_ns == before
 
 
@@ -70,17 +70,17 @@ def test_generation_config_is_english_without_timestamps(converted):
 
 
 def test_bundled_model_transcribes_a_flite_recording(tmp_path):
-    from lorakit.experiment.evaluate import normalize
+    from lorakit.scoring import normalize
     from lorakit.experiment.manifests import read_manifest
     from lorakit.experiment.models import load_model
-    from lorakit.experiment.inputs import Inputs
+    from lorakit.experiment.features import Inputs
 
     sentence = "The weather is nice today, so we should take a walk in the park."
     wav = tmp_path / "slt.wav"
     subprocess.run(["flite", "-voice", "slt", "-t", sentence, "-o", str(wav)], check=True)
     (tmp_path / "m.jsonl").write_text('{"audio_filepath": "slt.wav", "text": "%s"}\n' % sentence)
     utts = read_manifest(tmp_path / "m.jsonl").utterances
-    sm = load_model(bundled.BUNDLED_NAME)
+    sm = load_model(convert_ct2_whisper.BUNDLED_NAME)
     from lorakit.experiment.evaluate import evaluate
 
     result = evaluate(sm, utts, Inputs(sm, 0.075, None, torch.device("cpu")), batch_size=1, max_new_tokens=64)
@@ -95,7 +95,7 @@ BASE = "bundled:whisper-base"
 
 @pytest.fixture(scope="module")
 def base_source():
-    return bundled.read_ct2_model(*bundled.source_parts(BASE))
+    return convert_ct2_whisper.read_ct2_model(*convert_ct2_whisper.source_parts(BASE))
 
 
 def test_every_converted_whisper_base_tensor_equals_its_source(bundled_whisper_base, base_source):
@@ -113,11 +113,11 @@ def test_every_converted_whisper_base_tensor_equals_its_source(bundled_whisper_b
 
 
 def test_whisper_base_pieces_must_be_joined_in_order():
-    first, second = bundled.source_parts(BASE)
+    first, second = convert_ct2_whisper.source_parts(BASE)
     with pytest.raises(ValueError, match=r"model\.bin\.part2 \+ .*model\.bin\.part1: CTranslate2 model format version"):
-        bundled.read_ct2_model(second, first)
+        convert_ct2_whisper.read_ct2_model(second, first)
     with pytest.raises(ValueError, match=r"model\.bin\.part1: variable .* the file ends at .*pieces missing"):
-        bundled.read_ct2_model(first)
+        convert_ct2_whisper.read_ct2_model(first)
 
 
 def test_whisper_base_generation_config_is_multilingual(bundled_whisper_base):
@@ -137,4 +137,4 @@ def test_bundled_names_and_aliases_resolve_to_their_own_folders(bundled_whisper_
     assert Path(resolve_model("bundled:base")).name == bundled_whisper_base.name == "whisper-base-ct2-v1"
     assert Path(resolve_model("bundled")).name == "whisper-tiny.en-ct2-v1"
     with pytest.raises(ValueError, match="not a bundled model; bundled models: bundled:whisper-tiny.en, bundled:whisper-base"):
-        bundled.bundled_model_dir("bundled:whisper-huge")
+        convert_ct2_whisper.bundled_model_dir("bundled:whisper-huge")

@@ -1,4 +1,4 @@
-"""Hugging Face datasets as input (hf_input.py): a dataset saved with `save_to_disk` reads as the same
+"""Hugging Face datasets as input (hf_datasets.py): a dataset saved with `save_to_disk` reads as the same
 utterances as the JSONL manifest it was built from, decodes to the same arrays through the one audio
 path, and scores the same; bad rows and columns are errors naming the dataset, the row and the column;
 the baseline key follows the dataset's fingerprint; a run takes datasets and its predictions carry row ids."""
@@ -16,12 +16,13 @@ import torch
 
 from helpers import absolute_lines, cheap
 from lorakit import RunConfig
-from lorakit.config import ConfigError, check_inputs_exist
+from lorakit.config import ConfigError
+from lorakit.params import check_inputs_exist
 from lorakit.experiment.audio import load_audio
 from lorakit.experiment.baseline import baseline_key
 from lorakit.experiment.evaluate import evaluate
-from lorakit.experiment.hf_input import is_dataset_spec, read_input
-from lorakit.experiment.inputs import Inputs
+from lorakit.experiment.hf_datasets import is_dataset_spec, read_input
+from lorakit.experiment.features import Inputs
 from lorakit.experiment.manifests import ManifestError, read_manifest
 from lorakit.experiment.models import load_model
 from lorakit.experiment.train import run

@@ -18,7 +18,7 @@ only its own `tokenizer.bin`).
 What the port cannot reproduce: onnxruntime also quantizes the *activations* that enter each
 quantized MatMul to uint8, per tensor, on the fly (DynamicQuantizeLinear / DynamicQuantizeMatMul);
 the converted model multiplies float32 activations by the dequantized weights. Its logits therefore
-differ from onnxruntime's by that rounding (measured in tests/test_bundled_moonshine.py).
+differ from onnxruntime's by that rounding (measured in tests/test_convert_ort_moonshine.py).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import cache_root, progress_bar
+from ..env import cache_root
+from ..display import progress_bar
 from ..record import atomic_folder
 
 BUNDLED_MOONSHINE = "bundled:moonshine-tiny"

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import RunConfig, cache_root
+from ..config import RunConfig
+from ..env import cache_root
 from ..record import atomic_file
 from .audio import audio_sha256, load_audio
 from .manifests import Utterance

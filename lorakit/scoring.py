@@ -1,0 +1,76 @@
+"""Scoring: every text normalizer the kit uses, each named for its job, and the per-utterance error
+counts WER is summed from. Imports nothing from lorakit and no torch, so the experiment (which scores)
+and the analysis (which recounts and matches terms) share one definition.
+
+- `normalize(text, language)`: what WER is computed on. English: Whisper's English normalizer with the
+  British->American spelling table `whisper-normalizer` ships (transformers' class leaves it empty
+  unless given one). Any other language: Whisper's basic normalizer (case, punctuation, bracketed
+  text, symbols; diacritics kept, so French and German words keep their letters). The English rules
+  (spellings, number words, contractions) are English-only: applied to French they would rewrite it.
+- `normalize_for_leakage`: what two sets are compared on to find the same sentence in both.
+- `normalize_term`: what a domain term is matched on inside normalized references.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import lru_cache
+
+ENGLISH_NORMALIZER = "whisper-english+spelling-1"  # recorded in runs and baseline keys: a change re-scores
+BASIC_NORMALIZER = "whisper-basic-1"
+
+
+def normalizer_name(language: str) -> str:
+    """The normalizer WER uses for text in `language` (a Whisper code), as runs record it."""
+    return ENGLISH_NORMALIZER if language == "en" else BASIC_NORMALIZER
+
+
+@lru_cache(maxsize=1)
+def _english():
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+    from whisper_normalizer.english import EnglishSpellingNormalizer
+
+    return EnglishTextNormalizer(EnglishSpellingNormalizer().mapping)
+
+
+@lru_cache(maxsize=1)
+def _basic():
+    from transformers.models.whisper.english_normalizer import BasicTextNormalizer
+
+    return BasicTextNormalizer()
+
+
+def normalize(text: str, language: str = "en") -> str:
+    """The text WER is computed on: English rules for English (case, punctuation, numbers, colour ->
+    color), Whisper's basic rules for every other language."""
+    rules = _english() if language == "en" else _basic()
+    return " ".join(rules(text).split())
+
+
+def normalize_for_leakage(text: str) -> str:
+    """Lowercase, drop apostrophes, turn other punctuation into spaces, collapse whitespace:
+    "Don't  stop!" and "dont stop" count as the same sentence."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = re.sub(r"['’`]", "", text)
+    text = re.sub(r"[^\w\s]|_", " ", text)
+    return " ".join(text.split())
+
+
+def normalize_term(text: str) -> str:
+    """Lowercase and strip punctuation, so "Amoxicillin-Clavulanate" matches the normalized refs."""
+    return " ".join(re.sub(r"[^\w']+", " ", text.lower()).split())
+
+
+def utterance_errors(ref_norm: str, hyp_norm: str) -> dict:
+    """S/D/I of one normalized pair, as prediction rows store them (an empty reference makes every
+    hypothesis word an insertion)."""
+    import jiwer  # ~0.1 s; only the experiment's scoring and the analysis's breakdown need it
+
+    ref_words = len(ref_norm.split())
+    if ref_words == 0:
+        counts = {"ref_words": 0, "sub": 0, "del": 0, "ins": len(hyp_norm.split())}
+    else:
+        out = jiwer.process_words(ref_norm, hyp_norm)
+        counts = {"ref_words": ref_words, "sub": out.substitutions, "del": out.deletions, "ins": out.insertions}
+    return {**counts, "errors": counts["sub"] + counts["del"] + counts["ins"]}
