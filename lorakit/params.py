@@ -61,6 +61,22 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")  # what a run id may hold
+
+
+def load_launch_file(path: str | Path, known: set[str] | frozenset[str], kind: str) -> tuple[dict[str, Any], str]:
+    """A sweep or search file (`kind`: "sweep" / "search"): its mapping and its name (the `name` key, else the file's
+    stem), refusing unknown keys and a name that cannot prefix a run id, each in one line naming the file."""
+    spec, where = load_yaml(path), str(path)
+    unknown = sorted(set(spec) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown {kind} key(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}")
+    name = str(spec.get("name") or Path(path).stem)
+    if not name or any(c not in ID_CHARS for c in name):
+        raise ConfigError(f"{where}: name {name!r}: letters, digits, '-', '_' and '.' only (it prefixes run ids)")
+    return spec, name
+
+
 def geometric_steps(n: list[int], max_steps: int) -> list[int]:
     """`geometric:N`: N steps ending at max_steps, each (rounded) half the next: 150, N=5 -> 9, 19, 38, 75, 150.
     Denser at the start, where forgetting can happen within tens of steps at the default LR."""

@@ -41,11 +41,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import ConfigError, RunConfig
-from ..params import check_inputs_exist, load_yaml
+from ..params import check_inputs_exist, load_launch_file, load_yaml
 from ..record import delta_pts, read_metrics
 from .notebooks import execute, execute_analysis
 from .pool import JobSlots, RaySlots, SweepRun, Tally, say
-from .sweep import ID_CHARS, reproduce_command
+from .sweep import reproduce_command
 
 SEARCH_KEYS = {"name", "base", "fixed", "space", "trials", "enqueue", "pruner", "sampler", "heartbeat_s", "description"}
 DISTRIBUTIONS = {"float": {"log", "step"}, "int": {"log", "step"}, "categorical": set()}  # kind -> its options
@@ -131,13 +131,8 @@ def _optuna_class(module: str, spec: Any, where: str, key: str):
 
 def load_search(path: str | Path) -> Search:
     """Read a search file; the space's values, the enqueued trials, pruner and sampler are checked before anything runs."""
-    spec, where = load_yaml(path), str(path)
-    unknown = sorted(set(spec) - SEARCH_KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown search key(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(SEARCH_KEYS))}")
-    name = str(spec.get("name") or Path(path).stem)
-    if any(c not in ID_CHARS for c in name):
-        raise ConfigError(f"{where}: name {name!r}: letters, digits, '-', '_' and '.' only (it prefixes run ids)")
+    spec, name = load_launch_file(path, SEARCH_KEYS, "search")
+    where = str(path)
     base = str(spec.get("base") or "")
     fixed, space, enqueue = spec.get("fixed") or {}, spec.get("space") or {}, spec.get("enqueue") or []
     if not isinstance(fixed, dict) or not isinstance(space, dict) or not space or not isinstance(enqueue, list):

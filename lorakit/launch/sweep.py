@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, RunConfig
-from ..params import check_inputs_exist, load_yaml
+from ..params import ID_CHARS, check_inputs_exist, load_launch_file, load_yaml
 from ..display import format_lr
 from ..record import SPLIT_KEYS, read_metrics, run_status
 from ..display import markdown_table
@@ -40,7 +40,6 @@ from .notebooks import execute_analysis
 from .pool import SweepRun, run_parallel, run_ray, run_sequential
 
 SWEEP_KEYS = {"name", "base", "fixed", "grid", "runs", "description"}
-ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
 @dataclass
@@ -97,14 +96,8 @@ def reproduce_command(base: str, values: dict[str, Any], run_id: str) -> list[st
 
 def load_sweep(path: str | Path) -> Sweep:
     """Read and expand a sweep file; every run's configuration is validated before anything runs."""
-    spec = load_yaml(path)
+    spec, name = load_launch_file(path, SWEEP_KEYS, "sweep")
     where = str(path)
-    unknown = sorted(set(spec) - SWEEP_KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown sweep key(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(SWEEP_KEYS))}")
-    name = str(spec.get("name") or Path(path).stem)
-    if not name or any(c not in ID_CHARS for c in name):
-        raise ConfigError(f"{where}: name {name!r}: letters, digits, '-', '_' and '.' only (it prefixes run ids)")
     base = str(spec.get("base") or "")
     base_values = load_yaml(base) if base else {}
     fixed = spec.get("fixed") or {}
