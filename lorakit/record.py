@@ -113,6 +113,14 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def json_or_none(path: Path) -> Any:
+    """A JSON file's value; None when the file does not exist (any other error is the caller's)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return None
+
+
 def read_jsonl(path: Path) -> list[dict]:
     """Rows of a JSONL file; a torn last line (a kill mid-append) is ignored."""
     rows = []
@@ -220,22 +228,18 @@ def run_command(cfg: RunConfig) -> str:
 def read_metrics(folder: Path) -> dict | None:
     """A run folder's metrics.json; None when there is none, {"status": "corrupt"} when it does not parse
     (writes are atomic, so that is damage from outside, not a run caught mid-write)."""
-    path = Path(folder) / "metrics.json"
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
+        data = json_or_none(Path(folder) / "metrics.json")
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return {"status": "corrupt"}
-    return data if isinstance(data, dict) else {"status": "corrupt"}
+    return data if isinstance(data, dict) or data is None else {"status": "corrupt"}
 
 
 def recorded_config(folder: Path) -> dict | None:
     """The parameters a run folder was recorded with (config.json's "config"); None when it has none."""
     path = Path(folder) / "config.json"
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
+    data = json_or_none(path)
+    if data is None:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
         raise ValueError(f"{path}: not a lorakit config.json (no 'config' mapping)")

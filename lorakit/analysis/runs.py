@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..config import NAMING_FIELDS, result_config
-from ..record import read_json, read_jsonl, read_metrics
+from ..record import json_or_none, read_jsonl, read_metrics
 
 PathLike = str | os.PathLike
 
@@ -26,13 +26,6 @@ STALE_AFTER_S = 3600.0  # a "running" record untouched this long is reported as 
 
 
 # --- loading a run record ---------------------------------------------------------------------
-def _read_json(path: Path) -> dict | None:
-    try:
-        return read_json(path)
-    except FileNotFoundError:
-        return None
-
-
 @dataclass
 class Run:
     """One run folder. `status` is finished / failed / running / interrupted."""
@@ -125,14 +118,14 @@ def load_run(path: PathLike, stale_after_s: float = STALE_AFTER_S) -> Run:
     """Read one run folder. Missing files give empty parts, never an exception."""
     path = Path(path)
     metrics = read_metrics(path) or {}
-    record = _read_json(path / "config.json") or {}
+    record = json_or_none(path / "config.json") or {}
     history = read_jsonl(path / "history.jsonl") if (path / "history.jsonl").is_file() else []
     status = metrics.get("status") or "running"
     if status == "running" and time.time() - _newest_mtime(path) > stale_after_s:
         status = "interrupted"
     return Run(run_id=metrics.get("run_id") or path.name, path=path, status=status,
                metrics=metrics, config=record.get("config") or {}, record=record,
-               history=history, archived=_read_json(path / "ARCHIVED"))
+               history=history, archived=json_or_none(path / "ARCHIVED"))
 
 
 def load_runs(runs_dir: PathLike, run_ids: Sequence[str] | str | None = None,
