@@ -8,7 +8,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Iterable
 
-from ..display import markdown_table
+from ..display import format_wer, markdown_table
 from ..record import write_json
 from .runs import PathLike, Run
 
@@ -53,13 +53,9 @@ def archive_requests(runs_dir: PathLike, archive_run_id: str = "", reason: str =
 
 def archive_table(runs: Iterable[Run]) -> list[dict]:
     return [{"run_id": r.run_id, "archived": r.archived.get("date"), "reason": r.archived.get("reason"),
-             "status": r.status, "date": r.get("date"), "baseline_wer": _wer_cell(r.metrics.get("baseline_wer")),
-             "tuned_wer": _wer_cell(r.metrics.get("tuned_wer")), "notes": r.get("notes", "")}
+             "status": r.status, "date": r.get("date"), "baseline_wer": format_wer(r.metrics.get("baseline_wer")),
+             "tuned_wer": format_wer(r.metrics.get("tuned_wer")), "notes": r.get("notes", "")}
             for r in runs if r.archived]
-
-
-def _wer_cell(value: float | None) -> str:
-    return "" if value is None else f"{value:.4f}"
 
 
 def archive_markdown(runs: Iterable[Run]) -> str:

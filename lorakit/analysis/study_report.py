@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from matplotlib.figure import Figure
 
-from ..display import markdown_table
+from ..display import format_pts, format_wer, markdown_table
 
 
 def open_study(storage: str, name: str):
@@ -41,8 +41,7 @@ def trial_rows(study) -> list[dict]:
         regression = t.user_attrs.get("heldout_regression_pts")
         rows.append({"trial": t.number, "run": t.user_attrs.get("run_id", ""), "state": t.state.name.lower(),
                      "params": ", ".join(f"{k}={_short(v)}" for k, v in t.params.items()),
-                     "domain": "" if t.value is None else f"{t.value:.4f}",
-                     "regression": "" if regression is None else f"{regression:+.2f}",
+                     "domain": format_wer(t.value), "regression": format_pts(regression),
                      "feasible": {True: "yes", False: "no", None: ""}[feasible(t)],
                      "best": "★" if best is not None and t.number == best.number else ""})
     return rows

@@ -29,7 +29,7 @@ from ..params import check_inputs_exist
 from ..display import progress_bar as tqdm
 from ..env import project_root
 from ..record import RunRecord, git_sha, now, recorded_config, run_command, today, versions, write_json
-from ..display import markdown_table
+from ..display import format_wer, markdown_table
 from . import checkpoint as ckpt
 from .baseline import shared_baseline
 from .batches import mixed_batches
@@ -111,7 +111,7 @@ class RunResult:
         m = self.metrics
         keys = ["run_id", "status", "steps", "lr", "best_step", "best_alpha", "stop_reason", "baseline_wer", "tuned_wer",
                 "heldout_baseline_wer", "heldout_tuned_wer", "elapsed_s"]
-        cells = {k: f"{m.get(k):.4f}" if isinstance(m.get(k), float) and k.endswith("wer") else str(m.get(k)) for k in keys}
+        cells = {k: format_wer(m.get(k)) if isinstance(m.get(k), float) and k.endswith("wer") else str(m.get(k)) for k in keys}
         return markdown_table([cells], [(k, k) for k in keys]) + "\n"
 
 
