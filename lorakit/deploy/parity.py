@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..params import is_hub_spec
-from ..env import project_root
+from ..env import project_path
 from ..record import atomic_write_text, now, write_json
 from ..display import markdown_table
 from ..experiment.batches import subset
@@ -44,7 +44,7 @@ def parity_sample(src: Source, sample: int = 200) -> dict[str, list[Utterance]]:
         value = src.run_config.get(f"{name}_manifest")
         if not value:
             continue
-        spec = value if is_hub_spec(value) or Path(value).is_absolute() else project_root() / value
+        spec = value if is_hub_spec(value) else str(project_path(value))
         columns = {k: src.run_config[k] for k in ("audio_column", "text_column", "speaker_column") if k in src.run_config}
         out[name] = subset(read_input(spec, **columns).utterances, sample, seed)
     if not out:
