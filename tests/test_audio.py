@@ -1,17 +1,25 @@
 """lorakit.audio on real files written with soundfile (no mocks)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
 
+from helpers import absolute_lines, write_manifest
+
+from lorakit import RunConfig
 from lorakit.experiment.audio import (
     RMS_TARGET,
     SAMPLE_RATE,
+    SILENCE_FLOOR_DBFS,
     AudioError,
     audio_sha256,
     load_audio,
+    rms_dbfs,
     rms_normalize,
 )
+from lorakit.experiment.prepare import prepare_data
 
 
 def tone(seconds: float, rate: int, freq: float = 440.0, amp: float = 0.3) -> np.ndarray:
@@ -55,7 +63,7 @@ def test_24_bit_pcm_and_flac(tmp_path):
 
 
 def test_output_rms_equals_target(tmp_path):
-    sf.write(tmp_path / "quiet.wav", tone(1.0, SAMPLE_RATE, amp=0.001), SAMPLE_RATE)
+    sf.write(tmp_path / "quiet.wav", tone(1.0, SAMPLE_RATE, amp=0.01), SAMPLE_RATE)  # -43 dBFS: quiet, above the floor
     assert rms(load_audio(tmp_path / "quiet.wav")) == pytest.approx(RMS_TARGET, rel=1e-3)
     assert rms(load_audio(tmp_path / "quiet.wav", rms_target=0.2)) == pytest.approx(0.2, rel=1e-3)
 
@@ -74,10 +82,65 @@ def test_silent_audio_is_returned_unchanged_without_nan(silent):
     np.testing.assert_array_equal(y, silent.astype(np.float32))
 
 
-def test_silent_file_loads_as_zeros(tmp_path):
+def test_a_silent_file_is_refused_naming_it(tmp_path):
     sf.write(tmp_path / "s.wav", np.zeros(8000, np.int16), 8_000, subtype="PCM_16")
-    x = load_audio(tmp_path / "s.wav")
-    assert len(x) == 16_000 and not x.any()
+    with pytest.raises(AudioError, match=r"s\.wav: silent audio \(every sample is zero\), under the -60 dBFS floor") as e:
+        load_audio(tmp_path / "s.wav")
+    assert e.value.path == str(tmp_path / "s.wav")
+
+
+def dither(seconds: float, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """A 16-bit recording of nothing: about one LSB (3e-5) of noise, -90 dBFS."""
+    return np.random.default_rng(0).normal(0.0, 2 ** -15, int(seconds * rate)).astype(np.float32)
+
+
+def test_a_dither_level_clip_is_refused_never_scaled_up(tmp_path):
+    """The 16-bit dither floor would be multiplied ~2,500x by RMS normalization (to 0.075, pure noise)."""
+    sf.write(tmp_path / "dither.wav", dither(1.0), SAMPLE_RATE, subtype="PCM_16")
+    sf.write(tmp_path / "speech_level.wav", tone(1.0, SAMPLE_RATE, amp=0.05), SAMPLE_RATE, subtype="PCM_16")
+    level = rms_dbfs(sf.read(tmp_path / "dither.wav", dtype="float32")[0])
+    assert -95 < level < -85  # what soundfile really stored
+    with pytest.raises(AudioError, match=rf"dither\.wav: near-silent audio \(RMS {level:.1f} dBFS\), under the -60 dBFS floor"):
+        load_audio(tmp_path / "dither.wav")
+    assert rms(load_audio(tmp_path / "speech_level.wav")) == pytest.approx(RMS_TARGET, rel=1e-3)
+
+
+@pytest.mark.parametrize("dbfs, refused", [(SILENCE_FLOOR_DBFS - 1, True), (SILENCE_FLOOR_DBFS + 1, False)])
+def test_the_floor_is_the_rms_level_in_dbfs(tmp_path, dbfs, refused):
+    sig = tone(1.0, SAMPLE_RATE, amp=np.sqrt(2) * 10 ** (dbfs / 20))  # a sine's RMS is its amplitude / sqrt(2)
+    sf.write(tmp_path / "a.wav", sig, SAMPLE_RATE, subtype="FLOAT")
+    assert rms_dbfs(sig) == pytest.approx(dbfs, abs=0.01)
+    if refused:
+        with pytest.raises(AudioError, match="near-silent"):
+            load_audio(tmp_path / "a.wav")
+    else:
+        assert rms(load_audio(tmp_path / "a.wav")) == pytest.approx(RMS_TARGET, rel=1e-3)
+
+
+def test_rms_normalize_never_scales_up_a_near_silent_window():
+    quiet = dither(0.5).astype(np.float64) * 10  # -70 dBFS: under the floor
+    np.testing.assert_array_equal(rms_normalize(quiet), quiet.astype(np.float32))
+
+
+@pytest.mark.parametrize("mode", ["error", "skip"])
+def test_a_near_silent_eval_clip_through_prepare_data(small_corpus, tmp_path, mode):
+    """The run's data path: an error naming manifest, line and field, or a counted, reported skip."""
+    sf.write(tmp_path / "dither.wav", dither(1.0), SAMPLE_RATE, subtype="PCM_16")
+    domain = write_manifest(tmp_path / "domain.jsonl", absolute_lines(small_corpus["domain"], 3)
+                            + [{"audio_filepath": str(tmp_path / "dither.wav"), "text": "nothing was said"}])
+    cfg = RunConfig(train_manifest=str(small_corpus["train"]), domain_manifest=str(domain), heldout_manifest="",
+                    min_train_clips=8, on_bad_audio=mode)
+    if mode == "error":
+        with pytest.raises(AudioError) as e:
+            prepare_data(cfg, sampling_rate=SAMPLE_RATE)
+        assert str(e.value).startswith(f"{domain}:4: field 'audio_filepath': {tmp_path / 'dither.wav'}: near-silent audio (RMS -")
+        return
+    splits = prepare_data(cfg, sampling_rate=SAMPLE_RATE)
+    assert [u.line for u in splits.evals["domain"]] == [1, 2, 3] and splits.report["domain"]["used"] == 3
+    (skip,) = splits.report["bad_audio_skipped"]
+    assert (skip["manifest"], skip["line"], skip["field"]) == (str(domain), 4, "audio_filepath")
+    assert "under the -60 dBFS floor" in skip["reason"]
+    assert any("skipped 1 unusable clip(s)" in w and "near-silent" in w for w in splits.warnings)
 
 
 def test_rms_normalize_rejects_nan_and_bad_target():
@@ -157,3 +220,16 @@ def test_sha256_is_of_file_bytes(tmp_path):
     assert audio_sha256(tmp_path / "a.wav") == audio_sha256(tmp_path / "b.wav")
     assert audio_sha256(tmp_path / "a.wav") != audio_sha256(tmp_path / "c.wav")
     assert len(audio_sha256(tmp_path / "a.wav")) == 64
+
+
+def test_the_kits_own_audio_is_above_the_floor(real_speech, small_corpus):
+    """The real-speech set and the demo builder's corpus (the small one, same code path): no clip is
+    refused, so `make demo`'s numbers stand. Measured on the full data/demo and data/real: the quietest
+    clip is data/real/audio/beckett.wav at -32.6 dBFS; the demo clips read -27.5 dBFS and up."""
+    levels = {}
+    for manifest in [*real_speech.values(), *small_corpus.values()]:
+        if Path(manifest).suffix != ".jsonl":
+            continue
+        for r in absolute_lines(Path(manifest)):
+            levels[r["audio_filepath"]] = rms_dbfs(sf.read(r["audio_filepath"], dtype="float32")[0])
+    assert len(levels) > 100 and min(levels.values()) > SILENCE_FLOOR_DBFS + 20

@@ -4,6 +4,10 @@ Training, evaluation and inference all call `load_audio`, so a clip becomes the 
 everywhere: read -> mono -> resample to 16 kHz -> RMS-normalize. Any difference between the
 paths (say, normalizing at train time but not at eval time) silently shifts WER, which is why
 there is exactly one function and no options beyond rate and level.
+
+A clip quieter than `SILENCE_FLOOR_DBFS` (RMS, before normalization) is refused, never scaled up:
+normalizing a 16-bit dither floor (RMS ~3e-5, about -90 dBFS) to 0.075 would multiply it ~2,500x and
+hand the model loud noise paired with a transcript, which teaches it to hallucinate text on silence.
 """
 
 from __future__ import annotations
@@ -18,6 +22,10 @@ import soxr
 
 SAMPLE_RATE = 16_000  # Hz; what Whisper and Moonshine expect
 RMS_TARGET = 0.075  # linear amplitude (about -22.5 dBFS)
+# dBFS RMS: 20*log10(RMS) with full scale 1.0 (so a full-scale sine reads -3 dBFS). Speech recordings sit
+# near -20 to -40; the quietest clip of the demo corpus and the real-speech set reads -32.6 (beckett.wav).
+SILENCE_FLOOR_DBFS = -60.0
+SILENCE_FLOOR_RMS = 10 ** (SILENCE_FLOOR_DBFS / 20)  # linear amplitude (0.001)
 
 PathLike = str | os.PathLike
 
@@ -42,7 +50,8 @@ def load_audio(
     """Read any file soundfile supports and return float32 mono samples at `sampling_rate`,
     RMS-normalized to `rms_target`.
 
-    Raises AudioError for a missing, unreadable or empty file, or one holding NaN/inf samples.
+    Raises AudioError for a missing, unreadable or empty file, one holding NaN/inf samples, or one
+    quieter than `SILENCE_FLOOR_DBFS` (RMS of the mono, resampled signal, before normalization).
     """
     p = Path(path)
     if not p.is_file():
@@ -66,14 +75,26 @@ def load_audio(
         x = soxr.resample(x, file_rate, sampling_rate)
         if x.size == 0:  # e.g. a single sample at 44.1 kHz rounds down to nothing
             raise _fail(path, f"too short to resample from {file_rate} to {sampling_rate} Hz")
+    level = rms_dbfs(x)
+    if level < SILENCE_FLOOR_DBFS:
+        # a transcript paired with (amplified) silence teaches the model to hallucinate it
+        what = "silent audio (every sample is zero)" if level == -np.inf else f"near-silent audio (RMS {level:.1f} dBFS)"
+        raise _fail(path, f"{what}, under the {SILENCE_FLOOR_DBFS:g} dBFS floor: RMS normalization would only amplify noise")
     return rms_normalize(x, target=rms_target)
 
 
-def rms_normalize(x: np.ndarray, target: float = RMS_TARGET, eps: float = 1e-8) -> np.ndarray:
+def rms_dbfs(x: np.ndarray) -> float:
+    """The RMS level of `x` in dBFS (20*log10(RMS), full scale 1.0); -inf for silence or no samples."""
+    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if np.size(x) else 0.0
+    return 20 * float(np.log10(rms)) if rms > 0 else -np.inf
+
+
+def rms_normalize(x: np.ndarray, target: float = RMS_TARGET, floor: float = SILENCE_FLOOR_RMS) -> np.ndarray:
     """Scale `x` so its RMS equals `target`; return float32.
 
-    Silent input (RMS < eps) comes back unchanged: scaling it would divide by ~0 and amplify
-    nothing but noise, or produce NaN. The result is not clipped to [-1, 1]: at 0.075 RMS only
+    Input quieter than `floor` (linear RMS; `load_audio` refuses such files, but a window cut from a
+    long clip can be one) comes back unchanged: scaling it would amplify nothing but noise, or divide
+    by ~0 and produce NaN. The result is not clipped to [-1, 1]: at 0.075 RMS only
     clips with extreme peak-to-RMS ratios exceed 1, the models take float input, and clipping
     would add distortion that training never saw.
     """
@@ -83,7 +104,7 @@ def rms_normalize(x: np.ndarray, target: float = RMS_TARGET, eps: float = 1e-8) 
     rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
     if not np.isfinite(rms):
         raise ValueError("cannot RMS-normalize non-finite samples (NaN/inf)")
-    if rms < eps:
+    if rms < floor:
         return x
     return (x * np.float32(target / rms)).astype(np.float32, copy=False)
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from ..config import ConfigError, RunConfig
 from ..display import progress_bar
 from .audio import AudioError, load_audio
 from .batches import subset
 from .leakage import check_leakage
 from .hf_datasets import read_input
-from .manifests import Manifest, ManifestError, Utterance, filter_by_duration
+from .features import check_clip_languages
+from .pseudo_labels import is_unlabeled, read_unlabeled
+from .manifests import Manifest, ManifestError, Utterance, declare_languages, filter_by_duration, training_languages
 from .models import SpeechModel
 
 
@@ -45,13 +45,13 @@ class Splits:
 TEST_SETS = ("domain_test", "heldout_test", "real")  # evaluated twice (baseline, reloaded best adapter), never to choose
 EVAL_SETS = ("domain", "heldout", *TEST_SETS)
 MIN_CLIP_SECONDS = 0.1  # no word fits in less; Moonshine's first convolution needs ~0.06 s of input
-SILENCE_RMS = 1e-8  # linear amplitude: below it `rms_normalize` leaves a clip as it is (digital silence)
 DURATION_TOLERANCE = 0.25  # seconds (or 10 % of the clip): manifests round durations; truncated copies lose more
 
 
 def _clip_problem(u: Utterance, sampling_rate: int, rms_target: float, window: float | None = None) -> tuple[str, str] | None:
     """(field, problem) when a clip cannot be used as it is listed, else None. `window`: the longest
-    clip the model sees whole (Whisper's 30 s); a longer one would be cut without a word."""
+    clip the model sees whole (Whisper's 30 s); a longer one would be cut without a word. A silent or
+    near-silent clip (under `audio.SILENCE_FLOOR_DBFS`) is refused by `load_audio` itself."""
     try:
         x = load_audio(u.audio_filepath, sampling_rate=sampling_rate, rms_target=rms_target)
     except AudioError as exc:
@@ -59,9 +59,6 @@ def _clip_problem(u: Utterance, sampling_rate: int, rms_target: float, window: f
     seconds = x.size / sampling_rate
     if seconds < MIN_CLIP_SECONDS:
         return "audio_filepath", f"{u.audio_filepath}: too short ({seconds:.3f} s < {MIN_CLIP_SECONDS} s)"
-    if float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) < SILENCE_RMS:
-        # a transcript paired with silence teaches the model to hallucinate it
-        return "audio_filepath", f"{u.audio_filepath}: silent audio (RMS < {SILENCE_RMS:g}) for the text {u.text!r}"
     if abs(seconds - u.duration) > max(DURATION_TOLERANCE, 0.1 * u.duration):
         # a truncated copy, or a wrong field that the duration filter trusted
         return "duration", f"says {u.duration:g} s but {u.audio_filepath} lasts {seconds:.2f} s (truncated file or wrong field)"
@@ -102,7 +99,7 @@ def _fitting_labels(utts: list[Utterance], sm: SpeechModel | None, cfg: RunConfi
         return list(utts)
     good = []
     for u in utts:
-        n = len(sm.label_ids(u.text))
+        n = len(sm.label_ids(u.text, u.language))
         if n <= limit:
             good.append(u)
             continue
@@ -120,6 +117,8 @@ def prepare_data(cfg: RunConfig, sampling_rate: int = 16_000, sm: SpeechModel | 
     training texts are also checked against the model's label limit, and every clip against its input
     window (Whisper: 30 s; a longer clip is an error naming file, line and duration, or a counted skip)."""
     manifests, report, warnings = _read_manifests(cfg)
+    if sm is not None:  # a clip in a language the model cannot be prompted with stops the run before any decoding
+        check_clip_languages(sm, manifests)
     train = _filtered_train(cfg, manifests["train"], report)
     skipped_audio: list[dict] = []
     window = sm.input_seconds if sm is not None else None
@@ -131,6 +130,8 @@ def prepare_data(cfg: RunConfig, sampling_rate: int = 16_000, sm: SpeechModel | 
     train = _fitting_labels(train, sm, cfg, skipped_text)
     report["train"]["used"] = len(train)
     replay = _replay(cfg, manifests, report, sampling_rate, sm, skipped_audio, skipped_text)
+    report["training_languages"] = languages = training_languages(train, replay, cfg.replay_per_batch(), cfg.batch_size)
+    print("training languages (share of each batch): " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in languages["batches"].items()))
     for name, utts in evals.items():  # dev and test sets alike
         report[name]["used"] = len(utts)
         if not utts:  # a WER over nothing would read 0.0
@@ -154,7 +155,9 @@ def _read_manifests(cfg: RunConfig) -> tuple[dict[str, Manifest], dict, list[str
     """Every manifest of the run (JSONL or Hugging Face dataset), with its line (row) counts and skipped bad lines for the record."""
     specs = {name: cfg.input_spec(f"{name}_manifest") if name != "replay" or cfg.replay_per_batch() else None
              for name in ("train", "domain", "heldout", "replay", "domain_test", "heldout_test", "real")}
-    manifests = {name: read_input(spec, cfg.on_bad_audio, **cfg.columns()) for name, spec in specs.items() if spec is not None}
+    manifests = {name: read_unlabeled(spec) if name == "replay" and is_unlabeled(spec)  # pseudo-labelled after the baseline
+                 else read_input(spec, cfg.on_bad_audio, **cfg.columns()) for name, spec in specs.items() if spec is not None}
+    manifests = declare_languages(cfg, manifests)  # each clip's language; replay in another one than the run's is refused here
     report: dict = {name: {"lines": len(m.utterances) + len(m.skipped), "bad_lines_skipped": len(m.skipped),
                            "bad_lines": [{"line": line, "reason": reason} for line, reason in m.skipped]}
                     for name, m in manifests.items()}
