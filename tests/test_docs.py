@@ -6,7 +6,8 @@
   `<!-- tested: tests/test_x.py::test_y [more ids] -->`  the named tests exist, and between them their
                                                         sources hold every distinctive word of every
                                                         command in the block (below);
-  `<!-- run by: .ci/run -->`                            the named file holds each command line;
+  `<!-- run by: Makefile -->`                           the named file (.ci/run, the Makefile) holds each
+                                                        command line (`lorakit x` also as `-m lorakit x`);
   `<!-- not run in CI: <why> -->`                       said honestly, with the reason.
   A command's distinctive words: `lorakit <subcommand>`'s subcommand, or the program and any notebook
   it is given, and every option (`--jobs`, `-f`) and `-p` parameter name. A test's source is its own
@@ -199,8 +200,10 @@ def block_problems(path: Path, root: Path = ROOT) -> list[str]:
                 out.append(f"{where}: 'not run in CI' without a reason")
             continue
         if kind == "run by":
-            runner = (ROOT / rest).read_text() if (ROOT / rest).is_file() else ""
-            out += [f"{where}: {rest} does not run `{' '.join(c)}`" for c in commands(block) if " ".join(c) not in runner]
+            runner = " ".join(((ROOT / rest).read_text() if (ROOT / rest).is_file() else "").split())
+            for c in commands(block):  # `lorakit x` is also run as `python -m lorakit x` (the Makefile's form)
+                if " ".join(c) not in runner and f"-m {' '.join(c)}" not in runner:
+                    out.append(f"{where}: {rest} does not run `{' '.join(c)}`")
             continue
         words: set[str] = set()
         for test_id in rest.split():
@@ -227,6 +230,7 @@ def test_the_block_checker_catches_an_unmarked_block_a_missing_test_and_an_unuse
         "<!-- tested: tests/test_search.py::test_jobs_and_ray_together_are_refused_before_anything_runs -->\n"
         "```bash\nlorakit search x.yaml --jobs 2 --ray local\nlorakit search x.yaml --storage URL\n```\n\n"
         "<!-- not run in CI: -->\n```bash\nmake demo\n```\n\n"
+        "<!-- run by: Makefile -->\n```bash\nlorakit real-speech\nlorakit real-speech --out x\n```\n\n"
         "<!-- not run in CI: needs a GPU -->\n```sh\nnvidia-smi\n```\n")
     found = block_problems(page, root=tmp_path)
     assert found == [
@@ -235,6 +239,7 @@ def test_the_block_checker_catches_an_unmarked_block_a_missing_test_and_an_unuse
         "probe.md:6: `lorakit matrix`: the named tests never use ['matrix']",
         "probe.md:11: `lorakit search x.yaml --storage URL`: the named tests never use ['--storage']",
         "probe.md:17: 'not run in CI' without a reason",
+        "probe.md:22: Makefile does not run `lorakit real-speech --out x`",
     ]
 
 
