@@ -1,0 +1,128 @@
+"""The shipped forms of one run's adapter (`bench.py --deploy RUN`), each on the same seeded clips of the
+run's domain set, the same CPU threads (`--threads`), batches, prompt and greedy settings, with the WER
+beside each. Sections (deploy-export first, untimed: makes the forms the run lacks):
+
+  deploy-unmerged     the adapter injected in PyTorch (peft), as the run evaluated it: the reference
+  deploy-merged       the merged transformers model (`export/merged`)
+  deploy-ct2-float32  CTranslate2, float32 weights (`export/ct2-float32`)
+  deploy-ct2-int8     CTranslate2, int8 weights (`export/ct2-int8`)
+
+Ratios per form: deploy_<form>_vs_unmerged (wall), _cpu_vs_unmerged (per CPU-second), _model_vs_unmerged
+and _model_cpu_vs_unmerged (generation alone), _wer_delta_pts.
+"""
+
+from __future__ import annotations
+
+import time
+
+DEPLOY_FORMS = ["unmerged", "merged", "ct2-float32", "ct2-int8"]
+
+
+def worker_deploy_export(args) -> dict:
+    """Untimed: export the forms the deploy sections measure, where the run has none from this adapter."""
+    from lorakit.deploy.export import exported_forms, export_ct2, export_merged
+    from lorakit.deploy.transcribe import resolve_source
+
+    src = resolve_source(None, args.deploy)
+    have, _ = exported_forms(src)
+    made = []
+    for form in DEPLOY_FORMS[1:]:
+        if form not in have:
+            export_merged(src) if form == "merged" else export_ct2(src, form.split("-", 1)[1])
+            made.append(form)
+    return {"exported": made, "found": sorted(have)}
+
+
+def _deploy_worker(args, form: str) -> dict:
+    """One form decodes the run's seeded domain clips through `decode_utterances` (the kit's audio,
+    features, length-sorted batches, greedy), on `--threads` CPU threads; one untimed clip first."""
+    import torch
+
+    from lorakit.deploy.export import exported_forms
+    from lorakit.deploy.parity import load_form, parity_sample
+    from lorakit.deploy.transcribe import decode_utterances, load_source, resolve_source
+    from lorakit.experiment.evaluate import score
+
+    torch.set_num_threads(args.threads)
+    src = resolve_source(None, args.deploy)
+    utts = parity_sample(src, args.eval_n)["domain"]
+    device = torch.device("cpu")
+    if form == "unmerged":
+        sm = load_source(src, device)
+    else:
+        forms, stale = exported_forms(src)
+        if form not in forms:
+            raise SystemExit(f"{args.deploy}: no export/{form} from this adapter ({stale.get(form, 'not exported')})")
+        sm = load_form(form, forms[form], device, src)
+    decode_utterances(sm, utts[:1], src.rms_target, src.max_new_tokens, 1, device, None, progress=False)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    hyps, _ = decode_utterances(sm, utts, src.rms_target, src.max_new_tokens, args.eval_batch_size, device, None, progress=False)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    model_seconds, model_cpu_seconds = _time_generate(sm, utts, src, args.eval_batch_size)
+    result = score(utts, hyps)
+    # CPU seconds (all threads of this process, CTranslate2's included) barely move when other programs
+    # share the cores; wall-clock utt/s does: both are reported
+    return {"form": form, "n": len(utts), "seconds": seconds, "utt_per_s": len(utts) / seconds, "cpu_seconds": cpu_seconds,
+            "utt_per_cpu_s": len(utts) / cpu_seconds, "model_seconds": model_seconds, "model_utt_per_s": len(utts) / model_seconds,
+            "model_utt_per_cpu_s": len(utts) / model_cpu_seconds, "wer": result.wer,
+            **{k: result.summary()[k] for k in ("sub", "del", "ins", "ref_words")}, "threads": torch.get_num_threads(),
+            "compute_type": getattr(sm.model, "compute_type", "float32 (PyTorch)"), "hyps": hyps}
+
+
+def _time_generate(sm, utts, src, batch_size: int) -> tuple[float, float]:
+    """The model alone: the same batches' features computed first (untimed), then only generation timed
+    (wall and CPU seconds). End to end, every form shares the kit's audio loading and Python feature
+    extraction, a fixed cost that hides how much faster the engine itself is."""
+    from lorakit.experiment.audio import load_audio
+    from lorakit.experiment.batches import eval_batches
+
+    feats = [sm.features([load_audio(u.audio_filepath, sampling_rate=sm.sampling_rate, rms_target=src.rms_target) for u in b])
+             for b in eval_batches(utts, batch_size)]
+    start, cpu_start = time.perf_counter(), time.process_time()
+    for f in feats:
+        sm.generate(f, src.max_new_tokens)
+    return time.perf_counter() - start, time.process_time() - cpu_start
+
+
+def worker_deploy_unmerged(args) -> dict:
+    return _deploy_worker(args, "unmerged")
+
+
+def worker_deploy_merged(args) -> dict:
+    return _deploy_worker(args, "merged")
+
+
+def worker_deploy_ct2_float32(args) -> dict:
+    return _deploy_worker(args, "ct2-float32")
+
+
+def worker_deploy_ct2_int8(args) -> dict:
+    return _deploy_worker(args, "ct2-int8")
+
+
+def deploy_rows(r: dict, rows: list, ratios: dict) -> None:
+    """The deploy rows of the summary table and their ratios (needs deploy-unmerged)."""
+    ref = r["deploy-unmerged"]
+    for form in DEPLOY_FORMS:
+        if f"deploy-{form}" not in r:
+            continue
+        f = r[f"deploy-{form}"]
+        ratios[f"deploy_{form}_vs_unmerged"] = f["utt_per_s"] / ref["utt_per_s"]
+        ratios[f"deploy_{form}_cpu_vs_unmerged"] = f["utt_per_cpu_s"] / ref["utt_per_cpu_s"]
+        ratios[f"deploy_{form}_model_vs_unmerged"] = f["model_utt_per_s"] / ref["model_utt_per_s"]
+        ratios[f"deploy_{form}_model_cpu_vs_unmerged"] = f["model_utt_per_cpu_s"] / ref["model_utt_per_cpu_s"]
+        ratios[f"deploy_{form}_wer_delta_pts"] = (f["wer"] - ref["wer"]) * 100
+        same = sum(a == b for a, b in zip(f["hyps"], ref["hyps"]))
+        target = ">= 3x at WER within 0.5 pt" if form == "ct2-int8" else ""
+        rows.append((f"deploy: {form} ({f['compute_type']}, {f['threads']} threads) (utt/s; utt per CPU-s)",
+                     f"{f['utt_per_s']:.2f}  ({ratios[f'deploy_{form}_vs_unmerged']:.2f}x unmerged; per CPU-s {f['utt_per_cpu_s']:.2f} = "
+                     f"{ratios[f'deploy_{form}_cpu_vs_unmerged']:.2f}x; model alone {f['model_utt_per_s']:.2f} utt/s = "
+                     f"{ratios[f'deploy_{form}_model_vs_unmerged']:.2f}x, per CPU-s {ratios[f'deploy_{form}_model_cpu_vs_unmerged']:.2f}x; "
+                     f"WER {100 * f['wer']:.2f} "
+                     f"({ratios[f'deploy_{form}_wer_delta_pts']:+.2f} pt), S/D/I {f['sub']}/{f['del']}/{f['ins']}; "
+                     f"{same}/{f['n']} hyps identical)", target))
+
+
+# deploy-export first: every timed form is on disk before the first clock starts
+WORKERS = {"deploy-export": worker_deploy_export, "deploy-unmerged": worker_deploy_unmerged, "deploy-merged": worker_deploy_merged,
+           "deploy-ct2-float32": worker_deploy_ct2_float32, "deploy-ct2-int8": worker_deploy_ct2_int8}
