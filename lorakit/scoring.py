@@ -6,7 +6,13 @@ and the analysis (which recounts and matches terms) share one definition.
   British->American spelling table `whisper-normalizer` ships (transformers' class leaves it empty
   unless given one). Any other language: Whisper's basic normalizer (case, punctuation, bracketed
   text, symbols; diacritics kept, so French and German words keep their letters). The English rules
-  (spellings, number words, contractions) are English-only: applied to French they would rewrite it.
+  (spellings, number words, contractions) are English-only: applied to French they would rewrite it
+  (strip its accents, so "déjà" == "deja"; "colour" -> "color"; German "hab's" -> "hab is").
+  What the basic rules do with other languages' words, on both sides alike: an apostrophe (' or ’)
+  or a hyphen splits, so the French elision "l'homme" counts as two words ("l homme": a dropped
+  elision is one deletion) and "vingt-cinq" as two; a German compound stays one word, so one written
+  apart is a substitution and an insertion; words in brackets or parentheses are dropped (Whisper's
+  rule for annotations such as "(laughs)"); numbers are never spelled or unspelled ("25" != "vingt-cinq").
 - `normalize_for_leakage`: what two sets are compared on to find the same sentence in both.
 - `normalize_term`: what a domain term is matched on inside normalized references.
 """

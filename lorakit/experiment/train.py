@@ -29,6 +29,7 @@ from ..params import check_inputs_exist
 from ..display import progress_bar as tqdm
 from ..env import project_root
 from ..record import RunRecord, git_sha, now, recorded_config, run_command, today, versions, write_json
+from ..scoring import normalizer_name
 from ..display import format_wer, markdown_table
 from . import checkpoint as ckpt
 from .baseline import shared_baseline
@@ -282,7 +283,7 @@ def record_start(r: RunState) -> dict:
         dev=dev_numbers(r) if r.splits.has_test else None,
         baseline_wer=r.baseline_wer(rep("domain")), heldout_baseline_wer=r.baseline_wer(rep("heldout")), data=r.splits.report,
         leakage=r.splits.report["leakage"], warnings=list(r.splits.warnings), target_modules=len(r.targets.modules),
-        trainable_params=r.n_trainable,
+        trainable_params=r.n_trainable, normalizer=normalizer_name(r.sm.text_language),  # what every WER of the run is computed on
     )
 
 
