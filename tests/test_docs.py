@@ -256,6 +256,17 @@ def test_distinctive_words_of_a_command():
         ["papermill", "a.ipynb", "b.ipynb", "-p", "seed", "3"]]
 
 
+# --- the architecture page -------------------------------------------------------------------------
+
+def test_the_architecture_page_names_every_module():
+    """docs/architecture.md's `lorakit/` listing names each module of the package, so a new file is
+    placed in the house (and its side) by whoever adds it."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    listing = set(re.findall(r"[\w.]+", text.split("```text\nlorakit/")[1].split("```")[0]))
+    modules = [p for p in sorted((ROOT / "lorakit").rglob("*.py")) if not p.stem.startswith("__")]
+    assert [str(p.relative_to(ROOT)) for p in modules if p.stem not in listing and p.name not in listing] == []
+
+
 # --- install claims ----------------------------------------------------------------------------------
 
 def makefile() -> tuple[dict[str, str], dict[str, tuple[list[str], list[str]]]]:
