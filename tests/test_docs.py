@@ -98,7 +98,8 @@ def test_the_link_checker_finds_a_missing_file_and_a_missing_heading(tmp_path):
 # --- shell blocks and the tests that run them --------------------------------------------------------
 
 def shell_blocks(path: Path) -> list[tuple[int, str | None, list[str]]]:
-    """(line of the fence, the marker comment above it or None, the block's lines) per shell block."""
+    """(line of the fence, the marker comment above it or None, the block's lines) per shell block. A
+    fence without a language counts as shell: commands cannot hide in one (diagrams say `text`)."""
     lines = path.read_text().splitlines()
     out = []
     n = 0
@@ -108,7 +109,7 @@ def shell_blocks(path: Path) -> list[tuple[int, str | None, list[str]]]:
             n += 1
             continue
         end = next(i for i in range(n + 1, len(lines)) if lines[i].startswith("```"))
-        if fence.group(1) in SHELL_LANGUAGES:
+        if fence.group(1) in SHELL_LANGUAGES or not fence.group(1):
             above = lines[n - 1].strip() if n else ""
             out.append((n + 1, above if MARKER.match(above) else None, lines[n + 1:end]))
         n = end + 1
@@ -233,7 +234,8 @@ def test_the_block_checker_catches_an_unmarked_block_a_missing_test_and_an_unuse
         "```bash\nlorakit search x.yaml --jobs 2 --ray local\nlorakit search x.yaml --storage URL\n```\n\n"
         "<!-- not run in CI: -->\n```bash\nmake demo\n```\n\n"
         "<!-- run by: Makefile -->\n```bash\nlorakit real-speech\nlorakit real-speech --out x\n```\n\n"
-        "<!-- not run in CI: needs a GPU -->\n```sh\nnvidia-smi\n```\n")
+        "<!-- not run in CI: needs a GPU -->\n```sh\nnvidia-smi\n```\n\n"
+        "```text\nlorakit/  a diagram\n```\n\n```\nlorakit run x.yaml\n```\n")
     found = block_problems(page, root=tmp_path)
     assert found == [
         "probe.md:1: shell block without a <!-- tested: ... --> or <!-- not run in CI: ... --> comment",
@@ -242,6 +244,7 @@ def test_the_block_checker_catches_an_unmarked_block_a_missing_test_and_an_unuse
         "probe.md:11: `lorakit search x.yaml --storage URL`: the named tests never use ['--storage']",
         "probe.md:17: 'not run in CI' without a reason",
         "probe.md:22: Makefile does not run `lorakit real-speech --out x`",
+        "probe.md:36: shell block without a <!-- tested: ... --> or <!-- not run in CI: ... --> comment",
     ]
 
 
