@@ -31,6 +31,8 @@ except ModuleNotFoundError:  # Python 3.10 (pyproject allows it): pytest brings 
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+# the other Markdown files the docs link to: their links are checked too (their shell blocks are not, yet)
+LINKED = [ROOT / "bench" / "README.md", ROOT / "data" / "README.md", *sorted((ROOT / "params").glob("*/README.md"))]
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}
 MARKER = re.compile(r"^<!--\s*(tested|run by|not run in CI):\s*(.*?)\s*-->$")
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)")
@@ -83,7 +85,7 @@ def broken_links(path: Path, root: Path = ROOT) -> list[str]:
 
 
 def test_every_relative_link_resolves():
-    assert [b for path in DOCS for b in broken_links(path)] == []
+    assert [b for path in DOCS + LINKED for b in broken_links(path)] == []
 
 
 def test_the_link_checker_finds_a_missing_file_and_a_missing_heading(tmp_path):
