@@ -262,3 +262,21 @@ SPLIT_KEYS = {  # eval set -> (baseline WER key, tuned WER key) in metrics.json 
 def delta_pts(base: float | None, tuned: float | None) -> float | None:
     """tuned - baseline WER in points (negative is better); None when either is missing."""
     return None if base is None or tuned is None else (tuned - base) * 100
+
+
+# The guardrail: ONE comparison, used by checkpoint selection (experiment/best.py), the analysis verdict
+# (analysis/stats.py) and the search constraint (launch/search.py). Deltas are rounded before they are compared:
+# WERs are ratios of word counts, so 0.0469 - 0.0449 is 0.20000000000000018 pt in floats, which must equal a
+# 0.2-pt guardrail. 1e-6 pt is far above float error (~1e-14 pt) and far below one word in a million (1e-4 pt).
+PTS_DECIMALS = 6  # WER points are compared at this many decimals
+
+
+def guardrail_excess(regression_pts: float, guardrail_pts: float) -> float:
+    """How far a heldout regression (points, tuned - baseline) exceeds the guardrail (points), rounded
+    to `PTS_DECIMALS`: <= 0 passes. Optuna's constraint takes this value as it is (feasible when <= 0)."""
+    return round(regression_pts - guardrail_pts, PTS_DECIMALS) + 0.0  # + 0.0: no -0.0 in a record
+
+
+def within_guardrail(regression_pts: float | None, guardrail_pts: float) -> bool:
+    """Whether a heldout regression (points) honours the guardrail; a missing one (no heldout set) does."""
+    return regression_pts is None or guardrail_excess(regression_pts, guardrail_pts) <= 0

@@ -21,6 +21,7 @@ from .matrix import RunMatrix
 from ..config import NAMING_FIELDS
 from ..env import project_path
 from .runs import Run, load_run, select_runs
+from .stats import row_guardrail
 
 PathLike = str | os.PathLike
 
@@ -208,20 +209,21 @@ def plot_deltas(matrix: RunMatrix) -> Figure:
     rows = [r for r in matrix.rows if r.get("domain_delta_pts") is not None]
     fig = NotebookFigure(figsize=(10, 0.5 * max(len(rows), 2) + 1.5), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
-    limits = {"domain": -matrix.criteria.get("min_domain_gain_pts", 1.0),
-              "heldout": matrix.criteria.get("max_heldout_regression_pts", 0.2)}
+    limits = {"domain": [-matrix.criteria.get("min_domain_gain_pts", 1.0)],  # heldout: each run's own guardrail unless set
+              "heldout": sorted({row_guardrail(r, matrix.criteria.get("max_heldout_regression_pts")) for r in rows})}
     for ax, split in zip(axes, ("domain", "heldout")):
         for y, r in enumerate(rows):
             d, lo, hi = r.get(f"{split}_delta_pts"), r.get(f"{split}_ci_low"), r.get(f"{split}_ci_high")
             if d is None:
                 continue
-            colour = "C2" if r["verdict"] == "accept" else "C3" if r["verdict"].startswith("reject") else "C7"
+            colour = "C2" if r["verdict"].startswith("accept") else "C3" if r["verdict"].startswith("reject") else "C7"
             if lo is not None:
                 ax.errorbar(d, y, xerr=[[d - lo], [hi - d]], fmt="o", color=colour, capsize=3)
             else:
                 ax.plot(d, y, "o", color=colour)
         ax.axvline(0, color="black", linewidth=0.8)
-        ax.axvline(limits[split], color="grey", linestyle=":", linewidth=1)
+        for limit in limits[split]:
+            ax.axvline(limit, color="grey", linestyle=":", linewidth=1)
         ax.set(xlabel="Δ WER, points (tuned − baseline)", title=f"{split} (95% CI)")
     axes[0].set_yticks(range(len(rows)), [r["run_id"] for r in rows])
     if not rows:

@@ -12,10 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..config import result_config
-from ..record import SPLIT_KEYS, delta_pts
-
-_EPS_PTS = 1e-9  # float slack when comparing deltas with thresholds (0.0469-0.0449 != 0.2 pt)
+from ..config import RunConfig, result_config
+from ..record import SPLIT_KEYS, delta_pts, guardrail_excess, within_guardrail
 
 
 class PredictionMismatch(ValueError):
@@ -146,6 +144,17 @@ def block_bootstrap(baseline: Sequence[dict], tuned: Sequence[dict], n_resamples
 
 
 GUARDRAIL_TESTS = ("point", "noninferiority")
+PROVISIONAL = "provisional: chosen on the reported set"  # a verdict on numbers that also chose the checkpoint
+
+
+def row_guardrail(row: dict, max_heldout_regression_pts: float | None = None) -> float:
+    """The heldout margin (points) a row is judged by: `max_heldout_regression_pts` when the analysis sets one,
+    else the run's own recorded `guardrail` (the one its checkpoint selection used; a row without one, the
+    default's), so selection, verdict and search judge a run by one threshold."""
+    if max_heldout_regression_pts is not None:
+        return float(max_heldout_regression_pts)
+    recorded = row.get("guardrail")
+    return float(RunConfig.guardrail if recorded is None else recorded)
 
 
 def heldout_ci_high(row: dict) -> float | None:
@@ -155,17 +164,17 @@ def heldout_ci_high(row: dict) -> float | None:
     return max(highs) if highs else None
 
 
-def guardrail_checks(row: dict, max_heldout_regression_pts: float = 0.2) -> dict:
+def guardrail_checks(row: dict, max_heldout_regression_pts: float | None = None) -> dict:
     """Both heldout guardrail criteria for a matrix row, True (pass) / False (fail) / None (no numbers):
     "point", the old team's (heldout delta ≤ margin), and "noninferiority" (the upper bound of the
-    heldout delta's CI ≤ margin, see `heldout_ci_high`)."""
-    h, high = row.get("heldout_delta_pts"), heldout_ci_high(row)
-    margin = max_heldout_regression_pts + _EPS_PTS
-    return {"point": None if h is None else h <= margin,
-            "noninferiority": None if high is None else high <= margin}
+    heldout delta's CI ≤ margin, see `heldout_ci_high`). The margin: `row_guardrail`; the comparison:
+    `record.within_guardrail`, selection's and the search's."""
+    h, high, margin = row.get("heldout_delta_pts"), heldout_ci_high(row), row_guardrail(row, max_heldout_regression_pts)
+    return {"point": None if h is None else within_guardrail(h, margin),
+            "noninferiority": None if high is None else within_guardrail(high, margin)}
 
 
-def verdict(row: dict, min_domain_gain_pts: float = 1.0, max_heldout_regression_pts: float = 0.2,
+def verdict(row: dict, min_domain_gain_pts: float = 1.0, max_heldout_regression_pts: float | None = None,
             require_ci: bool = True, guardrail_test: str = "point") -> str:
     """"accept", "reject (why)", "inconclusive (why)" or "n/a (status)" for a matrix row.
 
@@ -174,7 +183,15 @@ def verdict(row: dict, min_domain_gain_pts: float = 1.0, max_heldout_regression_
     `guardrail_test` picks the heldout criterion: "point" (the protocol: the point delta) or
     "noninferiority" (also the upper bound of the heldout CI ≤ the margin; a point that passes with
     a CI that does not is inconclusive). `guardrail_checks` gives both for the matrix.
+    `max_heldout_regression_pts` None: each run's recorded guardrail (`row_guardrail`). A row whose
+    reported numbers also chose the checkpoint (`chosen_on_reported`) gets its verdict marked `PROVISIONAL`.
     """
+    out = _verdict(row, min_domain_gain_pts, row_guardrail(row, max_heldout_regression_pts), require_ci, guardrail_test)
+    return f"{out} [{PROVISIONAL}]" if row.get("chosen_on_reported") and row.get("status") == "finished" else out
+
+
+def _verdict(row: dict, min_domain_gain_pts: float, max_heldout_regression_pts: float, require_ci: bool,
+             guardrail_test: str) -> str:
     if guardrail_test not in GUARDRAIL_TESTS:
         raise ValueError(f"guardrail_test must be one of {GUARDRAIL_TESTS}, got {guardrail_test!r}")
     if row.get("status") != "finished":
@@ -185,9 +202,9 @@ def verdict(row: dict, min_domain_gain_pts: float = 1.0, max_heldout_regression_
     if d is None:
         return "inconclusive (no domain WER)"
     reasons = []
-    if -d < min_domain_gain_pts - _EPS_PTS:
+    if guardrail_excess(min_domain_gain_pts, -d) > 0:  # the same rounding as the guardrail's
         reasons.append(f"domain gain {0.0 - d:.2f} pt < {min_domain_gain_pts:g}")  # 0.0 - 0.0: no "-0.00"
-    if h is not None and h > max_heldout_regression_pts + _EPS_PTS:
+    if not within_guardrail(h, max_heldout_regression_pts):
         reasons.append(f"heldout regression {h:.2f} pt > {max_heldout_regression_pts:g}")
     if reasons:
         return f"reject ({'; '.join(reasons)})"
@@ -226,11 +243,16 @@ def _config_of(row: dict) -> dict:
     raise ValueError(f"row {row.get('run_id')!r} has neither 'config' nor 'config_key'")
 
 
-def seed_verdict(row: dict, min_domain_gain_pts: float = 1.0, max_heldout_regression_pts: float = 0.2) -> str:
+def seed_verdict(row: dict, min_domain_gain_pts: float = 1.0, max_heldout_regression_pts: float | None = None) -> str:
     """The protocol's acceptance for one run, on its point estimates (`verdict` without the CI):
-    domain WER down by at least `min_domain_gain_pts`, heldout WER up by at most `max_heldout_regression_pts`."""
+    domain WER down by at least `min_domain_gain_pts`, heldout WER up by at most `max_heldout_regression_pts`
+    (None: the run's recorded guardrail, from the row or its configuration)."""
     deltas = {f"{split}_delta_pts": delta_pts(row.get(base), row.get(tuned)) for split, (base, tuned) in SPLIT_KEYS.items()}
-    return verdict({"status": "finished", **deltas}, min_domain_gain_pts, max_heldout_regression_pts, require_ci=False)
+    guardrail = row.get("guardrail")
+    if guardrail is None and (row.get("config") or row.get("config_key")):
+        guardrail = _config_of(row).get("guardrail")
+    return verdict({"status": "finished", "guardrail": guardrail, "chosen_on_reported": row.get("chosen_on_reported"), **deltas},
+                   min_domain_gain_pts, max_heldout_regression_pts, require_ci=False)
 
 
 def _mean_sd(values: list[float]) -> tuple[float | None, float | None]:
@@ -239,7 +261,7 @@ def _mean_sd(values: list[float]) -> tuple[float | None, float | None]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
-def aggregate_seeds(rows: Sequence[dict], min_domain_gain_pts: float = 1.0, max_heldout_regression_pts: float = 0.2,
+def aggregate_seeds(rows: Sequence[dict], min_domain_gain_pts: float = 1.0, max_heldout_regression_pts: float | None = None,
                     min_seeds: int = 2) -> list[dict]:
     """Seed replicates aggregated: finished runs whose configuration is identical except seed and the
     fields that name a run (`config.NAMING_FIELDS`: run_id, command, notes...) form a group; each group gets mean and sd (sample, n-1) of each WER and of
@@ -270,7 +292,7 @@ def aggregate_seeds(rows: Sequence[dict], min_domain_gain_pts: float = 1.0, max_
             agg[f"{split}_delta_pts_mean"], agg[f"{split}_delta_pts_sd"] = _mean_sd(deltas)
         verdicts = [seed_verdict(r, min_domain_gain_pts, max_heldout_regression_pts) for r in members]
         agg["verdicts"] = dict(zip(map(str, agg["seeds"]), verdicts))
-        accepted = sum(v == "accept" for v in verdicts)
+        accepted = sum(v.startswith("accept") for v in verdicts)
         rejected = sum(v.startswith("reject") for v in verdicts)
         if accepted == len(verdicts):
             agg["verdict"] = "accept"
@@ -278,5 +300,7 @@ def aggregate_seeds(rows: Sequence[dict], min_domain_gain_pts: float = 1.0, max_
             agg["verdict"] = f"reject ({rejected} of {len(verdicts)} seeds rejected)"
         else:
             agg["verdict"] = f"inconclusive ({accepted} of {len(verdicts)} seeds accepted)"
+        if any(PROVISIONAL in v for v in verdicts):
+            agg["verdict"] += f" [{PROVISIONAL}]"
         out.append(agg)
     return out

@@ -5,7 +5,7 @@ from disk (`reevaluate_best`)."""
 from __future__ import annotations
 
 from ..config import RunConfig
-from ..record import RunRecord, read_jsonl
+from ..record import RunRecord, delta_pts, read_jsonl, within_guardrail
 from . import checkpoint as ckpt
 from .batches import subset
 from .distributed import evaluate_all
@@ -35,16 +35,14 @@ def select_best(evals: list[dict], heldout_baseline: float | None, guardrail_pts
     """Index of the best evaluation and whether it honours the guardrail.
 
     Best = lowest domain WER among evaluations whose heldout WER rose by at most `guardrail_pts`
-    points over the baseline; when none qualifies, the lowest domain WER overall (flagged False).
+    points over the baseline (`record.within_guardrail`: the comparison the verdict and the search use
+    too); when none qualifies, the lowest domain WER overall (flagged False).
     Ties go to the larger adapter scale ("alpha", 1 when absent), then to the earlier step.
     """
     if not evals:
         return None, False
 
-    def ok(e: dict) -> bool:
-        return heldout_baseline is None or e.get("heldout_wer") is None or (e["heldout_wer"] - heldout_baseline) * 100 <= guardrail_pts + 1e-9
-
-    qualified = [i for i, e in enumerate(evals) if ok(e)]
+    qualified = [i for i, e in enumerate(evals) if within_guardrail(delta_pts(heldout_baseline, e.get("heldout_wer")), guardrail_pts)]
     pool = qualified or list(range(len(evals)))
     best = min(pool, key=lambda i: (evals[i]["domain_wer"], -evals[i].get("alpha", 1.0), evals[i]["step"]))
     return best, bool(qualified)

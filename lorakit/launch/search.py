@@ -42,7 +42,7 @@ from typing import Any, Callable
 
 from ..config import ConfigError, RunConfig
 from ..params import check_inputs_exist, load_launch_file, load_yaml
-from ..record import delta_pts, read_metrics
+from ..record import delta_pts, guardrail_excess, read_metrics
 from .notebooks import execute, execute_analysis
 from .pool import JobSlots, RaySlots, SweepRun, Tally, say
 from .sweep import reproduce_command
@@ -297,7 +297,8 @@ def objective(trial, search: Search, n: int, launch: Callable[[SweepRun], str], 
     value, regression = trial_outcome(metrics)
     trial.set_user_attr("heldout_regression_pts", regression)
     # the constraint (feasible when <= 0): Optuna's best trial is then the best within the guardrail
-    trial.set_constraint("heldout_regression", 0.0 if regression is None else regression - trial.user_attrs["guardrail"])
+    # (`record.guardrail_excess`: the rounding selection and the verdict use, so an exact 0.2 pt is feasible)
+    trial.set_constraint("heldout_regression", 0.0 if regression is None else guardrail_excess(regression, trial.user_attrs["guardrail"]))
     if metrics.get("stop_reason") == "pruned":
         raise optuna.TrialPruned(f"{run_id} pruned after step {metrics.get('steps')}")
     return value
