@@ -45,6 +45,7 @@ class RunConfig:
     heldout_manifest: str = "data/demo/heldout.jsonl"  # safety guardrail; empty to skip
     domain_test_manifest: str = ""  # with it, domain_manifest is the dev set that chooses; this one reports
     heldout_test_manifest: str = ""  # the same for heldout (needs heldout_manifest)
+    test_split: float = 0.5  # an eval manifest (domain, heldout) without a test manifest: this share of its clips (speaker-disjoint) reports, the rest chooses; 0: off (the verdict is then provisional)
     real_manifest: str = ""  # real recordings (e.g. data/real/real.jsonl), evaluated for baseline and best adapter only: a sanity figure
     replay_manifest: str = "data/demo/replay.jsonl"  # general speech mixed into every training batch (lorakit demo-data writes this one)
     replay_ratio: float = 0.25  # fraction of each training batch drawn from replay_manifest: round(ratio x batch_size) clips; 0: off
@@ -265,6 +266,7 @@ def _validate(cfg: RunConfig) -> None:
     need(cfg.lora_r >= 1, "lora_r", "must be >= 1")
     need(0 <= cfg.lora_dropout < 1, "lora_dropout", "must be in [0, 1)")
     need(cfg.guardrail >= 0, "guardrail", "must be >= 0 (WER points)")
+    need(0 <= cfg.test_split < 1, "test_split", "must be in [0, 1) (the share of an eval manifest's clips that reports; 0: off)")
     need(cfg.wer_stop_threshold == 0 or cfg.wer_stop_threshold >= 1, "wer_stop_threshold", "0 (off) or >= 1 (a ratio to the baseline)")
     need(cfg.rms_target > 0, "rms_target", "must be > 0")
     _check_init(cfg.init_lora_weights)

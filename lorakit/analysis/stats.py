@@ -154,7 +154,9 @@ def row_guardrail(row: dict, max_heldout_regression_pts: float | None = None) ->
     if max_heldout_regression_pts is not None:
         return float(max_heldout_regression_pts)
     recorded = row.get("guardrail")
-    return float(RunConfig.guardrail if recorded is None else recorded)
+    if isinstance(recorded, bool) or not isinstance(recorded, (int, float)):  # none, or an old record's `guardrail: true` (a flag)
+        return float(RunConfig.guardrail)
+    return float(recorded)
 
 
 def heldout_ci_high(row: dict) -> float | None:

@@ -14,6 +14,7 @@ from ..config import ConfigError, RunConfig
 from ..display import progress_bar
 from .audio import AudioError, load_audio
 from .batches import subset
+from .devtest import dev_test_leakage, split_dev_test
 from .leakage import check_leakage
 from .hf_datasets import read_input
 from .manifests import Manifest, ManifestError, Utterance, filter_by_duration
@@ -39,11 +40,19 @@ class Splits:
         """The set whose numbers are reported for eval set `name`: its test set when there is one."""
         return f"{name}_test" if f"{name}_test" in self.tests else name
 
+    @property
+    def reported_on(self) -> str:
+        """"test" when every reported set (domain, heldout) is a test set, "selection" when none is (its numbers
+        are those that chose the checkpoint), "mixed" otherwise (a domain test set, heldout with test_split 0)."""
+        tested = [name for name in self.evals if f"{name}_test" in self.tests]
+        return "test" if len(tested) == len(self.evals) else "mixed" if tested else "selection"
+
 
 TEST_SETS = ("domain_test", "heldout_test", "real")  # evaluated twice (baseline, reloaded best adapter), never to choose
 EVAL_SETS = ("domain", "heldout", *TEST_SETS)
 MIN_CLIP_SECONDS = 0.1  # no word fits in less; Moonshine's first convolution needs ~0.06 s of input
 DURATION_TOLERANCE = 0.25  # seconds (or 10 % of the clip): manifests round durations; truncated copies lose more
+EVAL_SUBSET_SEED = 0  # `max_eval_utterances` subsets are drawn with this seed, never the run's: every seed is scored on the same clips
 
 
 def _clip_problem(u: Utterance, sampling_rate: int, rms_target: float, window: float | None = None) -> tuple[str, str] | None:
@@ -119,9 +128,8 @@ def prepare_data(cfg: RunConfig, sampling_rate: int = 16_000, sm: SpeechModel | 
     skipped_audio: list[dict] = []
     window = sm.input_seconds if sm is not None else None
     train = _usable_audio(train, cfg, sampling_rate, skipped_audio, window)
-    evals = {name: _usable_audio(subset(manifests[name].utterances, cfg.max_eval_utterances, cfg.seed), cfg,
-                                 sampling_rate, skipped_audio, window)
-             for name in EVAL_SETS if name in manifests}
+    evals = {name: _usable_audio(_eval_subset(name, utts, cfg, report), cfg, sampling_rate, skipped_audio, window)
+             for name, utts in _eval_sources(cfg, manifests, report, warnings).items()}
     skipped_text: list[dict] = []
     train = _fitting_labels(train, sm, cfg, skipped_text)
     report["train"]["used"] = len(train)
@@ -139,7 +147,7 @@ def prepare_data(cfg: RunConfig, sampling_rate: int = 16_000, sm: SpeechModel | 
                           f"more than the {len(train)} usable ones")
     _leakage(train + replay, evals, report, warnings)
     tests = {name: evals.pop(name) for name in TEST_SETS if name in evals}
-    _dev_test_overlap(evals, tests, warnings)
+    _dev_test_overlap(evals, tests, report, warnings)
     for w in warnings:
         print("WARNING:", w)
     return Splits(train=train, evals=evals, manifests=manifests, report=report, warnings=warnings, replay=replay, tests=tests)
@@ -208,12 +216,44 @@ def _leakage(train: list[Utterance], evals: dict[str, list[Utterance]], report: 
         warnings.append(f"{leakage.summary()}; e.g. {'; '.join(examples)}")
 
 
-def _dev_test_overlap(dev: dict[str, list[Utterance]], tests: dict[str, list[Utterance]], warnings: list[str]) -> None:
-    """A clip or sentence in both a dev set and a test set lets the choice leak into the report: warn, with counts."""
-    for name, test in tests.items():
-        dev_set = dev.get(name.removesuffix("_test"), [])
-        clips = {u.audio_filepath for u in dev_set} & {u.audio_filepath for u in test}
-        texts = {u.text.strip().lower() for u in dev_set} & {u.text.strip().lower() for u in test}
-        if clips or texts:
-            warnings.append(f"{name} shares {len(clips)} clip(s) and {len(texts)} sentence(s) with the dev set that chooses the "
-                            f"best checkpoint (e.g. {sorted(clips or texts)[0]!r}): the reported numbers are partly chosen on themselves")
+def _dev_test_overlap(dev: dict[str, list[Utterance]], tests: dict[str, list[Utterance]], report: dict, warnings: list[str]) -> None:
+    """A clip (same audio bytes, whatever its name) or sentence (normalized text) in both a dev set and its test
+    set lets the choice leak into the report: the counts go to the record (`dev_test_leakage`), with a warning."""
+    found = dev_test_leakage(dev, tests)
+    report["dev_test_leakage"] = {name: leak.to_dict()[name] for name, leak in found.items()}
+    for name, leak in found.items():
+        s = leak.sets[name]
+        if s.leaked:
+            e = s.examples[0]
+            warnings.append(f"{name}: {s.leaked} of {s.n} clips share audio ({s.audio}) or a sentence ({s.text}) with the dev set "
+                            f"that chooses the best checkpoint (e.g. {e['eval_id']} ~ dev {e['train_id']}, {e['kind']}: "
+                            f"{e['text']!r}): the reported numbers are partly chosen on themselves")
+
+
+def _eval_sources(cfg: RunConfig, manifests: dict[str, Manifest], report: dict, warnings: list[str]) -> dict[str, list[Utterance]]:
+    """The clips of each eval set (dev and test), in manifest order. A domain or heldout set without a test manifest
+    is split into dev and test (`test_split` of the clips for test, `devtest.split_dev_test`): the split goes to the
+    record (report["test_split"]) and the test part stands as `<name>_test`, listed under the same manifest."""
+    sources = {name: manifests[name].utterances for name in EVAL_SETS if name in manifests}
+    report["test_split"] = {}
+    for name in ("domain", "heldout"):
+        if name not in manifests or f"{name}_test" in manifests or cfg.test_split <= 0:
+            continue
+        part = split_dev_test(manifests[name].utterances, cfg.test_split, name, str(manifests[name].path))
+        sources[name], sources[f"{name}_test"] = part.dev, part.test
+        manifests[f"{name}_test"] = manifests[name]  # same file (its sha256 keys the test part's baseline, with its ids)
+        report[f"{name}_test"] = {"lines": len(part.test), "split_from": name, "bad_lines_skipped": 0, "bad_lines": []}
+        report["test_split"][name] = part.record
+        print(f"{name}: no test manifest, so {len(part.dev)} clips choose (dev) and {len(part.test)} report (test), "
+              f"split by {part.record['by']} at test_split {cfg.test_split:g}")
+        if part.warning:
+            warnings.append(part.warning)
+    return {name: sources[name] for name in EVAL_SETS if name in sources}
+
+
+def _eval_subset(name: str, utts: list[Utterance], cfg: RunConfig, report: dict) -> list[Utterance]:
+    """`max_eval_utterances` of an eval set, drawn with `EVAL_SUBSET_SEED` (not the run's seed), recorded."""
+    picked = subset(utts, cfg.max_eval_utterances, EVAL_SUBSET_SEED)
+    if len(picked) < len(utts):
+        report[name]["subset"] = {"n": len(picked), "of": len(utts), "seed": EVAL_SUBSET_SEED}
+    return picked

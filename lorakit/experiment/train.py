@@ -272,13 +272,16 @@ def resume(r: RunState) -> tuple[int, list[dict]]:
 
 def record_start(r: RunState) -> dict:
     """The record's first fields. With test sets, `manifest`, `baseline_wer`... are the test sets' (what is
-    reported) and `dev` holds the selection sets' numbers; `test_sets` maps each reported set to its file tag."""
+    reported) and `dev` holds the selection sets' numbers; `test_sets` maps each reported set to its file tag;
+    `test_split` says how test sets were split off eval manifests without one; `guardrail` is the threshold
+    selection used, which the analysis' verdict and a search's constraint read too."""
     cfg, rep = r.cfg, r.splits.reported
     return r.record.update_metrics(
         command=run_command(cfg), dataset=cfg.train_manifest, manifest=cfg.domain_test_manifest or cfg.domain_manifest,
         heldout_manifest=cfg.heldout_test_manifest or cfg.heldout_manifest or None, max_steps=cfg.max_steps, lr=cfg.lr,
         scheduler=cfg.scheduler, use_dora=cfg.use_dora, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, seed=cfg.seed, model=cfg.model,
-        notes=cfg.notes, reported_on="test" if r.splits.has_test else "selection", real_baseline_wer=r.baseline_wer("real"),
+        notes=cfg.notes, reported_on=r.splits.reported_on, test_split=r.splits.report["test_split"], guardrail=cfg.guardrail,
+        real_baseline_wer=r.baseline_wer("real"),
         test_sets={name.removesuffix("_test"): name for name in r.splits.tests if name != "real"},
         dev=dev_numbers(r) if r.splits.has_test else None,
         baseline_wer=r.baseline_wer(rep("domain")), heldout_baseline_wer=r.baseline_wer(rep("heldout")), data=r.splits.report,
