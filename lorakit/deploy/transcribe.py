@@ -243,31 +243,42 @@ def _decode_long(sm: SpeechModel, x: np.ndarray, mode: str, max_new_tokens: int,
     return " ".join(t for t in texts if t), len(parts)
 
 
+def input_key(u: Utterance) -> tuple:
+    """What identifies one input: its manifest (or dataset) and line (row), and its audio file. Two
+    manifests with the same stem, or a file given twice, never share a key by accident of their ids."""
+    return (u.manifest, u.unit, u.line, u.audio_filepath)
+
+
+def input_name(u: Utterance) -> str:
+    """How a row names its input: `/abs/manifest.jsonl:line` (`dataset row N`), or the audio file's path."""
+    return u.where if u.manifest else u.audio_filepath
+
+
 def decode_utterances(sm: SpeechModel, utts: list[Utterance], rms_target: float, max_new_tokens: int, batch_size: int = 16,
                       device: torch.device | str = "cpu", autocast: torch.dtype | None = None, window_s: float = WINDOW_S,
-                      progress: bool = True, long_form: str = "auto") -> tuple[list[str], dict[str, int]]:
-    """Hypotheses in the order of `utts` and the number of 30 s windows each spans. Clips that fit one
-    window go in length-sorted batches (as `evaluate.transcribe` batches them); a longer clip is
-    decoded whole, one at a time (`long_form`: auto, whisper or windows; see the module docstring)."""
+                      progress: bool = True, long_form: str = "auto") -> tuple[list[str], list[int]]:
+    """Hypotheses in the order of `utts` and the number of 30 s windows each spans. Each distinct input
+    (`input_key`) is decoded once; clips that fit one window go in length-sorted batches (as
+    `evaluate.transcribe` batches them); a longer clip is decoded whole, one at a time (`long_form`:
+    auto, whisper or windows; see the module docstring)."""
     device = torch.device(device)
     sr = sm.sampling_rate
     load = lambda u: load_audio(u.audio_filepath, sampling_rate=sr, rms_target=rms_target)  # noqa: E731
-    short = [u for u in utts if u.duration <= window_s]
-    long = [u for u in utts if u.duration > window_s]
-    hyps: dict[str, str] = {}
-    windows: dict[str, int] = {}
-    batches = eval_batches(short, batch_size)
-    bar = tqdm(total=len(short) + len(long), desc="transcribe", unit="file", disable=not progress)
-    for batch in batches:
+    distinct = list({input_key(u): u for u in utts}.values())
+    short = [u for u in distinct if u.duration <= window_s]
+    long = [u for u in distinct if u.duration > window_s]
+    hyps: dict[tuple, tuple[str, int]] = {}  # input_key -> (text, windows)
+    bar = tqdm(total=len(distinct), desc="transcribe", unit="file", disable=not progress)
+    for batch in eval_batches(short, batch_size):
         for u, text in zip(batch, _decode(sm, [load(u) for u in batch], max_new_tokens, device, autocast)):
-            hyps[u.id], windows[u.id] = text, 1
+            hyps[input_key(u)] = text, 1
         bar.update(len(batch))
     mode = long_form_mode(sm, long_form) if long else "none"
     for u in long:
-        hyps[u.id], windows[u.id] = _decode_long(sm, load(u), mode, max_new_tokens, batch_size, device, autocast, window_s, rms_target)
+        hyps[input_key(u)] = _decode_long(sm, load(u), mode, max_new_tokens, batch_size, device, autocast, window_s, rms_target)
         bar.update(1)
     bar.close()
-    return [hyps[u.id] for u in utts], windows
+    return [hyps[input_key(u)][0] for u in utts], [hyps[input_key(u)][1] for u in utts]
 
 
 @dataclass
@@ -285,17 +296,17 @@ class Transcription:
         return len(self.rows) / max(self.seconds, 1e-9)
 
 
-def _rows(utts: list[Utterance], hyps: list[str], windows: dict[str, int], language: str = "en") -> tuple[list[dict], dict | None]:
+def _rows(utts: list[Utterance], hyps: list[str], windows: list[int], language: str = "en") -> tuple[list[dict], dict | None]:
     with_text = [i for i, u in enumerate(utts) if u.text]
     scored = score([utts[i] for i in with_text], [hyps[i] for i in with_text], language) if with_text else None
     by_index = dict(zip(with_text, scored.rows)) if scored else {}
     rows = []
     for i, (u, hyp) in enumerate(zip(utts, hyps)):
-        row: dict[str, Any] = {"id": u.id, "audio_filepath": u.audio_filepath, "hyp": hyp}
+        row: dict[str, Any] = {"input": input_name(u), "id": u.id, "audio_filepath": u.audio_filepath, "hyp": hyp}
         if i in by_index:
             r = by_index[i]
             row.update({k: r[k] for k in ("ref", "ref_norm", "hyp_norm", "ref_words", "sub", "del", "ins")})
-        row.update({"duration": round(u.duration, 3), "windows": windows[u.id]})
+        row.update({"duration": round(u.duration, 3), "windows": windows[i]})
         rows.append(row)
     return rows, (scored.summary() if scored else None)
 
