@@ -138,7 +138,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         return 2
     if not args.output:  # no file: the hypotheses go to stdout, one per line
         for row in res.rows:
-            print(f"{row['id']}\t{row['hyp']}")
+            print(f"{row['input']}\t{row['hyp']}")
     else:
         print(f"wrote {len(res.rows)} hypotheses to {args.output}", file=sys.stderr)
     if res.summary:
@@ -155,7 +155,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     try:
         result = export(args.source, to=args.to, quantization=args.quantization, model=args.model, runs_dir=args.runs, parity=not args.no_parity,
-                        sample=args.sample, device=args.device)
+                        sample=args.sample, device=args.device, causes=args.faster_whisper_causes)
     except (TranscribeError, FileNotFoundError, ValueError) as exc:
         print(f"lorakit export: {exc}", file=sys.stderr)
         return 2
@@ -224,7 +224,7 @@ def _add_deploy_parsers(sub) -> None:
     p.add_argument("inputs", nargs="+", help="audio files, folders (recursive) or JSONL manifests")
     p.add_argument("--model", help="a bundled name, a local folder or a hub id (default: the run's model)")
     p.add_argument("--adapter", help="a run id, a run folder (its adapter_best/) or an adapter folder")
-    p.add_argument("--output", "-o", help="write the hypotheses here (default: print id<TAB>hypothesis)")
+    p.add_argument("--output", "-o", help="write the hypotheses here (default: print input<TAB>hypothesis, the input as manifest:line or the audio path)")
     p.add_argument("--format", choices=("jsonl", "csv", "txt"), default="jsonl")
     p.add_argument("--batch-size", type=int, default=None, help="clips per batch (default: the run's eval_batch_size, else 16)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
@@ -239,6 +239,8 @@ def _add_deploy_parsers(sub) -> None:
     p.add_argument("--model", help="the base model, when the source is a bare adapter folder")
     p.add_argument("--sample", type=int, default=200, help="seeded clips per set for the parity report (0: all)")
     p.add_argument("--no-parity", action="store_true", help="skip the parity report")
+    p.add_argument("--faster-whisper-causes", action="store_true",
+                   help="also measure why faster-whisper differs from the kit, one setting at a time (export/faster_whisper_causes.md)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--runs", default=None)
     p.set_defaults(func=cmd_export)

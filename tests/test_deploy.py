@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,6 +101,30 @@ def test_transcribe_adapter_folder_and_run_id_agree(tiny_run, small_corpus):
     by_id = transcribe(adapter="deploy", runs_dir=tiny_run.parent, inputs=clips, device="cpu", progress=False)
     assert [r["hyp"] for r in by_folder.rows] == [r["hyp"] for r in by_id.rows]
     assert by_folder.summary is None and "ref" not in by_folder.rows[0]  # bare files: no reference, no WER
+
+
+@pytest.mark.slow
+def test_transcribe_keys_results_by_input_not_by_id(small_corpus, tmp_path, capsys):
+    """Two manifests named domain.jsonl in two folders (the same ids domain:1..3) and one of them given
+    twice: every row keeps the hypothesis of its own audio, named by manifest path and line (before,
+    results were keyed by `<stem>:<line>`, so the second manifest's hypotheses replaced the first's).
+    The bundled tiny.en: the tiny random model writes the same text for every clip, which hides a mix-up."""
+    model = "bundled:whisper-tiny.en"
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    first = write_manifest(tmp_path / "a" / "domain.jsonl", absolute_lines(small_corpus["domain"], 3))
+    second = write_manifest(tmp_path / "b" / "domain.jsonl", absolute_lines(small_corpus["heldout"], 3))
+    alone = {m: [r["hyp"] for r in transcribe(model=model, inputs=m, device="cpu", progress=False).rows] for m in (first, second)}
+    assert alone[first] != alone[second]  # different audio, different text: a mix-up would show
+    res = transcribe(model=model, inputs=[first, second, first], device="cpu", progress=False)
+    assert [r["id"] for r in res.rows] == ["domain:1", "domain:2", "domain:3"] * 3
+    assert [r["input"] for r in res.rows] == [f"{m}:{i}" for m in (first, second, first) for i in (1, 2, 3)]
+    assert [r["hyp"] for r in res.rows] == alone[first] + alone[second] + alone[first]
+    assert [r["ref"] for r in res.rows[3:6]] == [r["text"] for r in absolute_lines(small_corpus["heldout"], 3)]
+    assert res.summary["n"] == 9
+    assert main(["transcribe", "--model", model, "--device", "cpu", str(first), str(second)]) == 0
+    printed = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [p[0] for p in printed] == [f"{m}:{i}" for m in (first, second) for i in (1, 2, 3)]
+    assert [p[1] for p in printed] == alone[first] + alone[second]
 
 
 def test_inputs_files_folders_manifests(small_corpus, tmp_path):
@@ -297,6 +322,54 @@ def test_bench_deploy_times_every_form_on_the_same_clips(tiny_run, tmp_path):
     assert forms[1]["hyps"] == forms[0]["hyps"] == forms[2]["hyps"] and any(forms[0]["hyps"])
     assert forms[3]["compute_type"].startswith("int8")
     assert "x unmerged" in proc.stdout and "deploy_ct2-int8_vs_unmerged" in report["ratios"]
+
+
+def readme_blocks(readme: Path) -> dict[str, list[str]]:
+    """The fenced code blocks of an export README, by language."""
+    import re
+
+    blocks: dict[str, list[str]] = {"python": [], "bash": []}
+    for lang, code in re.findall(r"```(python|bash)\n(.*?)```", readme.read_text(), re.S):
+        blocks[lang].append(code)
+    return blocks
+
+
+def run_readme(readme: Path, cwd: Path) -> tuple[list[str], list[str]]:
+    """Every code block of `readme`, verbatim, in `cwd` (which holds clip.wav): the python blocks in one
+    interpreter, in order (the later ones use the earlier ones' `x`), then each bash block with this
+    environment's `lorakit` on PATH. Their printed lines."""
+    import os
+    import subprocess
+    import sys
+
+    blocks = readme_blocks(readme)
+    assert blocks["python"] and blocks["bash"], readme.read_text()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    run = lambda cmd: subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)  # noqa: E731
+    py = run([sys.executable, "-c", "\n".join(blocks["python"])])
+    assert py.returncode == 0, py.stderr[-3000:]
+    shell = [run(["bash", "-e", "-c", code]) for code in blocks["bash"]]
+    assert all(r.returncode == 0 for r in shell), [r.stderr[-2000:] for r in shell]
+    return py.stdout.splitlines(), [line for r in shell for line in r.stdout.splitlines()]
+
+
+def test_export_readmes_run_verbatim_and_print_the_kits_hypothesis(tiny_run, small_corpus, tmp_path):
+    """The code blocks of both export READMEs, copied as they are, on a clip.wav of the domain set: the
+    merged model, the CTranslate2 call and the kit's own command print the kit's hypothesis, and the
+    README's faster-whisper call prints it too."""
+    from lorakit.deploy.export import export
+
+    source = absolute_lines(small_corpus["domain"], 2)[1]["audio_filepath"]
+    shutil.copy(source, tmp_path / "clip.wav")
+    kit = transcribe(adapter=tiny_run, inputs=[tmp_path / "clip.wav"], device="cpu", progress=False).rows[0]["hyp"]
+    assert kit  # words to compare, not an empty string
+    merged = Path(export(tiny_run, to="merged", parity=False)["path"])
+    py, shell = run_readme(merged / "README.md", tmp_path)
+    assert py == [kit] and shell == [f"{tmp_path / 'clip.wav'}\t{kit}"]
+    folder = Path(export(tiny_run, to="ct2", quantization="float32", parity=False)["path"])
+    py, shell = run_readme(folder / "README.md", tmp_path)
+    assert py == [kit, kit]  # faster-whisper's call, then CTranslate2's
+    assert shell == [f"{tmp_path / 'clip.wav'}\t{kit}"]
 
 
 def test_ct2_prompt_is_what_transformers_forces(talkative_whisper, small_corpus):

@@ -21,7 +21,7 @@ from ..experiment.audio import SAMPLE_RATE
 from ..experiment.features import PREPROCESSING_VERSION
 from ..experiment.models import model_family, prompt_token_ids, resolve_model
 from . import ct2
-from .parity import parity_report
+from .parity import faster_whisper_causes, parity_report
 from .transcribe import Source, TranscribeError, load_source, resolve_source
 
 FORMS = ("merged", "ct2")
@@ -49,8 +49,13 @@ ids = model.generate(**features, max_new_tokens={max_new_tokens}, num_beams=1, d
 print(processor.batch_decode(ids, skip_special_tokens=True)[0].strip())
 ```
 
-Or through the kit, which does exactly this: `lorakit transcribe --model {folder} clip.wav`. A
-Whisper window holds 30 s: for longer clips the kit uses transformers' long-form generation on the
+Or through the kit, which does exactly this:
+
+```bash
+lorakit transcribe --model {folder} clip.wav
+```
+
+A Whisper window holds 30 s: for longer clips the kit uses transformers' long-form generation on the
 whole normalized clip (`processor(x, truncation=False, padding="longest", return_attention_mask=True)`,
 then `generate(..., return_timestamps=True)`).
 """
@@ -65,7 +70,7 @@ CTranslate2's transformers converter with `quantization={quantization}`. Load it
 The model was trained and evaluated on audio that was mono, resampled to {sr} Hz and scaled to an
 RMS of {rms} (linear amplitude) -- feed it the same (`preprocessing.json`). With faster-whisper, pass
 the normalized samples (not the file name: faster-whisper would decode the file itself, without the
-RMS scaling) and turn off what the kit does not do (temperature fallback, timestamps, VAD, previous text):
+RMS scaling), padded with silence to one 30 s window, and turn off what the kit does not do:
 
 ```python
 import numpy as np, soundfile as sf, soxr
@@ -76,12 +81,25 @@ x = x.mean(axis=1)                                    # mono
 if rate != {sr}: x = soxr.resample(x, rate, {sr})     # {sr} Hz
 x = (x * ({rms} / max(np.sqrt(np.mean(x.astype(np.float64) ** 2)), 1e-8))).astype(np.float32)  # RMS {rms}
 model = WhisperModel("{folder}", device="cpu", compute_type="default")
-segments, _ = model.transcribe(x, language="{language}", task="{task}", beam_size=1, temperature=0.0,{initial_prompt}
-                               without_timestamps=True, condition_on_previous_text=False, vad_filter=False)
+padded = np.pad(x, (0, max(0, {sr} * 30 - len(x))))  # zeros as audio: the padding is silence, as in training
+segments, _ = model.transcribe(padded, language="{language}", task="{task}", beam_size=1, temperature=0.0,{initial_prompt}
+                               without_timestamps=True, condition_on_previous_text=False, vad_filter=False,
+                               no_speech_threshold=None, max_new_tokens={fw_max_new_tokens})
 print(" ".join(s.text.strip() for s in segments))
 ```
 
-faster-whisper computes its own log-mels (a numpy copy of Whisper's). To decode exactly as the kit's
+Why each setting (`../parity.md` has this export's faster-whisper rows: this call, faster-whisper's
+defaults, and the defaults with VAD, each against the kit's hypotheses):
+- the padding: faster-whisper pads a short clip's log-mels with zeros, which the model never saw in
+  training (transformers pads the audio, so the padding reads as silence); this moves hypotheses;
+- `no_speech_threshold=None`: otherwise a window with a high no-speech probability and a low mean
+  log-probability is dropped whole; the kit never drops one;
+- `max_new_tokens={fw_max_new_tokens}`: CTranslate2 generates at most half of `max_length`, and faster-whisper
+  passes `max_length = len(prompt) + max_new_tokens`, so this gives the run's {max_new_tokens} new tokens;
+- greedy, one temperature, no timestamps, no previous text, no VAD: how the run decoded. Clips over
+  30 s go through faster-whisper's own long-form seeking (timestamps on there) and are not padded.
+
+faster-whisper still computes its own log-mels (a numpy copy of Whisper's). To decode exactly as the kit's
 parity report did -- the transformers feature extractor, the prompt tokens {prompt} and greedy search --
 call CTranslate2 directly (CTranslate2 generates at most `max_length // 2` tokens, and after a text prompt at most
 `max_length - len(prompt) + 1`, hence {ct2_max_length}
@@ -99,8 +117,12 @@ result = model.generate(ctranslate2.StorageView.from_array(features), [{prompt}]
 print(processor.tokenizer.decode(result[0].sequences_ids[0], skip_special_tokens=True).strip())
 ```
 
-Or through the kit, which does exactly this: `lorakit transcribe` with the run's adapter gives the
-hypotheses the parity report (`../parity.md`) compares this form with.
+Or through the kit, which does exactly this with the run's adapter, unmerged: the hypotheses the
+parity report (`../parity.md`) compares this form with.
+
+```bash
+lorakit transcribe --adapter {adapter} clip.wav
+```
 """
 
 
@@ -198,6 +220,7 @@ def export_ct2(src: Source, quantization: str = "int8") -> Path:
         (tmp / "README.md").write_text(CT2_README.format(
             run=_run_name(src), model=src.model, adapter=src.adapter, quantization=quantization, folder=dst, sr=SAMPLE_RATE,
             rms=src.rms_target, prompt=prompt, ct2_max_length=ct2.ct2_max_length(src.max_new_tokens, len(prompt)), max_new_tokens=src.max_new_tokens,
+            fw_max_new_tokens=ct2.ct2_max_length(src.max_new_tokens, len(prompt)) - len(prompt),
             language=src.language, task=src.task, initial_prompt=f"\n                               initial_prompt={src.prompt!r}," if src.prompt else ""))
     return dst
 
@@ -221,9 +244,11 @@ def exported_forms(src: Source) -> tuple[dict[str, Path], dict[str, str]]:
 
 
 def export(source: str | Path, to: str = "merged", quantization: str = "int8", model: str | None = None,
-           runs_dir: str | Path | None = None, parity: bool = True, sample: int = 200, device: str = "cpu") -> dict:
+           runs_dir: str | Path | None = None, parity: bool = True, sample: int = 200, device: str = "cpu",
+           causes: bool = False) -> dict:
     """`lorakit export`: write the form, then (by default) the parity report of every form of this
-    adapter in `export/` against the unmerged adapter. Returns {"form", "path", "parity"}."""
+    adapter in `export/` against the unmerged adapter. `causes`: also measure why faster-whisper differs
+    from the kit (`parity.faster_whisper_causes`, on `sample` clips per set). Returns {"form", "path", "parity", "causes"}."""
     if to not in FORMS:
         raise TranscribeError(f"--to {to}: not available; lorakit exports {', '.join(FORMS)}")
     src = resolve_source(model, source, runs_dir)
@@ -232,6 +257,8 @@ def export(source: str | Path, to: str = "merged", quantization: str = "int8", m
     if parity:
         forms, stale = exported_forms(src)
         out["parity"] = parity_report(src, forms, sample=sample, device=device, left_out=stale)
+    if causes:
+        out["causes"] = faster_whisper_causes(src, exported_forms(src)[0], sample=sample)
     return out
 
 

@@ -20,7 +20,7 @@ import torch
 
 from ..params import is_hub_spec
 from ..env import project_path
-from ..record import atomic_write_text, now, write_json
+from ..record import atomic_write_text, now, read_json, write_json
 from ..display import markdown_table
 from ..experiment.batches import subset
 from ..experiment.evaluate import score
@@ -28,12 +28,15 @@ from ..experiment.hf_datasets import read_input
 from ..experiment.manifests import Utterance
 from ..experiment.models import SpeechModel, load_model, pick_autocast, pick_device
 from . import ct2
+from .faster_whisper_parity import cause_variants, causes_markdown, faster_whisper_rows
 from .transcribe import Source, decode_utterances, load_source
 
 REFERENCE = "unmerged"
 TOLERANCE_PTS = {"merged": 0.1, "ct2-float32": 0.2}  # WER points a form may differ from the reference
 # when its hypotheses differ; a form without one (ct2-float16, ct2-int8) is reported as measured
 SHOWN_DIFFS = 5
+FW_TOLERANCE_PTS = 0.5  # WER points the export README's faster-whisper call may differ from the kit at float32
+FW_ACCEPTED_FORM = "ct2-float32"  # int8 and float16 rows are reported as measured
 
 
 def parity_sample(src: Source, sample: int = 200) -> dict[str, list[Utterance]]:
@@ -101,6 +104,32 @@ def load_form(name: str, path: Path, device: torch.device, src: Source | None = 
     return sm
 
 
+def _faster_whisper(src: Source, forms: dict[str, Path], sets: dict, reference: dict, report: dict) -> dict:
+    """faster-whisper's rows per CTranslate2 form, and the acceptance of the README's call at float32
+    (within FW_TOLERANCE_PTS of the kit on every set); without faster-whisper installed, a reported skip."""
+    folders = {name: path for name, path in forms.items() if ct2.is_ct2_form(name)}
+    if not folders:
+        return {}
+    try:
+        import faster_whisper  # noqa: F401
+    except ImportError:
+        report["left_out"]["faster-whisper"] = f"not installed: {ct2.INSTALL_HINT}"
+        return {}
+    kit = {name: [r["hyp"] for r in d["result"].rows] for name, d in reference.items()}
+    out = {name: faster_whisper_rows(src, path, sets, kit, torch.get_num_threads()) for name, path in folders.items()}
+    for name, rows in out.items():
+        for row in rows:
+            for set_name, s in row["sets"].items():
+                s["wer_delta_pts"] = round((s["wer"] - reference[set_name]["result"].wer) * 100, 4)
+        readme = next(r for r in rows if r["variant"] == "readme")
+        if name == FW_ACCEPTED_FORM:
+            report["acceptance"][f"faster-whisper:{name}"] = {
+                "ok": all(abs(s["wer_delta_pts"]) <= FW_TOLERANCE_PTS + 1e-9 for s in readme["sets"].values()),
+                "tolerance_pts": FW_TOLERANCE_PTS, "reported_only": False,
+                "identical": all(s["identical"] == s["n"] for s in readme["sets"].values())}
+    return out
+
+
 def cpu_name() -> str:
     try:
         return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -116,10 +145,12 @@ def _acceptance(forms: dict) -> dict:
 
 
 def parity_report(src: Source, forms: dict[str, Path], sample: int = 200, device: str = "cpu", out_dir: Path | None = None,
-                  left_out: dict[str, str] | None = None) -> dict:
+                  left_out: dict[str, str] | None = None, faster_whisper: bool = True) -> dict:
     """Decode the sample with the unmerged adapter and each exported form (a transformers or CTranslate2
     folder), write `parity.json` and `parity.md` beside the forms (`<run>/export/`), and return the report.
-    `left_out`: forms in the folder that are not compared, with the reason (shown in both files)."""
+    `left_out`: forms in the folder that are not compared, with the reason (shown in both files).
+    `faster_whisper`: also decode each CTranslate2 form through `WhisperModel.transcribe` as users call it
+    (`faster_whisper_parity.user_variants`: the README's call, the defaults, the defaults with VAD)."""
     if not forms:
         raise ValueError("parity needs at least one exported form to compare with the unmerged adapter")
     dev = pick_device(device)
@@ -137,6 +168,8 @@ def parity_report(src: Source, forms: dict[str, Path], sample: int = 200, device
             report["forms"][name]["compute_type"] = sm.model.compute_type
         del sm
     report["acceptance"] = _acceptance(report["forms"])
+    if faster_whisper:
+        report["faster_whisper"] = _faster_whisper(src, forms, sets, reference, report)
     out_dir = Path(out_dir) if out_dir is not None else next(iter(forms.values())).parent
     write_json(out_dir / "parity.json", report)
     atomic_write_text(out_dir / "parity.md", parity_markdown(report))
@@ -167,8 +200,46 @@ def parity_markdown(report: dict) -> str:
     lines = [f"# Parity: {report['run']} ({report['device']}, {report.get('cpu', '?')}, {report.get('threads', '?')} threads, "
              f"seeded sample of {report['sample']} per set)", "", markdown_table(rows, COLUMNS), ""]
     lines += [f"- left out: {name}: {why}" for name, why in report.get("left_out", {}).items()]
+    lines += _faster_whisper_markdown(report.get("faster_whisper") or {})
     for form, f in report["forms"].items():
         for name, s in f["sets"].items():
             for d in s.get("first_diffs", []):
                 lines.append(f"- {form} / {name} / `{d['id']}`: unmerged `{d['reference']}` -> `{d[form]}`")
     return "\n".join(lines).rstrip() + "\n"
+
+
+FW_COLUMNS = [("form", "form"), ("call", "faster-whisper call"), ("set", "set"), ("n", "n"), ("identical", "identical to the kit"),
+              ("wer", "WER %"), ("delta", "vs kit (pt)"), ("sdi", "S/D/I"), ("utt_per_cpu_s", "utt/CPU-s")]
+
+
+def _faster_whisper_markdown(rows_by_form: dict) -> list[str]:
+    """The faster-whisper table: each CTranslate2 form called as users call it, beside the kit's hypotheses."""
+    rows = [{"form": form, "call": r["variant"], "set": name, "n": s["n"], "identical": f"{s['identical']}/{s['n']}",
+             "wer": f"{s['wer'] * 100:.2f}", "delta": f"{s['wer_delta_pts']:+.2f}", "sdi": f"{s['sub']}/{s['del']}/{s['ins']}",
+             "utt_per_cpu_s": s["utt_per_cpu_s"]}
+            for form, variants in rows_by_form.items() for r in variants for name, s in r["sets"].items()]
+    if not rows:
+        return []
+    return ["## faster-whisper as users call it (`WhisperModel.transcribe` on the kit's normalized samples)", "",
+            markdown_table(rows, FW_COLUMNS), ""]
+
+
+def faster_whisper_causes(src: Source, forms: dict[str, Path], sample: int = 100) -> dict[str, list[dict]]:
+    """`faster_whisper_parity.cause_variants` (one setting swapped at a time) on each CTranslate2 form, on the
+    parity sample, against the unmerged adapter's hypotheses; written to export/faster_whisper_causes.{json,md}."""
+    folders = {name: path for name, path in forms.items() if ct2.is_ct2_form(name)}
+    if not folders:
+        raise ValueError("no CTranslate2 export made from this adapter: export it first (--to ct2)")
+    dev = pick_device("cpu")
+    sets = parity_sample(src, sample)
+    sm = load_source(src, dev)
+    kit = {name: decode_utterances(sm, utts, src.rms_target, src.max_new_tokens, src.batch_size, dev, progress=False)[0]
+           for name, utts in sets.items()}
+    del sm
+    rows = {name: faster_whisper_rows(src, path, sets, kit, torch.get_num_threads(), cause_variants(read_json(path / "preprocessing.json")))
+            for name, path in folders.items()}
+    out = next(iter(folders.values())).parent
+    write_json(out / "faster_whisper_causes.json", {"run": src.run_folder.name if src.run_folder else None, "sample": sample,
+                                                    "cpu": cpu_name(), "threads": torch.get_num_threads(), "created": now(), "rows": rows})
+    atomic_write_text(out / "faster_whisper_causes.md", causes_markdown(rows, f"faster-whisper against the kit, {sample} clips per set"))
+    return rows
