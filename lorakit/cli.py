@@ -187,9 +187,13 @@ def _add_launch_parsers(sub) -> None:
 
 
 def _demo_data(argv: list[str]) -> int:
-    from .demo import corpus
+    """English demo corpus, or with `--language fr` the French domain-only scenario (data/demo_fr)."""
+    from .demo import corpus, corpus_fr
 
-    return corpus.main(argv)
+    language = argparse.ArgumentParser(add_help=False)
+    language.add_argument("--language", choices=("en", "fr"), default="en")
+    known, rest = language.parse_known_args(argv)
+    return corpus_fr.main(rest) if known.language == "fr" else corpus.main(rest)
 
 
 def _real_speech(argv: list[str]) -> int:

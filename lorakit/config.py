@@ -29,6 +29,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 ON_BAD = ("error", "skip")
 TRACKERS = ("none", "tensorboard", "mlflow", "wandb")  # accelerate's trackers a run can report to
 TASKS = ("transcribe", "translate")  # Whisper's two tasks
+CROSS_LANGUAGE_REPLAY = ("refuse", "own_token", "run_token")  # what replay clips in another language than the run's train under
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,12 @@ class RunConfig:
     real_manifest: str = ""  # real recordings (e.g. data/real/real.jsonl), evaluated for baseline and best adapter only: a sanity figure
     replay_manifest: str = "data/demo/replay.jsonl"  # general speech mixed into every training batch (lorakit demo-data writes this one)
     replay_ratio: float = 0.25  # fraction of each training batch drawn from replay_manifest: round(ratio x batch_size) clips; 0: off
+    replay_language: str = "en"  # spoken language of replay_manifest's clips whose row names none (the bundled replay set is English)
+    cross_language_replay: str = "refuse"  # replay clips not in the run's language: refuse | own_token (each under its own <|lang|>) | run_token (under the run's: teaches it to answer in theirs)
     audio_column: str = "audio"  # a manifest given as a Hugging Face dataset: its audio column (Audio, or file paths)
     text_column: str = "text"  # ... its transcript column
     speaker_column: str = ""  # ... its speaker column; empty: none (speaker-aware statistics then see one speaker per clip)
+    language_column: str = ""  # ... its per-row language column (Whisper codes, e.g. Common Voice's locale); empty: none (the set's declared language)
     max_seconds: float = 20.0  # duration filter for training clips
     min_train_clips: int = 32  # refuse to train with fewer clips after filtering
     min_keep_fraction: float = 0.5  # refuse to train when filtering drops more than half
@@ -186,8 +190,9 @@ class RunConfig:
         )
 
     def replay_per_batch(self) -> int:
-        """Replay clips in each training batch: round(replay_ratio x batch_size), halves up; 0 without replay."""
-        return math.floor(self.replay_ratio * self.batch_size + 0.5) if self.replay_ratio > 0 else 0
+        """Replay clips in each training batch: round(replay_ratio x batch_size), halves up; 0 without replay
+        (replay_ratio 0, or replay_manifest "", as an empty heldout_manifest skips heldout)."""
+        return math.floor(self.replay_ratio * self.batch_size + 0.5) if self.replay_ratio > 0 and self.replay_manifest else 0
 
     def eval_step_list(self) -> list[int]:
         """The steps at which the run evaluates (and checkpoints): `eval_steps` when given, else every
@@ -226,7 +231,8 @@ class RunConfig:
 
     def columns(self) -> dict[str, str]:
         """The column choice for manifests given as Hugging Face datasets (`hf_datasets.read_input`'s keywords)."""
-        return {"audio_column": self.audio_column, "text_column": self.text_column, "speaker_column": self.speaker_column}
+        return {"audio_column": self.audio_column, "text_column": self.text_column, "speaker_column": self.speaker_column,
+                "language_column": self.language_column}
 
 
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
@@ -278,8 +284,8 @@ def _validate(cfg: RunConfig) -> None:
     need(cfg.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
     need(cfg.log_interval >= 1, "log_interval", "must be >= 1")
     need(0 <= cfg.replay_ratio < 1, "replay_ratio", "must be in [0, 1)")
-    need(cfg.replay_ratio == 0 or bool(cfg.replay_manifest), "replay_ratio", "needs a replay_manifest")
-    need(cfg.replay_ratio == 0 or 1 <= cfg.replay_per_batch() < cfg.batch_size, "replay_ratio",
+    need(cfg.cross_language_replay in CROSS_LANGUAGE_REPLAY, "cross_language_replay", f"must be one of {CROSS_LANGUAGE_REPLAY}")
+    need(cfg.replay_ratio == 0 or not cfg.replay_manifest or 1 <= cfg.replay_per_batch() < cfg.batch_size, "replay_ratio",
          f"must leave at least one replay and one training clip in a batch of {cfg.batch_size} (round(ratio x batch_size)); "
          "with batches this small, set replay_ratio 0 (no replay) or a larger batch_size")
     need(not cfg.heldout_test_manifest or bool(cfg.heldout_manifest), "heldout_test_manifest",
@@ -331,8 +337,10 @@ def _check_reporting(cfg: RunConfig, need) -> None:
 
 def _check_language_task(cfg: RunConfig) -> None:
     """The shape of `language` and `task`; whether the model knows them is checked when it loads."""
-    if not (cfg.language.isascii() and cfg.language.isalpha() and cfg.language.islower()):
-        raise ConfigError(f"parameter 'language' = {cfg.language!r}: a language code in lower case, as Whisper writes it (en, fr, de, haw...)")
+    for name in ("language", "replay_language"):
+        value = getattr(cfg, name)
+        if not (value.isascii() and value.isalpha() and value.islower()):
+            raise ConfigError(f"parameter {name!r} = {value!r}: a language code in lower case, as Whisper writes it (en, fr, de, haw...)")
     if cfg.task not in TASKS:
         raise ConfigError(f"parameter 'task' = {cfg.task!r}: must be one of {TASKS}")
 

@@ -37,6 +37,27 @@ def tiny_whisper(out: Path, seed: int = 0) -> Path:
     return out
 
 
+def tiny_multilingual_whisper(out: Path, seed: int = 0) -> Path:
+    """A tiny random Whisper with the multilingual vocabulary, tokenizer and generation config of
+    bundled:whisper-base (language and task tokens), for tests of per-clip language prompts."""
+    from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration, WhisperProcessor
+
+    from lorakit.experiment.convert_ct2_whisper import bundled_model_dir
+
+    src = bundled_model_dir("bundled:whisper-base")
+    torch.manual_seed(seed)
+    config = WhisperConfig.from_pretrained(src)
+    for key, value in dict(d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
+                           encoder_ffn_dim=128, decoder_ffn_dim=128).items():
+        setattr(config, key, value)
+    model = WhisperForConditionalGeneration(config)
+    _widen_embeddings(model)
+    model.generation_config = GenerationConfig.from_pretrained(src)
+    model.save_pretrained(out, safe_serialization=True)
+    WhisperProcessor.from_pretrained(src).save_pretrained(out)
+    return out
+
+
 def _widen_embeddings(model) -> None:
     """Random tied embeddings at the usual 0.02 scale cap the logits near zero, so no adapter could
     lower the loss much; unit-scale embeddings give a random model room to learn."""

@@ -22,6 +22,7 @@ from IPython.display import Audio
 from .breakdown import aligned, utterance_changes
 from ..display import html_table
 from .clips import ClipNote, Spectrogram, clip_view, resolve_audio
+from .language_id import flagged_html, run_text_language
 from .runs import Run, load_runs
 from .stats import PredictionMismatch
 
@@ -95,6 +96,8 @@ def static_tables(splits: Sequence[_Split], max_rows: int = 10, audio_root: Path
                                 + ([("clip", "spectrogram")] if spectrograms else []),
                                 f"{d.run.run_id} · {d.split}: {len(moved)} utterances changed"
                                 + (f" (largest {max_rows} shown)" if len(moved) > max_rows else "")))
+        parts.append(flagged_html(d.run.run_id, d.split, list(d.baseline.values()), list(d.tuned.values()),
+                                  run_text_language(d.run), max_rows))  # "" when no answer is in another language
     return "\n".join(parts)
 
 

@@ -17,6 +17,7 @@ from ..display import markdown_table
 from .archive import write_archive
 from .runs import PathLike, Run, config_key, folder_date, load_runs
 from .hallucination import LOOP_MIN_REPEATS, RUNAWAY_RATIO, format_counts, run_hallucinations
+from . import language_id
 from .stats import (PROVISIONAL, PredictionMismatch, block_bootstrap, guardrail_checks, heldout_ci_high,
                     paired_bootstrap, speakers_of, verdict)
 
@@ -34,6 +35,7 @@ MATRIX_COLUMNS = [  # (row key, header); the first ten are the old team's table
     ("heldout_block", "Heldout speaker-block CI"), ("heldout_poi", "Heldout P(improve)"),
     ("heldout_point", "Heldout point"), ("heldout_ni", "Heldout NI"),
     ("hallucinations", "Hallucinations base→tuned"),
+    ("other_language", "Other-language answers base→tuned"),  # issue 31: identified as another language than the clip's
     # issue 15: which sets the numbers come from (test sets report, dev sets choose)
     ("reported_on", "Reported on"),
     # issue 13: real recordings, a sanity figure only (a dozen clips: too few for a CI or a verdict)
@@ -111,6 +113,10 @@ def matrix_row(run: Run, n_resamples: int = 2000, seed: int = 0, loop_min_repeat
     for split, counts in row["hallucinations"].items():
         for model in ("baseline", "tuned"):
             row[f"{split}_hallucinations_{model}"] = counts[model]["flagged"]
+    row["other_language"] = language_id.run_language_flags(run) if run.status == "finished" else {}
+    for split, counts in row["other_language"].items():
+        for model in ("baseline", "tuned"):
+            row[f"{split}_other_language_{model}"] = counts[model]["flagged"]
     return row
 
 
@@ -157,7 +163,9 @@ class RunMatrix:
         flags = ""
         if self.flags:
             flags = (f" Hallucinations: hypotheses with an n-gram (1-4 words) repeated ≥ {self.flags['loop_min_repeats']} "
-                     f"times in a row, or longer than {self.flags['runaway_ratio']:g} × reference words + 5.")
+                     f"times in a row, or longer than {self.flags['runaway_ratio']:g} × reference words + 5. "
+                     f"Other-language answers: hypotheses of ≥ {language_id.MIN_WORDS} words identified (py3langid) as "
+                     "another language than their clip's.")
         return f"{table}\n\n_Verdict criteria: {describe_criteria(**self.criteria)}.{flags}_\n"
 
     def _repr_markdown_(self) -> str:
@@ -182,7 +190,8 @@ class RunMatrix:
 
 
 _MARKDOWN_ONLY = {"domain_delta", "heldout_delta", "verdict", "domain_block", "domain_poi", "heldout_block",
-                  "heldout_poi", "heldout_point", "heldout_ni", "hallucinations"}  # the CSV has their numbers apart
+                  "heldout_poi", "heldout_point", "heldout_ni", "hallucinations",
+                  "other_language"}  # the CSV has their numbers apart
 CSV_COLUMNS = [c for c in MATRIX_COLUMNS if c[0] not in _MARKDOWN_ONLY
                ] + [("domain_delta_pts", "Domain Δ pts"), ("domain_ci_low", "Domain CI low"),
                     ("domain_ci_high", "Domain CI high"), ("heldout_delta_pts", "Heldout Δ pts"),
@@ -191,7 +200,8 @@ CSV_COLUMNS = [c for c in MATRIX_COLUMNS if c[0] not in _MARKDOWN_ONLY
     (f"{split}_{key}", f"{split.capitalize()} {header}") for split in ("domain", "heldout") for key, header in (
         ("block_ci_low", "block CI low"), ("block_ci_high", "block CI high"), ("wider_ci", "wider CI"),
         ("n_speakers", "speakers"), ("poi", "P(improve)"), ("block_poi", "block P(improve)"),
-        ("hallucinations_baseline", "hallucinations baseline"), ("hallucinations_tuned", "hallucinations tuned"))
+        ("hallucinations_baseline", "hallucinations baseline"), ("hallucinations_tuned", "hallucinations tuned"),
+        ("other_language_baseline", "other-language answers baseline"), ("other_language_tuned", "other-language answers tuned"))
 ] + [("heldout_point", "Heldout point"), ("heldout_ni", "Heldout NI"), ("guardrail_test", "Guardrail test")]
 
 
@@ -276,6 +286,8 @@ def format_cell(key: str, row: dict) -> str:
         return _fmt_poi(row, key.split("_")[0])
     if key == "hallucinations":
         return format_counts(row.get("hallucinations") or {})
+    if key == "other_language":
+        return language_id.format_counts(row.get("other_language") or {})
     value = row.get(key)
     if value is None or value == "":
         return ""

@@ -12,7 +12,8 @@
                   the protocol's size) and `heldout.jsonl` (320) are the test sets
                   (`domain_test_manifest`, `heldout_test_manifest`) that report the numbers;
 - `replay.jsonl`  general English for `replay_manifest`: everyday sentences by train's everyday voices
-                  (never a heldout or domain-only voice), no sentence shared with any other manifest;
+                  (never a heldout or domain-only voice), no sentence shared with any other manifest; each
+                  row says `"language": "en"`;
 - `train_domain_only.jsonl` the clinical lines of train.jsonl only (the situation of a user who has
                   domain speech and nothing else): a filtered copy, no audio of its own.
 
@@ -408,6 +409,8 @@ def _write_manifests(manifests: dict[str, Path], utterances: list[PlannedClip], 
     lines: dict[str, list[str]] = {name: [] for name in manifests}
     for u, d in zip(utterances, durations):
         row = {"audio_filepath": u.path, "text": u.text, "duration": round(d, 4), "speaker_id": u.voice.speaker_id}
+        if u.split == "replay":  # a replay set says its language: a run in another one refuses it (issue 31)
+            row["language"] = "en"
         line = json.dumps(row, ensure_ascii=False) + "\n"
         lines[u.split].append(line)
         if u.split == "train" and u.kind == "clinical":

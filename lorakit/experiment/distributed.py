@@ -16,7 +16,7 @@ import torch
 from ..config import RunConfig
 from ..env import launch_world_size
 from ..record import RunRecord
-from .evaluate import EvalResult, evaluate, score, transcribe
+from .evaluate import EvalResult, evaluate, score, text_languages, transcribe
 from .features import Inputs
 from .manifests import Utterance
 from .models import SpeechModel, pick_autocast, pick_device
@@ -85,4 +85,4 @@ def evaluate_all(sm: SpeechModel, utts: list[Utterance], inputs: Inputs, cfg: Ru
     mine = utts[accelerator.process_index :: accelerator.num_processes]
     hyps = transcribe(sm, mine, inputs, cfg.eval_batch_size, cfg.max_new_tokens, desc, autocast) if mine else []
     by_id = dict(gather_object([(u.id, h) for u, h in zip(mine, hyps)]))
-    return score(utts, [by_id[u.id] for u in utts], sm.text_language)
+    return score(utts, [by_id[u.id] for u in utts], text_languages(sm, utts))

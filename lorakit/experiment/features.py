@@ -4,7 +4,8 @@ decoder-only adapters cheap (which utterances form a batch is `batches.py`).
 Every clip goes through `audio.load_audio` (load -> mono -> resample -> RMS normalize): the same
 function for training, evaluation and inference. When no adapter touches the Whisper encoder, its
 output for a clip never changes, so it is computed once and kept on disk, keyed by the encoder's
-weights, the preprocessing, and the clip's bytes.
+weights, the preprocessing, and the clip's bytes. Labels start with each clip's own language token
+(`Utterance.language`) on a multilingual Whisper; a model without one refuses other languages up front.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ..config import RunConfig
 from ..env import cache_root
 from ..record import atomic_file
 from .audio import audio_sha256, load_audio
-from .manifests import Utterance
+from .manifests import Manifest, ManifestError, Utterance
 from .models import SpeechModel
 
 PREPROCESSING_VERSION = 1  # bump when load_audio's behaviour changes, to invalidate caches
@@ -99,8 +100,9 @@ class Inputs:
         return torch.from_numpy(np.stack([np.load(p) for p in paths])).to(self.device)
 
     def labels(self, utts: list[Utterance]) -> torch.Tensor:
-        """Label ids padded with -100 (ignored by the loss)."""
-        ids = [self.sm.label_ids(u.text) for u in utts]
+        """Label ids padded with -100 (ignored by the loss), each row behind its own clip's language token
+        (multilingual Whisper; `Utterance.language`, None: the run's)."""
+        ids = [self.sm.label_ids(u.text, u.language) for u in utts]
         width = max(len(x) for x in ids)
         out = torch.full((len(ids), width), -100, dtype=torch.long)
         for row, x in enumerate(ids):
@@ -112,6 +114,19 @@ class Inputs:
         if self.cache_dir is not None:
             return {"encoder_outputs": (self.encoder_hidden(utts),)}
         return self.features(utts)
+
+
+def check_clip_languages(sm: SpeechModel, manifests: dict[str, Manifest]) -> None:
+    """Refuse, in one line naming the first such clip's file:line, clips spoken in a language the model cannot
+    be prompted with (an English-only Whisper or a Moonshine takes only the run's; a multilingual Whisper
+    only its own languages), before any clip is decoded."""
+    for name, m in manifests.items():
+        bad = [(u, problem) for u in m.utterances if (problem := sm.language_problem(u.language))]
+        if bad:
+            u, problem = bad[0]
+            more = f" ({len(bad) - 1} more such clips in the {name} set)" if len(bad) > 1 else ""
+            field = "language" if u.unit == "line" else "language column"
+            raise ManifestError(u.manifest, u.line, field, problem + more, unit=u.unit)
 
 
 def make_inputs(sm: SpeechModel, cfg: RunConfig, device: torch.device, frozen_encoder: bool, autocast: torch.dtype | None) -> Inputs:

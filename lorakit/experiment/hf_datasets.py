@@ -11,6 +11,8 @@ into the cache as a file that `load_audio` reads like any other; a clip stored a
 where it is (relative paths resolve against the folder holding the dataset, as a JSONL manifest's do
 against its own folder). Utterance ids are `<dataset name>:<row index>`; the "manifest hash" that
 pins the data in the run record and the baseline key is the dataset's fingerprint plus the columns.
+A `language_column` (e.g. Common Voice's `locale`) gives each row its spoken language, as a JSONL
+manifest's `language` key does.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import soundfile as sf
 from ..params import HUB_PREFIX, is_hub_spec, is_saved_dataset
 from ..env import cache_root, project_root
 from ..record import atomic_file
-from .manifests import Manifest, ManifestError, Utterance, file_duration, finish_manifest, listed_duration, read_manifest
+from .manifests import (Manifest, ManifestError, Utterance, file_duration, finish_manifest, language_code, listed_duration,
+                        read_manifest)
 
 PathLike = str | os.PathLike
 DURATION_COLUMN = "duration"  # read when the dataset has it (seconds), else each clip's header is
@@ -40,17 +43,17 @@ def is_dataset_spec(value: PathLike) -> bool:
 
 
 def read_input(value: PathLike, on_bad: Literal["error", "skip"] = "error", *, audio_column: str = "audio",
-               text_column: str = "text", speaker_column: str = "") -> Manifest:
+               text_column: str = "text", speaker_column: str = "", language_column: str = "") -> Manifest:
     """A manifest parameter's data, JSONL manifest or Hugging Face dataset: every reader of a manifest
     parameter comes through here, so each accepts both. The columns apply to datasets only."""
     if is_dataset_spec(value):
         return read_dataset(str(value), on_bad, audio_column=audio_column, text_column=text_column,
-                            speaker_column=speaker_column)
+                            speaker_column=speaker_column, language_column=language_column)
     return read_manifest(value, on_bad)
 
 
 def read_dataset(spec: str, on_bad: Literal["error", "skip"] = "error", *, audio_column: str = "audio",
-                 text_column: str = "text", speaker_column: str = "") -> Manifest:
+                 text_column: str = "text", speaker_column: str = "", language_column: str = "") -> Manifest:
     """Read and validate a Hugging Face dataset as a manifest (see the module's docstring).
 
     Bad rows are handled as bad JSONL lines are: on_bad="error" raises one ManifestError naming every
@@ -63,11 +66,13 @@ def read_dataset(spec: str, on_bad: Literal["error", "skip"] = "error", *, audio
     where = spec if is_hub_spec(spec) else os.path.abspath(spec)
     ds = _load(datasets, spec, where)
     columns = {"audio": audio_column, "text": text_column, "speaker": speaker_column}
-    wanted = [c for c in (audio_column, text_column, speaker_column) if c]
+    if language_column:  # only when set: the fingerprint of a dataset read without one stays what it was
+        columns["language"] = language_column
+    wanted = [c for c in (audio_column, text_column, speaker_column, language_column) if c]
     missing = [c for c in wanted if c not in ds.column_names]
     if missing:
         raise ManifestError(where, None, missing[0], f"no such column (the dataset has: {', '.join(ds.column_names)}); "
-                            "set audio_column / text_column / speaker_column", unit="row")
+                            "set audio_column / text_column / speaker_column / language_column", unit="row")
     fingerprint = ds._fingerprint  # deterministic: content hash or load recipe, kept by save_to_disk
     reader = _RowReader(where, _name(spec), columns, cache_root() / "hf_audio" / fingerprint,
                         project_root() if is_hub_spec(spec) else Path(where).parent)
@@ -140,7 +145,7 @@ def _name(spec: str) -> str:
 class _RowReader:
     where: str  # the dataset, as errors name it
     name: str  # utterance ids are "<name>:<row>"
-    columns: dict[str, str]  # audio, text, speaker (empty: none)
+    columns: dict[str, str]  # audio, text, speaker (empty: none)[, language]
     cache: Path  # where embedded audio bytes become files
     base: Path  # relative audio paths resolve against it
 
@@ -159,12 +164,16 @@ class _RowReader:
         speaker = row[speaker_column] if speaker_column else None
         if speaker is not None and (isinstance(speaker, bool) or not isinstance(speaker, str | int)):
             raise bad(speaker_column, f"expected a string or integer, got {type(speaker).__name__}")
+        language_column = self.columns.get("language")
+        language = row[language_column] if language_column else None
+        language = None if language is None else language_code(language, bad, language_column)
         audio = self._audio_file(i, row[self.columns["audio"]], bad)
         duration = listed_duration(row.get(DURATION_COLUMN), bad)
         if duration is None:
             duration = file_duration(audio, bad, field=self.columns["audio"])
         return Utterance(id=f"{self.name}:{i}", audio_filepath=audio, text=text.strip(), duration=float(duration),
-                         speaker_id=None if speaker is None else str(speaker), line=i, manifest=self.where, unit="row")
+                         speaker_id=None if speaker is None else str(speaker), line=i, manifest=self.where, unit="row",
+                         language=language)
 
     def _audio_file(self, i: int, value: dict | None, bad) -> str:
         """A file `load_audio` reads: the stored bytes, written once into the cache; else the stored path."""

@@ -3,15 +3,20 @@ starvation guard. The train/eval leakage check is in `leakage.py`.
 
 One line per utterance::
 
-    {"audio_filepath": "clips/a.wav", "text": "hello there", "duration": 1.7, "speaker_id": "s1"}
+    {"audio_filepath": "clips/a.wav", "text": "hello there", "duration": 1.7, "speaker_id": "s1", "language": "en"}
 
-`audio_filepath` and `text` are required; `duration` and `speaker_id` are optional; other keys
-are kept in the file but ignored. Relative paths resolve against the manifest's folder, so a
+`audio_filepath` and `text` are required; `duration`, `speaker_id` and `language` are optional; other
+keys are kept in the file but ignored. Relative paths resolve against the manifest's folder, so a
 data folder can move as a whole.
+
+`language` is the clip's spoken language as a Whisper code (the way multilingual fine-tuning data
+carries one per row). A row without it is in its manifest's declared language: the run's `language`,
+or `replay_language` for the replay set (`with_language` fills it in; `prepare` does so for every set).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -19,11 +24,14 @@ import numbers
 import os
 import statistics
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import soundfile as sf
+
+from ..config import ConfigError, RunConfig
 
 
 PathLike = str | os.PathLike
@@ -97,6 +105,7 @@ class Utterance:
     line: int  # 1-based line of a JSONL manifest; a dataset's row index (0-based, as `ds[i]` takes it)
     manifest: str  # the manifest's absolute path, or the dataset (its folder, or `hf:<id>[:<split>]`)
     unit: Literal["line", "row"] = "line"  # "row": the utterance comes from a Hugging Face dataset
+    language: str | None = None  # spoken language (a Whisper code); None: the row names none, its manifest's declared one applies
 
     @property
     def where(self) -> str:
@@ -217,6 +226,10 @@ def _parse_line(raw: bytes, lineno: int, mpath: Path) -> Utterance:
             raise bad("speaker_id", f"expected a string or integer, got {_json_type(speaker)}")
         speaker = str(speaker)
 
+    language = obj.get("language")
+    if language is not None:
+        language = language_code(language, bad)
+
     audio = os.path.abspath(mpath.parent / obj["audio_filepath"])
     if duration is None:
         duration = file_duration(audio, bad)
@@ -231,7 +244,69 @@ def _parse_line(raw: bytes, lineno: int, mpath: Path) -> Utterance:
         speaker_id=speaker,
         line=lineno,
         manifest=str(mpath),
+        language=language,
     )
+
+
+def language_code(value: Any, bad, field: str = "language") -> str:
+    """A row's `language`: a Whisper code in lower case (en, fr, de, haw...); whether the model knows it is
+    checked once the model is loaded (`prepare`)."""
+    if not isinstance(value, str):
+        raise bad(field, f"expected a language code (a string), got {_json_type(value)}")
+    if not (value.isascii() and value.isalpha() and value.islower()):
+        raise bad(field, f"{value!r} is not a language code in lower case, as Whisper writes it (en, fr, de, haw...)")
+    return value
+
+
+def with_language(manifest: Manifest, language: str) -> Manifest:
+    """`manifest` with `language` on every utterance whose row names none (its declared language)."""
+    utts = [u if u.language else dataclasses.replace(u, language=language) for u in manifest.utterances]
+    return dataclasses.replace(manifest, utterances=utts)
+
+
+def declare_languages(cfg: RunConfig, manifests: dict[str, Manifest]) -> dict[str, Manifest]:
+    """Every clip's spoken language: its row's own, else its set's declared one (`replay_language` for the
+    replay set, the run's `language` for every other). Replay clips in another language than the run's are
+    refused in one line naming the choices (`cross_language_replay` "refuse"), kept under their own language
+    token ("own_token"), or relabelled with the run's ("run_token": what lorakit did before issue 31, which
+    teaches the run's token to answer in the replay's language; kept to measure it)."""
+    out = {name: with_language(m, cfg.replay_language if name == "replay" else cfg.language) for name, m in manifests.items()}
+    replay = out.get("replay")
+    other = Counter(u.language for u in replay.utterances if u.language != cfg.language) if replay else Counter()
+    if not other:
+        return out
+    if cfg.cross_language_replay == "refuse":
+        langs = ", ".join(f"{n} in {lang}" for lang, n in other.most_common())
+        first = other.most_common(1)[0][0]
+        raise ConfigError(
+            f"parameter 'replay_manifest' = {cfg.replay_manifest!r}: {langs} of its {len(replay)} clips (replay_language, "
+            f"or their rows' language), but the run's language is {cfg.language!r}; trained under <|{cfg.language}|> they "
+            f"would teach the model to answer {cfg.language} speech in {first}. Choose: -p replay_manifest \"\" (no replay), "
+            f"a replay set in {cfg.language} (-p replay_manifest <file> -p replay_language {cfg.language}), or "
+            f"-p cross_language_replay own_token (each clip under its own language token, <|{first}|>)")
+    if cfg.cross_language_replay == "run_token":
+        out["replay"] = dataclasses.replace(replay, utterances=[dataclasses.replace(u, language=cfg.language)
+                                                                for u in replay.utterances])
+    return out
+
+
+def training_languages(train: list[Utterance], replay: list[Utterance], n_replay: int, batch_size: int) -> dict:
+    """What the record names: each set's languages with their clip counts and shares, and each language's
+    share of every training batch (the train part, batch_size - n_replay clips, and the replay part)."""
+    batch: Counter = Counter()
+    for utts, part in ((train, (batch_size - n_replay) / batch_size), (replay, n_replay / batch_size)):
+        for lang, v in language_shares(utts).items():
+            batch[lang] += part * v["share"]
+    return {"train": language_shares(train), "replay": language_shares(replay),
+            "batches": {lang: round(share, 4) for lang, share in batch.most_common()}}
+
+
+def language_shares(utts: list[Utterance]) -> dict[str, dict[str, float]]:
+    """{language: {"clips": n, "share": n / total}}, most clips first (ties by code): what the record names."""
+    counts = Counter(u.language for u in utts)
+    total = max(1, len(utts))
+    return {lang: {"clips": n, "share": round(n / total, 4)}
+            for lang, n in sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))}
 
 
 def listed_duration(duration: Any, bad) -> float | None:

@@ -91,18 +91,43 @@ class SpeechModel:
             out = fe(audio, sampling_rate=self.sampling_rate, return_tensors="pt", padding=True, return_attention_mask=True)
         return {"input_values": out.input_values, "attention_mask": out.attention_mask}
 
-    def label_ids(self, text: str) -> list[int]:
-        """Token ids the decoder must produce for `text`, ending with end-of-text.
+    def language_problem(self, language: str | None) -> str | None:
+        """Why this model cannot take a clip spoken in `language` (None: it can). A multilingual Whisper takes
+        any of its languages; an English-only Whisper or a Moonshine decodes one language, the run's."""
+        if language is None or language == self.language:
+            return None
+        if self.family == "whisper" and len(self.decoder_prompt) > 2:  # <|startoftranscript|> <|lang|> <|task|> ...
+            if f"<|{language}|>" in (getattr(self.base.generation_config, "lang_to_id", None) or {}):
+                return None
+            return f"{language!r} is not one of the languages of {self.name!r}"
+        kind = "an English-only Whisper" if self.family == "whisper" else "a Moonshine (one language per model)"
+        return (f"{language!r}, but {self.name!r} is {kind}: it has no language token and decodes only the run's "
+                f"{self.language!r}; use a multilingual Whisper such as bundled:whisper-base")
 
-        Whisper: the prompt generation forces (`decoder_prompt`: <|en|> <|transcribe|> on a multilingual
-        model, then <|notimestamps|>), then the text, then <|endoftext|>; training and decoding see one
-        prompt. The decoder start token is not included: the model prepends it when shifting labels right.
-        Whisper's own transcripts begin with a space (" The ..."), so the label text does too.
+    def prompt_for(self, language: str | None = None) -> tuple[int, ...]:
+        """The decoder prompt for a clip spoken in `language` (None: the run's): `decoder_prompt` with that
+        language's token in place of the run's, on a multilingual Whisper. Raises ValueError where
+        `language_problem` names one."""
+        problem = self.language_problem(language)
+        if problem:
+            raise ValueError(problem)
+        if language is None or language == self.language:
+            return self.decoder_prompt
+        token = self.base.generation_config.lang_to_id[f"<|{language}|>"]
+        return (self.decoder_prompt[0], token, *self.decoder_prompt[2:])
+
+    def label_ids(self, text: str, language: str | None = None) -> list[int]:
+        """Token ids the decoder must produce for `text` spoken in `language` (None: the run's), ending with end-of-text.
+
+        Whisper: the prompt generation forces (`prompt_for(language)`: <|fr|> <|transcribe|> on a multilingual
+        model for a French clip, then <|notimestamps|>), then the text, then <|endoftext|>; training and
+        decoding see one prompt. The decoder start token is not included: the model prepends it when shifting
+        labels right. Whisper's own transcripts begin with a space (" The ..."), so the label text does too.
         """
         tok = self.processor.tokenizer
         if self.family == "whisper":
             text_ids = tok(" " + text.strip(), add_special_tokens=False).input_ids
-            return [*self.decoder_prompt[1:], *text_ids, self.base.config.eos_token_id]
+            return [*self.prompt_for(language)[1:], *text_ids, self.base.config.eos_token_id]
         ids = tok(text.strip(), add_special_tokens=False).input_ids
         return ids + [self.base.config.eos_token_id]
 
@@ -123,24 +148,30 @@ class SpeechModel:
         return torch.cat([encoder(feats[i : i + chunk]).last_hidden_state for i in range(0, len(feats), chunk)])
 
     @torch.no_grad()
-    def generate(self, inputs: dict[str, torch.Tensor], max_new_tokens: int, encoder_hidden: torch.Tensor | None = None) -> torch.Tensor:
-        """Greedy decoding with whatever adapters are injected, active (never merged or unwrapped)."""
+    def generate(self, inputs: dict[str, torch.Tensor], max_new_tokens: int, encoder_hidden: torch.Tensor | None = None,
+                 language: str | None = None) -> torch.Tensor:
+        """Greedy decoding with whatever adapters are injected, active (never merged or unwrapped), of clips
+        spoken in `language` (None: the run's; another one is forced on a multilingual Whisper only)."""
+        self.prompt_for(language)  # a language the model cannot take fails here, as it does in the labels
         with quiet_transformers():  # per-batch notices (max_length vs max_new_tokens, no attention mask) drown the output
-            return self._generate(inputs, max_new_tokens, encoder_hidden)
+            return self._generate(inputs, max_new_tokens, encoder_hidden, None if language == self.language else language)
 
-    def _generate(self, inputs: dict[str, torch.Tensor], max_new_tokens: int, encoder_hidden: torch.Tensor | None) -> torch.Tensor:
+    def _generate(self, inputs: dict[str, torch.Tensor], max_new_tokens: int, encoder_hidden: torch.Tensor | None,
+                  language: str | None = None) -> torch.Tensor:
         if self.family == "whisper":
             from transformers.modeling_outputs import BaseModelOutput
 
             if encoder_hidden is None:  # the encoder (adapters active) in `encode`'s chunks: one clip at a time on CPU
                 encoder_hidden = self.encode(inputs)
-            prompt = {} if self.prompt_ids is None else {"prompt_ids": self.prompt_ids}  # the output leaves the prompt out
+            extra = {} if self.prompt_ids is None else {"prompt_ids": self.prompt_ids}  # the output leaves the prompt out
+            if language is not None:  # this call only: the generation config keeps the run's language
+                extra["language"] = language
             return self.model.generate(
                 encoder_outputs=BaseModelOutput(last_hidden_state=encoder_hidden),
                 max_new_tokens=max_new_tokens,
                 num_beams=1,
                 do_sample=False,
-                **prompt,
+                **extra,
             )
         # Moonshine's GroupNorm (after its first convolution) averages over every frame, padding included,
         # so a padded clip is heard differently in a batch than alone (bundled:moonshine-tiny: 4 of 16 synthesized

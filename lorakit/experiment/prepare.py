@@ -17,7 +17,8 @@ from .batches import subset
 from .devtest import dev_test_leakage, split_dev_test
 from .leakage import check_leakage
 from .hf_datasets import read_input
-from .manifests import Manifest, ManifestError, Utterance, filter_by_duration
+from .features import check_clip_languages
+from .manifests import Manifest, ManifestError, Utterance, declare_languages, filter_by_duration, training_languages
 from .models import SpeechModel
 
 
@@ -106,7 +107,7 @@ def _fitting_labels(utts: list[Utterance], sm: SpeechModel | None, cfg: RunConfi
         return list(utts)
     good = []
     for u in utts:
-        n = len(sm.label_ids(u.text))
+        n = len(sm.label_ids(u.text, u.language))
         if n <= limit:
             good.append(u)
             continue
@@ -124,6 +125,8 @@ def prepare_data(cfg: RunConfig, sampling_rate: int = 16_000, sm: SpeechModel | 
     training texts are also checked against the model's label limit, and every clip against its input
     window (Whisper: 30 s; a longer clip is an error naming file, line and duration, or a counted skip)."""
     manifests, report, warnings = _read_manifests(cfg)
+    if sm is not None:  # a clip in a language the model cannot be prompted with stops the run before any decoding
+        check_clip_languages(sm, manifests)
     train = _filtered_train(cfg, manifests["train"], report)
     skipped_audio: list[dict] = []
     window = sm.input_seconds if sm is not None else None
@@ -134,6 +137,8 @@ def prepare_data(cfg: RunConfig, sampling_rate: int = 16_000, sm: SpeechModel | 
     train = _fitting_labels(train, sm, cfg, skipped_text)
     report["train"]["used"] = len(train)
     replay = _replay(cfg, manifests, report, sampling_rate, sm, skipped_audio, skipped_text)
+    report["training_languages"] = languages = training_languages(train, replay, cfg.replay_per_batch(), cfg.batch_size)
+    print("training languages (share of each batch): " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in languages["batches"].items()))
     for name, utts in evals.items():  # dev and test sets alike
         report[name]["used"] = len(utts)
         if not utts:  # a WER over nothing would read 0.0
@@ -158,6 +163,7 @@ def _read_manifests(cfg: RunConfig) -> tuple[dict[str, Manifest], dict, list[str
     specs = {name: cfg.input_spec(f"{name}_manifest") if name != "replay" or cfg.replay_per_batch() else None
              for name in ("train", "domain", "heldout", "replay", "domain_test", "heldout_test", "real")}
     manifests = {name: read_input(spec, cfg.on_bad_audio, **cfg.columns()) for name, spec in specs.items() if spec is not None}
+    manifests = declare_languages(cfg, manifests)  # each clip's language; replay in another one than the run's is refused here
     report: dict = {name: {"lines": len(m.utterances) + len(m.skipped), "bad_lines_skipped": len(m.skipped),
                            "bad_lines": [{"line": line, "reason": reason} for line, reason in m.skipped]}
                     for name, m in manifests.items()}
