@@ -7,6 +7,7 @@ from fixtures.records import copy_runs
 from lorakit.analysis import hallucination as hal
 from lorakit.analysis import matrix as matrix_mod
 from lorakit.analysis import runs
+from lorakit import scoring
 
 
 def _row(ref, hyp, uid="u1"):
@@ -14,10 +15,10 @@ def _row(ref, hyp, uid="u1"):
 
 
 def test_longest_loop_finds_the_ngram_repeated_most_in_a_row():
-    assert hal.longest_loop("a b c a b c a b c d".split()) == (("a", "b", "c"), 3)
-    assert hal.longest_loop("x y y y y z".split()) == (("y",), 4)
-    assert hal.longest_loop([]) == ((), 0)
-    assert hal.longest_loop("one two three".split()) == (("one",), 1)
+    assert scoring.longest_loop("a b c a b c a b c d".split()) == (("a", "b", "c"), 3)
+    assert scoring.longest_loop("x y y y y z".split()) == (("y",), 4)
+    assert scoring.longest_loop([]) == ((), 0)
+    assert scoring.longest_loop("one two three".split()) == (("one",), 1)
 
 
 def test_loops_and_runaways_are_flagged_and_ordinary_hypotheses_are_not():

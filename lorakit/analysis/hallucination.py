@@ -1,7 +1,8 @@
 """Hallucination flags: hypotheses caught in a repetition loop (an n-gram of 1-4 words repeated many
 times in a row) or running far longer than their reference, the failures users report most after
 fine-tuning Whisper. Counted per run and eval set, baseline against tuned, with the worst examples.
-Pure functions of prediction rows (`hyp_norm`/`ref_norm`, falling back to `hyp`/`ref`).
+Pure functions of prediction rows (`hyp_norm`/`ref_norm`, falling back to `hyp`/`ref`). The rules
+themselves are `scoring.hallucination_kinds`, which the experiment's pseudo-labelling applies too.
 """
 
 from __future__ import annotations
@@ -9,12 +10,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from ..display import markdown_table
+from ..scoring import LOOP_MIN_REPEATS, RUNAWAY_RATIO, hallucination_kinds
 from .runs import Run
-
-LOOP_MIN_REPEATS = 4  # an n-gram repeated this many times in a row is a loop
-RUNAWAY_RATIO = 2.0  # a hypothesis longer than this times its reference's words (+ RUNAWAY_SLACK) runs away
-RUNAWAY_SLACK = 5  # words allowed beyond the ratio, so short references do not flag on a word or two
-MAX_NGRAM = 4
 
 
 def _words(row: dict, key: str) -> list[str]:
@@ -24,44 +21,12 @@ def _words(row: dict, key: str) -> list[str]:
     return text.split()
 
 
-def _repeats_at(words: Sequence[str], start: int, n: int) -> int:
-    """How many times words[start:start+n] occurs back to back from `start`."""
-    gram, count, i = list(words[start:start + n]), 1, start + n
-    while words[i:i + n] == gram:
-        count, i = count + 1, i + n
-    return count
-
-
-def longest_loop(words: Sequence[str], max_n: int = MAX_NGRAM) -> tuple[tuple[str, ...], int]:
-    """The n-gram (1..max_n words) with the most consecutive repeats in `words`, and that count
-    (((), 0) for no words). Ties go to the shorter n-gram, then the earlier one."""
-    words = list(words)
-    best: tuple[tuple[str, ...], int] = ((), 0)
-    for n in range(1, max_n + 1):
-        for start in range(len(words) - n + 1):
-            count = _repeats_at(words, start, n)
-            if count > best[1]:
-                best = (tuple(words[start:start + n]), count)
-    return best
-
-
-def _max_repeats_of(words: Sequence[str], gram: tuple[str, ...]) -> int:
-    n = len(gram)
-    return max((_repeats_at(words, i, n) for i in range(len(words) - n + 1)
-                if tuple(words[i:i + n]) == gram), default=0)
-
-
 def flag_hypothesis(row: dict, loop_min_repeats: int = LOOP_MIN_REPEATS,
                     runaway_ratio: float = RUNAWAY_RATIO) -> dict | None:
     """{"id", "kinds" (loop and/or runaway), "loop", "repeats", "hyp_words", "ref_words", "ref", "hyp"}
     for a flagged hypothesis, else None. A loop the reference itself has (as many repeats) is not one."""
     hyp, ref = _words(row, "hyp"), _words(row, "ref")
-    gram, repeats = longest_loop(hyp)
-    kinds = []
-    if repeats >= loop_min_repeats and repeats > _max_repeats_of(ref, gram):
-        kinds.append("loop")
-    if len(hyp) > runaway_ratio * len(ref) + RUNAWAY_SLACK:
-        kinds.append("runaway")
+    kinds, gram, repeats = hallucination_kinds(hyp, ref, loop_min_repeats=loop_min_repeats, runaway_ratio=runaway_ratio)
     if not kinds:
         return None
     return {"id": row.get("id"), "kinds": kinds, "loop": " ".join(gram) if "loop" in kinds else "",
@@ -75,13 +40,23 @@ def _severity(flag: dict) -> tuple:
 
 def hallucinations(rows: Sequence[dict], loop_min_repeats: int = LOOP_MIN_REPEATS,
                    runaway_ratio: float = RUNAWAY_RATIO, top: int = 3) -> dict:
-    """Counts over prediction rows: {"n", "flagged", "loops", "runaways", "worst" (top flags, most
-    excess words first)}; a hypothesis with both a loop and a runaway counts once in "flagged"."""
+    """Counts over prediction rows: {"n", "flagged", "loops", "runaways", "truncated", "worst" (top flags,
+    most excess words first)}; a hypothesis with both a loop and a runaway counts once in "flagged".
+    "truncated": hypotheses cut at the token limit (`cut_at_tokens`), None when a row does not say
+    (records written before the kit checked)."""
     flags = [f for f in (flag_hypothesis(r, loop_min_repeats, runaway_ratio) for r in rows) if f]
     return {"n": len(rows), "flagged": len(flags),
             "loops": sum("loop" in f["kinds"] for f in flags),
             "runaways": sum("runaway" in f["kinds"] for f in flags),
+            "truncated": truncated(rows),
             "worst": sorted(flags, key=_severity, reverse=True)[:top]}
+
+
+def truncated(rows: Sequence[dict]) -> int | None:
+    """How many hypotheses were cut at the token limit (no end-of-text token), None unless every row says."""
+    if not all("cut_at_tokens" in r for r in rows):
+        return None
+    return sum(r["cut_at_tokens"] is not None for r in rows)
 
 
 def run_hallucinations(run: Run, loop_min_repeats: int = LOOP_MIN_REPEATS,
@@ -98,6 +73,14 @@ def run_hallucinations(run: Run, loop_min_repeats: int = LOOP_MIN_REPEATS,
 def format_counts(per_split: dict) -> str:
     """"domain 0→3; heldout 1→1" (flagged hypotheses, baseline→tuned), "" without predictions."""
     return "; ".join(f"{split} {c['baseline']['flagged']}→{c['tuned']['flagged']}" for split, c in per_split.items())
+
+
+def format_truncated(per_split: dict) -> str:
+    """"domain 0→2; heldout 0→0" (hypotheses cut at the token limit, baseline→tuned); "?" for a side whose
+    predictions do not say (older records), "" without predictions."""
+    def n(c: dict) -> str:
+        return "?" if c.get("truncated") is None else str(c["truncated"])
+    return "; ".join(f"{split} {n(c['baseline'])}→{n(c['tuned'])}" for split, c in per_split.items())
 
 
 WORST_COLUMNS = [("run_id", "run"), ("split", "set"), ("model", "model"), ("id", "utterance"),
