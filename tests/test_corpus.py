@@ -71,8 +71,8 @@ def test_domain_only_terms_and_voices_stay_out_of_train(built):
     domain_text = "\n".join(r["text"] for r in domain)
     terms = summary["domain_only_terms"]
     assert 0.15 <= sum(t in corpus_words.DRUGS for t in terms) / len(corpus_words.DRUGS) <= 0.20
-    assert not [t for t in terms if corpus._term_in(t, train_text)]
-    assert any(corpus._term_in(t, domain_text) for t in terms)
+    assert not [t for t in terms if corpus.term_in(t, train_text)]
+    assert any(corpus.term_in(t, domain_text) for t in terms)
     only = set(summary["domain_only_voices"])
     assert only and not only & {r["speaker_id"] for r in train}
     assert only & {r["speaker_id"] for r in domain}
@@ -124,10 +124,10 @@ def test_changed_generator_invalidates_the_cache(built, monkeypatch):
     planned, _ = corpus.plan_corpus(0, **SIZES)
     assert summary["plan_sha256"] == corpus.plan_sha256(planned)
     identity = {k: summary[k] for k in ("version", "seed", "sizes", "plan_sha256")}
-    assert corpus._is_complete(a, identity)
+    assert corpus.is_complete(a, identity)
     monkeypatch.setattr(corpus_words, "DOSE_UNITS", ["units"])  # e.g. someone edits a word list
     replanned, _ = corpus.plan_corpus(0, **SIZES)
-    assert not corpus._is_complete(a, {**identity, "plan_sha256": corpus.plan_sha256(replanned)})
+    assert not corpus.is_complete(a, {**identity, "plan_sha256": corpus.plan_sha256(replanned)})
 
 
 def test_replay_is_everyday_speech_by_train_voices_and_no_eval_voice(built):
@@ -139,7 +139,7 @@ def test_replay_is_everyday_speech_by_train_voices_and_no_eval_voice(built):
     assert voices <= {v.speaker_id for v in corpus.TRAIN_GENERAL_VOICES}
     assert not voices & {r["speaker_id"] for r in _rows(a, "heldout")} and not voices & set(summary["domain_only_voices"])
     text = "\n".join(r["text"] for r in replay)
-    assert not [t for t in summary["domain_only_terms"] if corpus._term_in(t, text)]
+    assert not [t for t in summary["domain_only_terms"] if corpus.term_in(t, text)]
     planned, _ = corpus.plan_corpus(0, **SIZES)
     assert {u.kind for u in planned if u.split == "replay"} == {"everyday"}
 
@@ -204,7 +204,7 @@ def test_other_seed_gives_other_sentences():
 @pytest.mark.parametrize("templates", [corpus_words.CLINICAL_TEMPLATES, corpus_words.GENERAL_TEMPLATES])
 def test_sentence_generator_has_variety(templates):
     rng = random.Random(0)
-    lists = corpus._lists(set(), allow_domain_only=True)
+    lists = corpus.word_lists(set(), allow_domain_only=True)
     sentences = [corpus.make_sentence(rng.choice(templates), rng, lists) for _ in range(2000)]
     assert len(set(sentences)) >= 0.95 * len(sentences)
     assert all("{" not in s and s[0].isupper() for s in sentences)

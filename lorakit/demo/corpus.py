@@ -109,13 +109,15 @@ class PlannedClip:
 
 
 # ------------------------------------------------------------------------------------------- text
-def _lists(domain_only: set[str], allow_domain_only: bool) -> dict[str, list[str]]:
-    """Word lists by slot name; without `allow_domain_only`, the domain-only terms are left out."""
-    lists = dict(W.WORD_SLOTS)
+def word_lists(domain_only: set[str], allow_domain_only: bool, words=W) -> dict[str, list[str]]:
+    """Word lists by slot name; without `allow_domain_only`, the domain-only terms are left out.
+    `words`: the module of word lists (`words` for English, `words_fr` for French)."""
+    lists = dict(words.WORD_SLOTS)
     if not allow_domain_only:
-        lists["drug"] = [d for d in W.DRUGS if d not in domain_only]
-        lists["procedure"] = [p for p in W.PROCEDURES if p not in domain_only]
+        lists["drug"] = [d for d in words.DRUGS if d not in domain_only]
+        lists["procedure"] = [p for p in words.PROCEDURES if p not in domain_only]
     return lists
+
 
 
 def _number_slot(slot: str, rng: random.Random) -> str | None:
@@ -173,25 +175,26 @@ def _term_pattern(term: str) -> re.Pattern:
     return re.compile(rf"(?<![\w]){re.escape(term.lower())}(?![\w])")
 
 
-def _term_in(term: str, text: str) -> bool:
+def term_in(term: str, text: str) -> bool:
     """Whole-word, case-insensitive: 'amoxicillin' is in 'amoxicillin-clavulanate', not in 'amoxicillinx'."""
     text = text.lower()
     return term.lower() in text and _term_pattern(term).search(text) is not None  # cheap test first
 
 
-def choose_domain_only_terms(rng: random.Random) -> list[str]:
-    """Drug names and procedures kept out of train; only terms that no other list entry contains."""
-    entries = {w for words in W.WORD_SLOTS.values() for w in words} | {lab[0] for lab in W.LABS}
-    vocabulary = "\n".join(sorted(entries | set(W.CLINICAL_TEMPLATES + W.GENERAL_TEMPLATES))).lower()
+def choose_domain_only_terms(rng: random.Random, words=W) -> list[str]:
+    """Drug names and procedures kept out of train; only terms that no other list entry contains.
+    `words`: the module of word lists (English by default)."""
+    entries = {w for ws in words.WORD_SLOTS.values() for w in ws} | {lab[0] for lab in words.LABS}
+    vocabulary = "\n".join(sorted(entries | set(words.CLINICAL_TEMPLATES + words.GENERAL_TEMPLATES))).lower()
 
     def separable(term: str) -> bool:
         t = term.lower()  # occurs in its own entry only (the substring count is a cheap first test)
         return vocabulary.count(t) == 1 or len(_term_pattern(t).findall(vocabulary)) == 1
 
     chosen = []
-    for words, share in ((W.DRUGS, DOMAIN_ONLY_DRUG_SHARE), (W.PROCEDURES, DOMAIN_ONLY_PROCEDURE_SHARE)):
-        candidates = [t for t in words if separable(t)]
-        chosen += sorted(rng.sample(candidates, round(share * len(words))))
+    for terms, share in ((words.DRUGS, DOMAIN_ONLY_DRUG_SHARE), (words.PROCEDURES, DOMAIN_ONLY_PROCEDURE_SHARE)):
+        candidates = [t for t in terms if separable(t)]
+        chosen += sorted(rng.sample(candidates, round(share * len(terms))))
     return chosen
 
 
@@ -213,7 +216,7 @@ def _run(cmd: list[str], stdin: bytes | None = None) -> bytes:
     return done.stdout
 
 
-def _tool_version(binary: str) -> str:
+def tool_version(binary: str) -> str:
     done = subprocess.run([binary, "--version"], capture_output=True, check=False)  # flite exits 1 here
     lines = (done.stdout + done.stderr).decode(errors="replace").splitlines()
     return next((line.strip() for line in lines if re.search(r"\d+\.\d+", line)), "unknown")
@@ -251,7 +254,7 @@ def render(utt: PlannedClip, out_dir: Path) -> float:
 
 
 # ----------------------------------------------------------------------------------------- corpus
-def _pick_voice(rng: random.Random, voices: dict[Voice, int]) -> Voice:
+def pick_voice(rng: random.Random, voices: dict[Voice, int]) -> Voice:
     return rng.choices(list(voices), weights=list(voices.values()))[0]
 
 
@@ -265,8 +268,8 @@ def plan_corpus(seed: int, n_train: int, n_domain: int, n_heldout: int, n_replay
     adding them changed no clip of the others (the test sets kept every clip and every number).
     """
     domain_only = choose_domain_only_terms(random.Random(f"{seed}/terms"))
-    train_lists = _lists(set(domain_only), allow_domain_only=False)
-    all_lists = _lists(set(domain_only), allow_domain_only=True)
+    train_lists = word_lists(set(domain_only), allow_domain_only=False)
+    all_lists = word_lists(set(domain_only), allow_domain_only=True)
     n_general = round(GENERAL_SHARE_TRAIN * n_train)
     groups = [  # (split, kind, count, templates, word lists, voices)
         ("train", "clinical", n_train - n_general, W.CLINICAL_TEMPLATES, train_lists, TRAIN_CLINICAL_VOICES),
@@ -277,21 +280,7 @@ def plan_corpus(seed: int, n_train: int, n_domain: int, n_heldout: int, n_replay
         ("domain_dev", "clinical", n_domain_dev, W.CLINICAL_TEMPLATES, all_lists, DOMAIN_VOICES),
         ("heldout_dev", "everyday", n_heldout_dev, W.GENERAL_TEMPLATES, all_lists, HELDOUT_VOICES),
     ]
-    seen: set[str] = set()  # every sentence is used once across all splits
-    planned: dict[str, list[PlannedClip]] = {split: [] for split in SPLITS}
-    for split, kind, count, templates, lists, voices in groups:
-        rng = random.Random(f"{seed}/{split}/{kind}")
-        for _ in range(count):
-            text = make_sentence(rng.choice(templates), rng, lists)
-            while text.lower() in seen:
-                text = make_sentence(rng.choice(templates), rng, lists)
-            seen.add(text.lower())
-            voice = _pick_voice(rng, voices)
-            if voice.engine == "espeak":
-                speed, pitch = float(rng.randint(140, 175)), rng.randint(35, 65)  # words/minute, 0-99
-            else:
-                speed, pitch = round(rng.uniform(0.95, 1.10), 2), 0  # duration stretch
-            planned[split].append(PlannedClip(split, "", text, voice, speed, pitch, rng.randrange(2**32), kind))
+    planned = draw_clips(seed, groups, SPLITS, make_sentence)
     random.Random(f"{seed}/train/order").shuffle(planned["train"])  # interleave clinical and everyday
 
     return [
@@ -300,25 +289,49 @@ def plan_corpus(seed: int, n_train: int, n_domain: int, n_heldout: int, n_replay
     ], domain_only
 
 
+def draw_clips(seed: int, groups: list[tuple], splits: tuple[str, ...], sentence) -> dict[str, list[PlannedClip]]:
+    """The clips of each split, without paths: per group (split, kind, count, templates, word lists, voices)
+    a stream `Random(f"{seed}/{split}/{kind}")` draws each sentence (`sentence(template, rng, lists)`, redrawn
+    until no split has used it), its voice and its prosody."""
+    seen: set[str] = set()  # every sentence is used once across all splits
+    planned: dict[str, list[PlannedClip]] = {split: [] for split in splits}
+    for split, kind, count, templates, lists, voices in groups:
+        rng = random.Random(f"{seed}/{split}/{kind}")
+        for _ in range(count):
+            text = sentence(rng.choice(templates), rng, lists)
+            while text.lower() in seen:
+                text = sentence(rng.choice(templates), rng, lists)
+            seen.add(text.lower())
+            voice = pick_voice(rng, voices)
+            if voice.engine == "espeak":
+                speed, pitch = float(rng.randint(140, 175)), rng.randint(35, 65)  # words/minute, 0-99
+            else:
+                speed, pitch = round(rng.uniform(0.95, 1.10), 2), 0  # duration stretch
+            planned[split].append(PlannedClip(split, "", text, voice, speed, pitch, rng.randrange(2**32), kind))
+    return planned
+
+
 SPLITS = ("train", "domain", "heldout", "replay", "domain_dev", "heldout_dev")
 CLIP_PREFIX = {"domain_dev": "dd", "heldout_dev": "hd"}  # file names: d00012.wav (domain), dd00012.wav (domain dev)
 TRAINING_SPLITS = ("train", "replay")  # what a run may train on: domain-only terms and voices stay out
 
 
-def check_splits(utterances: list[PlannedClip], domain_only: list[str]) -> None:
+def check_splits(utterances: list[PlannedClip], domain_only: list[str], splits: tuple[str, ...] = SPLITS,
+                 training_splits: tuple[str, ...] = TRAINING_SPLITS, domain_only_voices: dict | None = None) -> None:
     """Raise AssertionError unless no sentence is in two splits, domain-only terms and voices miss the
-    training splits, and replay shares no voice with heldout."""
-    texts = {s: {u.text.lower() for u in utterances if u.split == s} for s in SPLITS}
-    for i, one in enumerate(SPLITS):
-        for two in SPLITS[i + 1 :]:
+    training splits, and replay shares no voice with heldout. The defaults are the English corpus's."""
+    domain_only_voices = DOMAIN_ONLY_VOICES if domain_only_voices is None else domain_only_voices
+    texts = {s: {u.text.lower() for u in utterances if u.split == s} for s in splits}
+    for i, one in enumerate(splits):
+        for two in splits[i + 1 :]:
             if texts[one] & texts[two]:
                 raise AssertionError(f"a sentence occurs in {one} and {two}: {sorted(texts[one] & texts[two])[:3]}")
-    voices = {s: {u.voice.speaker_id for u in utterances if u.split == s} for s in SPLITS}
-    for split in TRAINING_SPLITS:
-        leaked = [t for t in domain_only if _term_in(t, "\n".join(texts[split]))]
+    voices = {s: {u.voice.speaker_id for u in utterances if u.split == s} for s in splits}
+    for split in training_splits:
+        leaked = [t for t in domain_only if term_in(t, "\n".join(texts[split]))]
         if leaked:
             raise AssertionError(f"domain-only terms occur in {split}: {leaked}")
-        if voices[split] & {v.speaker_id for v in DOMAIN_ONLY_VOICES}:
+        if voices[split] & {v.speaker_id for v in domain_only_voices}:
             raise AssertionError(f"a domain-only voice is in {split}")
     heldout_voices = voices["heldout"] | voices["heldout_dev"]
     if voices["replay"] & heldout_voices:
@@ -333,7 +346,7 @@ def plan_sha256(utterances: list[PlannedClip]) -> str:
 DOMAIN_ONLY_TRAIN = "train_domain_only"  # manifest of train's clinical lines only
 
 
-def _is_complete(out_dir: Path, expected: dict) -> bool:
+def is_complete(out_dir: Path, expected: dict) -> bool:
     """True when `out_dir` holds a finished build of the same plan with every file present."""
     try:
         old = json.loads((out_dir / "corpus.json").read_text())
@@ -370,7 +383,7 @@ def build_corpus(
     start = time.perf_counter()
     utterances, domain_only = plan_corpus(seed, n_train, n_domain, n_heldout, n_replay, n_domain_dev, n_heldout_dev)
     identity = {"version": CORPUS_VERSION, "seed": seed, "sizes": sizes, "plan_sha256": plan_sha256(utterances)}
-    if not force and _is_complete(out_dir, identity):
+    if not force and is_complete(out_dir, identity):
         return manifests
     check_binaries()
     check_splits(utterances, domain_only)
@@ -398,7 +411,7 @@ def build_corpus(
         "train_general_share": GENERAL_SHARE_TRAIN,
         DOMAIN_ONLY_TRAIN: sum(u.split == "train" and u.kind == "clinical" for u in utterances),
         "build_seconds": round(time.perf_counter() - start, 1), "jobs": jobs,
-        "tools": {b: _tool_version(b) for b in BINARIES},
+        "tools": {b: tool_version(b) for b in BINARIES},
     }
     (out_dir / "corpus.json").write_text(json.dumps(summary, indent=2) + "\n")
     return manifests

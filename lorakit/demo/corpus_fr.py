@@ -1,0 +1,195 @@
+"""The French domain-only scenario: French clinical dictation and everyday French, by espeak-ng's French voices.
+
+`build_corpus_fr` (`lorakit demo-data --language fr`) writes, beside their audio, into data/demo_fr/:
+
+- `train_domain_only.jsonl` clinical dictation by the train voices, and nothing else (the situation of a
+                  user who has recordings of their domain only);
+- `domain_dev.jsonl`, `domain.jsonl` clinical dictation (dev chooses, test reports: 520 clips, the
+                  protocol's size), with drug names and procedures that train never says and a voice that
+                  train never hears;
+- `heldout_dev.jsonl`, `heldout.jsonl` everyday French (test: 320 clips) by voices heard nowhere else;
+- `replay_unlabeled.jsonl` everyday French with no transcript (audio_filepath, duration, speaker_id), and
+                  its audio folder `audio/replay/`: the same-language unlabeled pool a user may have, for
+                  `replay_manifest` (the frozen base model pseudo-labels it: `experiment/pseudo_labels.py`);
+- `replay.jsonl`  the same clips with their true text: the oracle a study compares pseudo-labels against.
+
+espeak-ng has French voices for France, Belgium and Switzerland (fr, fr-be, fr-ch); the mbrola voices it
+lists need mbrola, which is absent, and flite speaks English only. Speakers are variants of those three
+(+f2, +m3, +klatt...) heard through the English corpus's channels (clean, telephone, light noise); the
+rendering, the seeded plan and the build check are `corpus.py`'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import random
+import re
+import shutil
+import string
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from ..display import progress_bar
+from . import corpus as C
+from . import words_fr as W
+from .corpus import PlannedClip, Voice
+
+LANGUAGE = "fr"  # the Whisper language code of every clip
+CORPUS_VERSION = 1  # bump when the file layout changes; content changes are caught by the plan hash
+SPLITS = ("train_domain_only", "domain", "heldout", "replay", "domain_dev", "heldout_dev")
+TRAINING_SPLITS = ("train_domain_only", "replay")  # what a run may train on: domain-only terms and voices stay out
+CLIP_PREFIX = {"train_domain_only": "t", "domain_dev": "dd", "heldout_dev": "hd"}
+UNLABELED = "replay_unlabeled"  # the replay clips' manifest without transcripts
+
+TRAIN_VOICES = {
+    Voice("espeak", "fr"): 2, Voice("espeak", "fr+f2"): 2, Voice("espeak", "fr-be+m3"): 1,
+    Voice("espeak", "fr+m7", "noise"): 1, Voice("espeak", "fr-be", "phone"): 1, Voice("espeak", "fr+f4", "phone"): 1,
+}
+DOMAIN_ONLY_VOICES = {Voice("espeak", "fr+klatt"): 1}
+DOMAIN_VOICES = {**TRAIN_VOICES, **DOMAIN_ONLY_VOICES}
+REPLAY_VOICES = {Voice("espeak", "fr"): 1, Voice("espeak", "fr+f2"): 1, Voice("espeak", "fr-be+m3"): 1}
+HELDOUT_VOICES = {Voice("espeak", "fr-ch+m2"): 1, Voice("espeak", "fr-ch+f3"): 1}  # heard nowhere else
+DEFAULT_SIZES = {"train_domain_only": 600, "domain": 520, "heldout": 320, "replay": 300, "domain_dev": 200,
+                 "heldout_dev": 150}
+
+
+def _number(slot: str, rng: random.Random) -> str | None:
+    """Fillers that are numbers or built from numbers; None when `slot` is a word-list slot."""
+    if slot in W.NUMBER_RANGES:
+        n = rng.randint(*W.NUMBER_RANGES[slot])
+        return str(50 * n) if slot == "ebl" else str(n)  # blood loss in steps of 50 millilitres
+    match slot:
+        case "dose":
+            return f"{rng.choice(W.DOSE_AMOUNTS)} {rng.choice(W.DOSE_UNITS)}"
+        case "lab":
+            return rng.choice(W.LABS)[0]
+        case "lab_value":
+            name, low, high, decimals = rng.choice(W.LABS)
+            value = round(rng.uniform(low, high), decimals)
+            return f"{name} à {str(value if decimals else int(value)).replace('.', ',')}"
+        case "size":  # centimetres, one decimal
+            return f"{rng.randint(1, 9)},{rng.randint(1, 9)}"
+    return None
+
+
+def elide(text: str) -> str:
+    """French elision that a slot can make necessary: 'de amoxicilline' -> "d'amoxicilline", 'de hémoglobine' ->
+    "d'hémoglobine" (every h in the lists is mute); digits never elide."""
+    return re.sub(r"\b([dD]e|[qQ]ue) (?=[aeiouyhéèêàâîôœAEIOUYHÉÈÊÎÔ])", lambda m: m.group(1)[:-1] + "'", text)
+
+
+def make_sentence(template: str, rng: random.Random, lists: dict[str, list[str]]) -> str:
+    """Fill a template's `{slot}` fields; repeated slots (`{drug}`, `{drug2}`) get distinct fillers."""
+    values: dict[str, str] = {}
+    for _, field, _, _ in string.Formatter().parse(template):
+        if not field or field in values:
+            continue
+        slot = field.rstrip("0123456789")
+        for _ in range(20):  # redraw until it differs from the slot's other fillers
+            value = _number(slot, rng)
+            value = value if value is not None else rng.choice(lists[slot])
+            if value not in values.values():
+                break
+        values[field] = value
+    text = elide(template.format(**values))
+    return text[0].upper() + text[1:]
+
+
+def plan_corpus_fr(seed: int, sizes: dict[str, int]) -> tuple[list[PlannedClip], list[str]]:
+    """Decide every utterance (text, voice, prosody, path) from the seed; return them and the domain-only terms.
+    Each split draws from its own stream, as in the English corpus (`corpus.draw_clips`)."""
+    domain_only = C.choose_domain_only_terms(random.Random(f"{seed}/terms"), W)
+    train_lists = C.word_lists(set(domain_only), allow_domain_only=False, words=W)
+    all_lists = C.word_lists(set(domain_only), allow_domain_only=True, words=W)
+    groups = [  # (split, kind, count, templates, word lists, voices)
+        ("train_domain_only", "clinical", sizes["train_domain_only"], W.CLINICAL_TEMPLATES, train_lists, TRAIN_VOICES),
+        ("domain", "clinical", sizes["domain"], W.CLINICAL_TEMPLATES, all_lists, DOMAIN_VOICES),
+        ("heldout", "everyday", sizes["heldout"], W.GENERAL_TEMPLATES, all_lists, HELDOUT_VOICES),
+        ("replay", "everyday", sizes["replay"], W.GENERAL_TEMPLATES, train_lists, REPLAY_VOICES),
+        ("domain_dev", "clinical", sizes["domain_dev"], W.CLINICAL_TEMPLATES, all_lists, DOMAIN_VOICES),
+        ("heldout_dev", "everyday", sizes["heldout_dev"], W.GENERAL_TEMPLATES, all_lists, HELDOUT_VOICES),
+    ]
+    planned = C.draw_clips(seed, groups, SPLITS, make_sentence)
+    return [
+        dataclasses.replace(u, path=f"audio/{split}/{CLIP_PREFIX.get(split, split[0])}{i:05d}.wav")
+        for split, items in planned.items() for i, u in enumerate(items)
+    ], domain_only
+
+
+def build_corpus_fr(out_dir: Path = Path("data/demo_fr"), seed: int = 0, sizes: dict[str, int] | None = None,
+                    jobs: int = 2, force: bool = False) -> dict[str, Path]:
+    """Synthesize the French scenario into `out_dir`; return the manifest paths by name (the splits and
+    `replay_unlabeled`). Skips the work when `out_dir/corpus.json` records the same plan and every file is
+    present, unless `force`. `jobs`: parallel synthesis processes."""
+    out_dir, sizes = Path(out_dir), {**DEFAULT_SIZES, **(sizes or {})}
+    manifests = {name: out_dir / f"{name}.jsonl" for name in (*SPLITS, UNLABELED)}
+    start = time.perf_counter()
+    utterances, domain_only = plan_corpus_fr(seed, sizes)
+    identity = {"version": CORPUS_VERSION, "language": LANGUAGE, "seed": seed, "sizes": sizes,
+                "plan_sha256": C.plan_sha256(utterances)}
+    if not force and C.is_complete(out_dir, identity) and manifests[UNLABELED].is_file():
+        return manifests
+    C.check_binaries()
+    C.check_splits(utterances, domain_only, SPLITS, TRAINING_SPLITS, DOMAIN_ONLY_VOICES)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "corpus.json").unlink(missing_ok=True)  # written last: its presence marks a finished build
+    shutil.rmtree(out_dir / "audio", ignore_errors=True)
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # map keeps the plan's order
+        durations = list(progress_bar(pool.map(lambda u: C.render(u, out_dir), utterances), total=len(utterances),
+                                      desc="French demo corpus: synthesize", unit="clip"))
+    _write_manifests(manifests, utterances, durations)
+    (out_dir / "terms.txt").write_text("\n".join(W.DRUGS + W.PROCEDURES + W.CONDITIONS) + "\n")
+    hours = {s: round(sum(d for u, d in zip(utterances, durations) if u.split == s) / 3600, 3) for s in sizes}
+    voices = {s: sorted({u.voice.speaker_id for u in utterances if u.split == s}) for s in sizes}
+    summary = {**identity, "hours": hours, "voices": voices, "domain_only_terms": domain_only,
+               "domain_only_voices": sorted(v.speaker_id for v in DOMAIN_ONLY_VOICES),
+               "build_seconds": round(time.perf_counter() - start, 1), "jobs": jobs,
+               "tools": {b: C.tool_version(b) for b in ("espeak-ng", "sox")}}
+    (out_dir / "corpus.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    return manifests
+
+
+def _write_manifests(manifests: dict[str, Path], utterances: list[PlannedClip], durations: list[float]) -> None:
+    """One manifest per split, every row with its `language`; and the replay clips once more without text."""
+    lines: dict[str, list[str]] = {name: [] for name in manifests}
+    for u, d in zip(utterances, durations):
+        row = {"audio_filepath": u.path, "text": u.text, "duration": round(d, 4), "speaker_id": u.voice.speaker_id,
+               "language": LANGUAGE}
+        lines[u.split].append(json.dumps(row, ensure_ascii=False) + "\n")
+        if u.split == "replay":
+            unlabeled = {k: v for k, v in row.items() if k != "text"}
+            lines[UNLABELED].append(json.dumps(unlabeled, ensure_ascii=False) + "\n")
+    for name, path in manifests.items():
+        path.write_text("".join(lines[name]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`lorakit demo-data --language fr`: build the French scenario."""
+    parser = argparse.ArgumentParser(prog="lorakit demo-data --language fr", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("data/demo_fr"), help="corpus folder (default data/demo_fr)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=2, help="parallel synthesis processes")
+    parser.add_argument("--force", action="store_true", help="rebuild even if a matching corpus exists")
+    for split, n in DEFAULT_SIZES.items():
+        parser.add_argument(f"--n-{split.replace('_', '-')}", type=int, default=n, dest=split, help=f"clips (default {n})")
+    args = parser.parse_args(argv)
+    started = time.time()
+    sizes = {split: getattr(args, split) for split in DEFAULT_SIZES}
+    manifests = build_corpus_fr(args.out, args.seed, sizes, jobs=args.jobs, force=args.force)
+    summary = json.loads((args.out / "corpus.json").read_text())
+    fresh = (args.out / "corpus.json").stat().st_mtime >= started
+    state = f"built in {summary['build_seconds']} s" if fresh else "up to date, nothing to do; --force rebuilds"
+    print(f"French demo corpus in {args.out} ({state}):")
+    for name, path in manifests.items():
+        split = "replay" if name == UNLABELED else name
+        print(f"  {path}: {summary['sizes'][split]} utterances, {summary['hours'][split]} h"
+              + (" (no transcripts)" if name == UNLABELED else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
