@@ -27,6 +27,7 @@ BASE_CHANGING_INITS = ("pissa", "olora", "corda", "loftq", "lora_ga")  # peft re
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 ON_BAD = ("error", "skip")
+LABEL_CHECKS = ("off", "report", "skip")  # the base model's check of training labels: none, listed, listed and dropped
 TRACKERS = ("none", "tensorboard", "mlflow", "wandb")  # accelerate's trackers a run can report to
 TASKS = ("transcribe", "translate")  # Whisper's two tasks
 CROSS_LANGUAGE_REPLAY = ("refuse", "own_token", "run_token")  # what replay clips in another language than the run's train under
@@ -62,6 +63,9 @@ class RunConfig:
     max_train_utterances: int = 0  # 0: all; else a seeded subset (fast demos)
     max_eval_utterances: int = 0  # 0: all; else a seeded subset of each eval set (smoke runs only)
     on_bad_audio: str = "error"  # error | skip (skips are counted in the run record)
+    pseudo_label_min_logprob: float = -1.0  # a replay_manifest without transcripts (a folder of audio, or rows without text): the base model's transcripts are its targets, those under this mean token log-probability (nats) left out
+    label_check: str = "off"  # off | report | skip: the base model transcribes the training clips; likely label errors are listed in the record (report) or dropped (skip)
+    label_check_wer: float = 1.0  # a training clip whose base-model WER against its label exceeds this is a likely label error (so is a label far too long or short for its clip)
     rms_target: float = 0.075  # linear amplitude, every path
     # optimisation
     max_steps: int = 150  # optimizer steps
@@ -284,6 +288,9 @@ def _validate(cfg: RunConfig) -> None:
     need(cfg.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
     need(cfg.log_interval >= 1, "log_interval", "must be >= 1")
     need(0 <= cfg.replay_ratio < 1, "replay_ratio", "must be in [0, 1)")
+    need(cfg.label_check in LABEL_CHECKS, "label_check", f"must be one of {LABEL_CHECKS}")
+    need(cfg.label_check_wer > 0, "label_check_wer", "must be > 0 (a WER as a fraction: 1.0 is as many errors as label words)")
+    need(cfg.pseudo_label_min_logprob <= 0, "pseudo_label_min_logprob", "must be <= 0 (a mean log-probability, in nats)")
     need(cfg.cross_language_replay in CROSS_LANGUAGE_REPLAY, "cross_language_replay", f"must be one of {CROSS_LANGUAGE_REPLAY}")
     need(cfg.replay_ratio == 0 or not cfg.replay_manifest or 1 <= cfg.replay_per_batch() < cfg.batch_size, "replay_ratio",
          f"must leave at least one replay and one training clip in a batch of {cfg.batch_size} (round(ratio x batch_size)); "

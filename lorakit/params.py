@@ -183,7 +183,7 @@ def check_inputs_exist(cfg: Any) -> None:
             hint = ("; `lorakit demo-data` writes the general-English replay set the defaults use, or set replay_ratio 0"
                     if name == "replay_manifest" else "")
             raise ConfigError(f"parameter {name!r}: manifest file not found: {p}{hint}")
-        if p is not None and p.is_dir() and not is_saved_dataset(p):
+        if p is not None and p.is_dir() and not is_saved_dataset(p) and name != "replay_manifest":  # replay: a folder of audio too
             raise ConfigError(f"parameter {name!r}: {p} is a folder but not a dataset saved with save_to_disk "
                               f"(none of {', '.join(SAVED_DATASET_FILES)} in it); give a JSONL manifest or such a folder")
     if cfg.prompt:

@@ -18,6 +18,7 @@ from .devtest import dev_test_leakage, split_dev_test
 from .leakage import check_leakage
 from .hf_datasets import read_input
 from .features import check_clip_languages
+from .pseudo_labels import is_unlabeled, read_unlabeled
 from .manifests import Manifest, ManifestError, Utterance, declare_languages, filter_by_duration, training_languages
 from .models import SpeechModel
 
@@ -162,7 +163,8 @@ def _read_manifests(cfg: RunConfig) -> tuple[dict[str, Manifest], dict, list[str
     """Every manifest of the run (JSONL or Hugging Face dataset), with its line (row) counts and skipped bad lines for the record."""
     specs = {name: cfg.input_spec(f"{name}_manifest") if name != "replay" or cfg.replay_per_batch() else None
              for name in ("train", "domain", "heldout", "replay", "domain_test", "heldout_test", "real")}
-    manifests = {name: read_input(spec, cfg.on_bad_audio, **cfg.columns()) for name, spec in specs.items() if spec is not None}
+    manifests = {name: read_unlabeled(spec) if name == "replay" and is_unlabeled(spec)  # pseudo-labelled after the baseline
+                 else read_input(spec, cfg.on_bad_audio, **cfg.columns()) for name, spec in specs.items() if spec is not None}
     manifests = declare_languages(cfg, manifests)  # each clip's language; replay in another one than the run's is refused here
     report: dict = {name: {"lines": len(m.utterances) + len(m.skipped), "bad_lines_skipped": len(m.skipped),
                            "bad_lines": [{"line": line, "reason": reason} for line, reason in m.skipped]}

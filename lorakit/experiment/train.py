@@ -42,7 +42,7 @@ from .features import Inputs, make_inputs, tensor_fingerprint
 from .manifests import Utterance
 from .models import SpeechModel, TargetPlan, add_adapters, load_model, pick_autocast, pick_device, plan_targets
 from .prepare import Splits, prepare_data
-from . import trackers, trial
+from . import pseudo_labels, trackers, trial
 
 
 def seed_everything(seed: int) -> None:
@@ -183,6 +183,7 @@ def _run(cfg: RunConfig, run_id: str, record: RunRecord, started: float, acceler
     r.baselines = compute_baselines(r)
     if cfg.prompt_only:
         return prompt_only(r)
+    base_model_pass(r)
     add_run_adapters(r)
     step, evals = resume(r)
     model, r.optimizer = accelerator.prepare(r.sm.model, r.optimizer)  # r.sm.model stays the unwrapped peft model
@@ -230,6 +231,38 @@ def compute_baselines(r: RunState) -> dict[str, EvalResult]:
         r.record.write_predictions(name, "baseline", res.rows)
         print(f"baseline {name}: WER {res.wer:.4f} over {len(res.rows)} utterances")
     return baselines
+
+
+def base_model_pass(r: RunState) -> None:
+    """Before any adapter exists, the frozen base model transcribes (once; cached like the baseline) the
+    training clips for the label check (`label_check`) and an unlabeled replay set for its pseudo-labels;
+    both reports go into the record's data section, and a set too small afterwards stops the run here."""
+    cfg, sp = r.cfg, r.splits
+    unlabeled_replay = bool(sp.replay) and pseudo_labels.is_unlabeled(cfg.input_spec("replay_manifest"))
+    if cfg.label_check == "off" and not unlabeled_replay:
+        return
+    model_fp = tensor_fingerprint(r.sm.base)
+    passes = [("train", sp.train)] * (cfg.label_check != "off") + [("replay", sp.replay)] * unlabeled_replay
+    for name, utts in passes:
+        rows, cache = pseudo_labels.base_transcripts(r.sm, r.inputs, name, utts, sp.manifests[name].sha256, cfg, r.autocast,
+                                                     r.accelerator, model_fp)
+        if name == "train":
+            sp.train, report = pseudo_labels.check_labels(utts, rows, cfg, r.sm.text_language)
+            sp.report["train"].update(label_check={**report, **cache}, used=len(sp.train))
+            if report["flagged"]:
+                sp.warnings.append(f"train: {report['flagged']} likely label error(s) (label_check {cfg.label_check}: "
+                                   f"{report['dropped']} dropped), e.g. {report['likely_label_errors'][0]['id']}: "
+                                   + "; ".join(report["likely_label_errors"][0]["reasons"]))
+        else:
+            sp.replay, report = pseudo_labels.pseudo_labeled(utts, rows, cfg, r.sm.text_language)
+            sp.report["replay"].update(pseudo_labels={**report, **cache}, used=len(sp.replay))
+            print(f"replay: {report['kept']} of {report['clips']} clips pseudo-labelled by the base model, "
+                  f"{report['left_out']} left out {report['left_out_by_reason']}")
+    if len(sp.train) < cfg.min_train_clips:
+        raise ConfigError(f"only {len(sp.train)} training clips remain after label_check skip (min_train_clips={cfg.min_train_clips})")
+    if unlabeled_replay and len(sp.replay) < cfg.replay_per_batch():
+        raise ConfigError(f"only {len(sp.replay)} replay clips of {cfg.replay_manifest} have a usable pseudo-label; "
+                          f"replay_ratio={cfg.replay_ratio} takes {cfg.replay_per_batch()} per batch")
 
 
 def add_run_adapters(r: RunState) -> None:
