@@ -230,13 +230,17 @@ def test_archive_requests_from_notebook_parameters(runs_dir):
 
 
 def test_aggregate_seeds_groups_runs_that_differ_only_in_seed(runs_dir):
+    """Copies of one hand-built record (identical predictions: sd 0 by hand). Each copy gets its own
+    command and notes, as a sweep writes them; the real path (records `lorakit sweep` wrote) is
+    tests/test_analysis_on_sweeps.py."""
     for seed in (1, 2):
         dest = runs_dir / f"{DORA}-s{seed}"
         shutil.copytree(runs_dir / DORA, dest)
         for name, key in (("config.json", "config"), ("metrics.json", None)):
             data = json.loads((dest / name).read_text())
             target = data[key] if key else data
-            target.update(seed=seed, run_id=dest.name)
+            target.update(seed=seed, run_id=dest.name, notes=f"seed {seed}",
+                          command=f"lorakit run params/demo.yaml -p seed {seed} -p run_id {dest.name}")
             (dest / name).write_text(json.dumps(data))
     matrix = matrix_mod.run_matrix(runs.load_runs(runs_dir), n_resamples=100)
     groups = stats.aggregate_seeds(matrix.rows)

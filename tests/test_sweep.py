@@ -1,5 +1,7 @@
 """Sweep files expand into validated runs with readable ids; seed replicates aggregate into mean ± sd
-and verdicts. No training here (see test_recipes.py for sweeps that run)."""
+and verdicts. No training here (see test_recipes.py for sweeps that run, and test_analysis_on_sweeps.py
+for the analysis on the records real sweeps write); the hand-made rows below are the edge cases that
+real runs rarely give: a failed seed, a lone run, a looser criterion, exact hand-checked means."""
 
 from __future__ import annotations
 
@@ -115,7 +117,8 @@ def test_shipped_sweeps_expand(name):
 # --- seeds -----------------------------------------------------------------------------------------
 def row(run_id, seed, base, tuned, hbase, htuned, status="finished", **config):
     cfg = {"lr": 1e-4, "use_dora": False, "seed": seed, "run_id": run_id, "notes": f"seed {seed}",
-           "output_dir": "executed", **config}
+           "output_dir": "executed", "command": f"lorakit run params/demo.yaml -p seed {seed} -p run_id {run_id}",
+           **config}  # the naming fields differ per seed, as in a sweep's records
     return {"run_id": run_id, "seed": seed, "status": status, "baseline_wer": base, "tuned_wer": tuned,
             "heldout_baseline_wer": hbase, "heldout_tuned_wer": htuned, "config": cfg}
 
