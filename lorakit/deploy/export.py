@@ -49,10 +49,11 @@ ids = model.generate(**features, max_new_tokens={max_new_tokens}, num_beams=1, d
 print(processor.batch_decode(ids, skip_special_tokens=True)[0].strip())
 ```
 
-Or through the kit, which does exactly this:
+Or through the kit, with the run's adapter unmerged (the parity report finds the same hypotheses; `--model`
+on this folder would decode with the kit's default token limit and no text prompt, not the run's):
 
 ```bash
-lorakit transcribe --model {folder} clip.wav
+lorakit transcribe --adapter {adapter} clip.wav
 ```
 
 A Whisper window holds 30 s: for longer clips the kit uses transformers' long-form generation on the
