@@ -251,8 +251,15 @@ def result_config(values: dict[str, Any]) -> dict[str, Any]:
     """What shapes a run's result, from a config as `RunConfig.to_dict()` gives it or a record's config.json
     "config" holds it: the naming fields dropped, a parameter the record predates taken as its default, and
     values as JSON stores them (so a recorded run and a live config compare equal)."""
-    merged = {**RunConfig().to_dict(), **values}
+    merged = {**RunConfig().to_dict(), **BEFORE_THEY_EXISTED, **values}
     return json.loads(json.dumps({k: v for k, v in merged.items() if k not in NAMING_FIELDS}, sort_keys=True, default=str))
+
+
+# What a record written before a parameter existed ran with, where that is not the parameter's default: such runs
+# reported on the clips that chose (no dev/test split), so resuming one now is a changed configuration, not test_split 0.5.
+BEFORE_THEY_EXISTED = {"test_split": 0.0}
+
+
 def _validate(cfg: RunConfig) -> None:
     def need(condition: bool, name: str, why: str) -> None:
         if not condition:

@@ -184,3 +184,13 @@ def test_the_default_recipe_guards_against_forgetting_and_names_its_replay_set(t
     with pytest.raises(ConfigError, match=r"replay_manifest.*lorakit demo-data.*replay_ratio 0"):
         check_inputs_exist(RunConfig(replay_manifest=str(tmp_path / "replay.jsonl")))
     check_inputs_exist(RunConfig(replay_manifest=str(tmp_path / "replay.jsonl"), replay_ratio=0.0))  # not used, not needed
+
+
+def test_a_record_from_before_test_split_counts_as_unsplit(tmp_path):
+    """A run recorded before `test_split` existed reported on the clips that chose: resuming it under today's
+    default (0.5) would mix full-set and dev-half evaluations in one history, so the guard names the change."""
+    old = {k: v for k, v in RunConfig().to_dict().items() if k != "test_split"}
+    assert RunConfig().changes_from(old) == {"test_split": (0.0, 0.5)}
+    with pytest.raises(ConfigError, match=r"test_split: 0.0 -> 0.5"):
+        RunConfig().check_same_run(old, tmp_path / "old-run")
+    assert RunConfig(test_split=0.0).changes_from(old) == {}
