@@ -103,11 +103,10 @@ def french_demo_sentences() -> list[str]:
 def accuracy(texts: list[str], language: str, words: int | None = None) -> dict:
     """Of `texts` (cut to their first `words` words), how many are identified as `language`; texts too short
     for the flag are judged anyway here (the identifier alone), and counted apart."""
-    from lorakit.analysis.language_id import CANDIDATES, _identifier
+    from lorakit.analysis.language_id import CANDIDATES, classify
 
-    identifier = _identifier(tuple(sorted({language, "en", *CANDIDATES})))
     cut = [" ".join(t.split()[:words]) if words else t for t in texts]
-    right = sum(identifier.classify(t)[0] == language for t in cut)
+    right = sum(classify(t, {language, "en", *CANDIDATES}) == language for t in cut)
     flagged = sum(identify(t, language) not in (None, language) for t in cut)  # what the flag would call another language
     return {"n": len(cut), "identified": right, "accuracy": round(right / max(1, len(cut)), 4), "false_flags": flagged}
 

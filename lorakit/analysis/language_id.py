@@ -25,20 +25,25 @@ MIN_WORDS = 4  # hypotheses with fewer words are not judged: too short to identi
 
 
 @functools.cache
-def _identifier(languages: tuple[str, ...] = ()):
-    """py3langid's model, restricted to `languages` (all of its own when empty); loaded on first use."""
+def _identifier():
+    """py3langid's model, loaded once on first use (about a second: one load, restricted per call)."""
     from py3langid.langid import MODEL_FILE, LanguageIdentifier  # here, so the analysis notebook starts without it
 
-    identifier = LanguageIdentifier.from_model_file(MODEL_FILE)
-    if languages:
-        identifier.set_languages(list(languages))
-    return identifier
+    return LanguageIdentifier.from_model_file(MODEL_FILE)
 
 
 @functools.cache
 def known_languages() -> frozenset[str]:
     """The languages the identifier knows (ISO 639-1 codes, as Whisper writes most of them)."""
-    return frozenset(_identifier().nb_classes)
+    return frozenset(_identifier()._full_model[2])
+
+
+def classify(text: str, languages: Sequence[str]) -> str:
+    """The language of `text` among `languages` (each known to the identifier)."""
+    identifier, wanted = _identifier(), sorted(set(languages))
+    if identifier.nb_classes != [c for c in identifier._full_model[2] if c in wanted]:  # restrict only when the set changes
+        identifier.set_languages(wanted)
+    return identifier.classify(text)[0]
 
 
 def identify(text: str, expected: str) -> str | None:
@@ -46,7 +51,7 @@ def identify(text: str, expected: str) -> str | None:
     the text has fewer than MIN_WORDS words or `expected` is a language the identifier does not know."""
     if len(text.split()) < MIN_WORDS or expected not in known_languages():
         return None
-    return _identifier(tuple(sorted({expected, "en", *CANDIDATES}))).classify(text)[0]
+    return classify(text, {expected, "en", *CANDIDATES})
 
 
 def run_text_language(run: Run) -> str:
