@@ -43,7 +43,7 @@ from .models import SpeechModel
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")  # what a folder of audio is read for
 CHARS_PER_SECOND = (3.0, 35.0)  # label characters (no spaces) per second of audio; speech runs at ~10-20
-KEY_VERSION = "base-transcripts-1"  # bump when a row's fields change
+KEY_VERSION = "base-transcripts-2"  # bump when a row's fields (or how they are computed) change
 MAX_LISTED = 50  # likely label errors listed in the record (all are counted)
 
 
@@ -105,7 +105,13 @@ def _unlabeled_row(obj: dict, lineno: int, path: Path) -> Utterance:
 @torch.no_grad()
 def _mean_logprobs(sm: SpeechModel, model_in: dict, encoder_hidden, ids: torch.Tensor) -> list[float]:
     """Each generated sequence's mean token log-probability (nats) over its text tokens and end-of-text,
-    teacher-forced through the model that generated it (the forced language/task tokens are not scored)."""
+    teacher-forced through the model that generated it (the forced language/task tokens are not scored).
+    Whisper's `generate` returns the text tokens alone: its decoder prompt goes in front again, and an
+    end-of-text after them, so the model's confidence that the transcript ends there counts too."""
+    eos = sm.base.config.eos_token_id
+    if int(ids[0, 0]) != sm.base.config.decoder_start_token_id:
+        prompt = torch.tensor(sm.decoder_prompt, device=ids.device).expand(len(ids), -1)
+        ids = torch.cat([prompt, ids, torch.full((len(ids), 1), eos, device=ids.device)], dim=1)
     if sm.family == "whisper":
         from transformers.modeling_outputs import BaseModelOutput
 
@@ -114,7 +120,7 @@ def _mean_logprobs(sm: SpeechModel, model_in: dict, encoder_hidden, ids: torch.T
         logits = sm.base(**model_in, decoder_input_ids=ids[:, :-1]).logits
     targets = ids[:, 1:]
     logp = torch.log_softmax(logits.float(), -1).gather(-1, targets[..., None])[..., 0]
-    is_eos = targets == sm.base.config.eos_token_id
+    is_eos = targets == eos
     after_eos = (is_eos.long().cumsum(1) - is_eos.long()) > 0  # padding after the first end-of-text
     special = torch.isin(targets, torch.tensor(sm.processor.tokenizer.all_special_ids, device=targets.device)) & ~is_eos
     mask = (~after_eos & ~special).float()
