@@ -1,5 +1,5 @@
-"""`lorakit` command line: run / sweep / search / matrix / archive / analysis / demo-data / real-speech /
-import-model / transcribe / export.
+"""`lorakit` command line: run / sweep / search / matrix / archive / unarchive / analysis / demo-data /
+real-speech / import-model / transcribe / export.
 
 The composition root: the one module that knows every side of the package. Each command parses its
 arguments and calls one entry point of one side (launch, analysis, experiment, demo); the sides never
@@ -8,6 +8,11 @@ for torch and `lorakit run` does not pay for matplotlib.
 
 `lorakit run params/<name>.yaml` is exactly a papermill execution of notebooks/train.ipynb with the
 recipe's values as parameters, into executed/<name>/run.ipynb.
+
+Conventions: a user's mistake is one line on stderr (`lorakit <command>: ...`) and exit code 2, never a
+traceback; counts (`--jobs`, `--trials`, `--batch-size`) are integers >= 1; `--jobs` and `--ray` exclude
+each other; `--runs` resolves like every path the kit takes (`env.project_path`: relative to the
+project root).
 """
 
 from __future__ import annotations
@@ -16,11 +21,40 @@ import argparse
 import ast
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .config import ConfigError, RunConfig
 from .params import load_yaml
-from .env import project_root
+from .demo.options import real_speech_arguments
+from .env import project_path
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line naming the command and where its help is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def installed_version() -> str:
+    """The installed distribution's version (pyproject.toml's, as pip reports it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lorakit")
+    except PackageNotFoundError:  # a checkout on sys.path, not installed
+        return "(not installed)"
+
+
+def count(text: str) -> int:
+    """An argparse type: an integer >= 1 (jobs, trials, clips per batch)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {n}")
+    return n
 
 
 def parse_value(text: str) -> Any:
@@ -86,10 +120,18 @@ def cmd_search(args: argparse.Namespace) -> int:
     return code
 
 
+def runs_folder(runs: str) -> Path:
+    """`--runs`: an existing folder, relative to the project root unless absolute."""
+    folder = project_path(runs)
+    if not folder.is_dir():
+        raise ConfigError(f"--runs {runs}: no folder {folder}")
+    return folder
+
+
 def cmd_matrix(args: argparse.Namespace) -> int:
     from .analysis.matrix import write_matrix
 
-    paths = write_matrix(Path(args.runs))
+    paths = write_matrix(runs_folder(args.runs))
     for p in paths:
         print(p)
     return 0
@@ -98,15 +140,37 @@ def cmd_matrix(args: argparse.Namespace) -> int:
 def cmd_archive(args: argparse.Namespace) -> int:
     from .analysis.archive import archive_run
 
-    archive_run(Path(args.runs) / args.run_id, args.reason)
-    print(f"archived {args.run_id}: {args.reason}")
+    try:
+        archive_run(runs_folder(args.runs) / args.run_id, args.reason)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"lorakit archive: {exc}", file=sys.stderr)
+        return 2
+    print(f"archived {args.run_id}: {args.reason.strip()}")
+    return 0
+
+
+def cmd_unarchive(args: argparse.Namespace) -> int:
+    from .analysis.archive import unarchive_run
+
+    try:
+        unarchive_run(runs_folder(args.runs) / args.run_id)
+    except FileNotFoundError as exc:
+        print(f"lorakit unarchive: {exc}", file=sys.stderr)
+        return 2
+    print(f"unarchived {args.run_id}: back in the matrix")
     return 0
 
 
 def cmd_analysis(args: argparse.Namespace) -> int:
+    """The analysis notebook beside the runs it reads (<runs>/analysis.ipynb); the figures of any folder
+    but the project's executed/ go beside them too (<runs>/figures/), so they never replace the demo's."""
     from .launch.notebooks import execute_analysis
 
-    return 0 if execute_analysis(project_root() / "executed" / "analysis.ipynb", {"runs_dir": args.runs}) else 1
+    runs = runs_folder(args.runs)
+    params: dict[str, Any] = {"runs_dir": str(runs)}
+    if runs.resolve() != project_path("executed").resolve():
+        params["figures_dir"] = str(runs / "figures")
+    return 0 if execute_analysis(runs / "analysis.ipynb", params) else 1
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
@@ -114,14 +178,21 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def cmd_real_speech(args: argparse.Namespace) -> int:
-    return _real_speech(args.rest)
+    from .demo import real_speech
+
+    return real_speech.build(args)
 
 
 def cmd_import_model(args: argparse.Namespace) -> int:
     from .experiment.convert_ct2_whisper import BUNDLED_NAME, bundled_model_dir, bundled_spec, convert
 
     if args.src and bundled_spec(args.src) is None:
-        print(convert(args.src, args.dst or Path(args.src).with_name(Path(args.src).name + "-hf")))
+        src = Path(args.src)
+        if not (src / "model.bin").is_file():  # checked before the conversion's bar starts
+            print(f"lorakit import-model: {src}: not a bundled name nor a CTranslate2 Whisper export folder (no model.bin)",
+                  file=sys.stderr)
+            return 2
+        print(convert(src, args.dst or src.with_name(src.name + "-hf")))
     else:
         print(bundled_model_dir(args.src or BUNDLED_NAME, force=args.force))
     return 0
@@ -132,7 +203,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
     try:
         res = transcribe(model=args.model, adapter=args.adapter, inputs=args.inputs, output=args.output or None, fmt=args.format,
-                         batch_size=args.batch_size, device=args.device, runs_dir=args.runs)
+                         batch_size=args.batch_size, device=args.device, runs_dir=args.runs and project_path(args.runs))
     except (TranscribeError, FileNotFoundError) as exc:
         print(f"lorakit transcribe: {exc}", file=sys.stderr)
         return 2
@@ -154,7 +225,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .deploy.transcribe import TranscribeError
 
     try:
-        result = export(args.source, to=args.to, quantization=args.quantization, model=args.model, runs_dir=args.runs, parity=not args.no_parity,
+        result = export(args.source, to=args.to, quantization=args.quantization, model=args.model,
+                        runs_dir=args.runs and project_path(args.runs), parity=not args.no_parity,
                         sample=args.sample, device=args.device, causes=args.faster_whisper_causes)
     except (TranscribeError, FileNotFoundError, ValueError) as exc:
         print(f"lorakit export: {exc}", file=sys.stderr)
@@ -167,20 +239,22 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _add_launch_parsers(sub) -> None:
     p = sub.add_parser("sweep", help="expand params/sweeps/<name>.yaml into runs and execute them")
     p.add_argument("sweep")
-    p.add_argument("--jobs", type=int, default=1, help="runs in parallel on this machine")
-    p.add_argument("--ray", default=None, metavar="auto|local|ADDRESS",
-                   help="run each run as a Ray task: auto (the running cluster), local (a fresh one here) or host:port")
+    where = p.add_mutually_exclusive_group()  # on Ray the cluster's slots set the parallelism
+    where.add_argument("--jobs", type=count, default=1, help="runs in parallel on this machine")
+    where.add_argument("--ray", default=None, metavar="auto|local|ADDRESS",
+                       help="run each run as a Ray task: auto (the running cluster), local (a fresh one here) or host:port")
     p.add_argument("--force", action="store_true")
     p.add_argument("--no-analysis", action="store_true", help="skip the analysis notebook afterwards")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("search", help="an Optuna study over params/search/<name>.yaml: every trial a run")
     p.add_argument("search")
-    p.add_argument("--trials", type=int, default=None, help="finished trials the study ends with (default: the file's 'trials')")
-    p.add_argument("--jobs", type=int, default=1, help="trials in parallel on this machine")
-    p.add_argument("--ray", default=None, metavar="auto|local|ADDRESS",
-                   help="each trial's run a Ray task, as many at a time as the cluster has GPUs (else CPUs); "
-                        "the storage must be reachable from every node")
+    p.add_argument("--trials", type=count, default=None, help="finished trials the study ends with (default: the file's 'trials')")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--jobs", type=count, default=1, help="trials in parallel on this machine")
+    where.add_argument("--ray", default=None, metavar="auto|local|ADDRESS",
+                       help="each trial's run a Ray task, as many at a time as the cluster has GPUs (else CPUs); "
+                            "the storage must be reachable from every node")
     p.add_argument("--storage", default=None, help="an Optuna storage URL (default: sqlite:///<output_dir>/search-<name>.db)")
     p.add_argument("--no-analysis", action="store_true", help="skip the analysis notebook afterwards")
     p.set_defaults(func=cmd_search)
@@ -196,13 +270,7 @@ def _demo_data(argv: list[str]) -> int:
     return corpus_fr.main(rest) if known.language == "fr" else corpus.main(rest)
 
 
-def _real_speech(argv: list[str]) -> int:
-    from .demo import real_speech
-
-    return real_speech.main(argv)
-
-
-DATA_BUILDERS = {"demo-data": _demo_data, "real-speech": _real_speech}
+DATA_BUILDERS = {"demo-data": _demo_data}
 
 
 def _add_data_parsers(sub) -> None:
@@ -211,8 +279,8 @@ def _add_data_parsers(sub) -> None:
     p.set_defaults(func=cmd_demo_data)
 
     p = sub.add_parser("real-speech", help="build the real-speech sanity set (data/real/) from pocketsphinx-testdata "
-                                           "and moonshine-voice's recordings", add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+                                           "and moonshine-voice's recordings")
+    real_speech_arguments(p)
     p.set_defaults(func=cmd_real_speech)
 
     p = sub.add_parser("import-model", help="convert a bundled Whisper (or a CTranslate2 Whisper folder) to transformers")
@@ -230,7 +298,7 @@ def _add_deploy_parsers(sub) -> None:
     p.add_argument("--adapter", help="a run id, a run folder (its adapter_best/) or an adapter folder")
     p.add_argument("--output", "-o", help="write the hypotheses here (default: print input<TAB>hypothesis, the input as manifest:line or the audio path)")
     p.add_argument("--format", choices=("jsonl", "csv", "txt"), default="jsonl")
-    p.add_argument("--batch-size", type=int, default=None, help="clips per batch (default: the run's eval_batch_size, else 16)")
+    p.add_argument("--batch-size", type=count, default=None, help="clips per batch (default: the run's eval_batch_size, else 16)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 ...")
     p.add_argument("--runs", default=None, help="where run ids are looked up (default: executed/)")
     p.set_defaults(func=cmd_transcribe)
@@ -250,8 +318,31 @@ def _add_deploy_parsers(sub) -> None:
     p.set_defaults(func=cmd_export)
 
 
+def _add_analysis_parsers(sub) -> None:
+    runs = {"default": "executed", "help": "the folder of run records (default executed/, relative to the project root)"}
+    p = sub.add_parser("matrix", help="write run_matrix.md and .csv (and run_archive.md) in the runs folder from its run records")
+    p.add_argument("--runs", **runs)
+    p.set_defaults(func=cmd_matrix)
+
+    p = sub.add_parser("archive", help="move a run out of the matrix into the archive table, with a reason")
+    p.add_argument("run_id")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--runs", **runs)
+    p.set_defaults(func=cmd_archive)
+
+    p = sub.add_parser("unarchive", help="bring an archived run back into the matrix")
+    p.add_argument("run_id")
+    p.add_argument("--runs", **runs)
+    p.set_defaults(func=cmd_unarchive)
+
+    p = sub.add_parser("analysis", help="execute notebooks/analysis.ipynb over the run records, into <runs>/analysis.ipynb")
+    p.add_argument("--runs", **runs)
+    p.set_defaults(func=cmd_analysis)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lorakit", description="LoRA/DoRA experiments on speech models")
+    parser = Parser(prog="lorakit", description="LoRA/DoRA experiments on speech models")
+    parser.add_argument("--version", action="version", version=f"lorakit {installed_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="execute notebooks/train.ipynb for a recipe into executed/<name>/")
@@ -263,31 +354,19 @@ def main(argv: list[str] | None = None) -> int:
 
     _add_launch_parsers(sub)
 
-    p = sub.add_parser("matrix", help="write executed/run_matrix.md and .csv from the run records")
-    p.add_argument("--runs", default="executed")
-    p.set_defaults(func=cmd_matrix)
-
-    p = sub.add_parser("archive", help="move a run out of the matrix into the archive table, with a reason")
-    p.add_argument("run_id")
-    p.add_argument("--reason", required=True)
-    p.add_argument("--runs", default="executed")
-    p.set_defaults(func=cmd_archive)
-
-    p = sub.add_parser("analysis", help="execute notebooks/analysis.ipynb over the run records")
-    p.add_argument("--runs", default="executed")
-    p.set_defaults(func=cmd_analysis)
+    _add_analysis_parsers(sub)
 
     _add_data_parsers(sub)
     _add_deploy_parsers(sub)
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] in (["demo-data"], ["real-speech"]):  # their options belong to the builders (argparse REMAINDER drops leading --options)
+    if argv[:1] == ["demo-data"]:  # its options belong to the builders (argparse REMAINDER drops leading --options)
         return DATA_BUILDERS[argv[0]](argv[1:])
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except ConfigError as exc:
-        print(f"lorakit: {exc}", file=sys.stderr)
+        print(f"lorakit {args.command}: {exc}", file=sys.stderr)
         return 2
 
 

@@ -32,6 +32,7 @@ import soxr
 
 from ..display import progress_bar
 from ..env import project_root
+from .options import real_speech_arguments
 
 SAMPLE_RATE = 16000  # Hz, what every model here takes
 BUILDER_VERSION = 1  # bump when clips or texts change, so an old build is redone
@@ -158,11 +159,14 @@ def _complete(out_dir: Path, stamp: Path, manifests: dict[str, Path]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`lorakit real-speech`: build the real-speech sanity set."""
+    """`python -m lorakit.demo.real_speech`: build the real-speech sanity set."""
     parser = argparse.ArgumentParser(prog="lorakit real-speech", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default <project>/data/real)")
-    parser.add_argument("--force", action="store_true", help="rebuild even if a complete build exists")
-    args = parser.parse_args(argv)
+    real_speech_arguments(parser)
+    return build(parser.parse_args(argv))
+
+
+def build(args: argparse.Namespace) -> int:
+    """`lorakit real-speech`: build the set from parsed options (`options.real_speech_arguments`)."""
     try:
         manifests = build_real_speech(args.out, force=args.force)
     except RealSpeechError as exc:

@@ -380,8 +380,11 @@ def run_search(path: str | Path, trials: int | None = None, jobs: int = 1, stora
     pruner, so on Ray the storage URL must be reachable from every node (see the README's Searches)."""
     if ray_address and jobs != 1:
         raise ConfigError(f"--jobs {jobs} and --ray {ray_address}: choose one (on Ray the cluster's slots set the parallelism)")
+    for name, value in (("--jobs", jobs), ("--trials", trials)):
+        if value is not None and value < 1:  # --trials 0 once meant the file's count, --jobs 0 a ZeroDivisionError
+            raise ConfigError(f"{name} {value}: an integer >= 1")
     search = load_search(path)
-    n = trials or search.trials
+    n = search.trials if trials is None else trials
     check_inputs_exist(RunConfig.from_dict(search.params({})))  # a missing manifest fails now, not in every trial
     out_dir = search.output_dir()
     out_dir.mkdir(parents=True, exist_ok=True)

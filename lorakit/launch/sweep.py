@@ -147,6 +147,8 @@ def run_sweep(path: str | Path, jobs: int = 1, ray_address: str | None = None, f
     when the cluster has GPUs. Finished runs are skipped unless `force`. Returns 0 when every run
     finished (or was already finished) and the analysis ran, else 1.
     """
+    if jobs < 1 or (ray_address and jobs != 1):  # the CLI's argparse says so too; callers of the function get it here
+        raise ConfigError(f"--jobs {jobs}" + (f" and --ray {ray_address}: choose one" if jobs >= 1 else ": an integer >= 1"))
     sweep = load_sweep(path)
     out_dir = sweep.output_dir()
     for r in sweep.runs:
