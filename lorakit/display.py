@@ -1,4 +1,5 @@
-"""What the kit shows a person: progress bars, the number formats of its tables (WER, points,
+"""What the kit shows a person: progress bars (and, for a run in a notebook kernel, their lines on the
+terminal that started it: plain papermill shows nothing else), the number formats of its tables (WER, points,
 learning rates), and the two table renderers (Markdown for records and terminals, HTML for notebooks).
 One place, so a WER reads the same in the matrix, the parity report, the CLI and the error browser.
 Imports nothing from lorakit but `env`; no torch.
@@ -6,20 +7,134 @@ Imports nothing from lorakit but `env`; no torch.
 
 from __future__ import annotations
 
+import functools
 import html
-from typing import Any, Iterable, Sequence
+import io
+import sys
+import time
+from contextlib import contextmanager
+from typing import IO, Any, Iterable, Iterator, Sequence
 
-from .env import progress_as_text
+from .env import progress_as_text, progress_to_terminal
+
+TERMINAL_INTERVAL_S = 20.0  # seconds between two terminal lines of one progress bar (its first and last always)
+
+
+class _Terminal:
+    """Where a run's progress lines go while `progress_to_kernel_terminal` holds (None: nowhere)."""
+
+    file: IO[str] | None = None
+    first = True  # papermill's bar usually holds the line when the run's first line comes
 
 
 def progress_bar(*args: Any, **kwargs: Any):
     """tqdm: text bars when this process's output streams to a terminal (`lorakit run` executing the
-    notebook sets LORAKIT_PROGRESS=text for its kernel), else tqdm.auto's choice (widgets in JupyterLab)."""
+    notebook sets LORAKIT_PROGRESS=text for its kernel), else tqdm.auto's choice (widgets in JupyterLab),
+    which also writes a line to the kernel's terminal every TERMINAL_INTERVAL_S while a run mirrors there."""
     if progress_as_text():
         from tqdm.std import tqdm
-    else:
-        from tqdm.auto import tqdm
-    return tqdm(*args, **kwargs)
+
+        return tqdm(*args, **kwargs)
+    from tqdm.auto import tqdm
+
+    return _mirrored(tqdm)(*args, **kwargs) if _Terminal.file is not None else tqdm(*args, **kwargs)
+
+
+@functools.cache
+def _mirrored(base: type) -> type:
+    """`base` (tqdm.auto's class) whose every refresh may also write one plain line to the terminal."""
+
+    class Mirrored(base):  # type: ignore[misc, valid-type]
+        _last_line = float("-inf")  # class defaults: tqdm's __init__ displays before it returns
+        _closed = False
+
+        def display(self, *args: Any, **kwargs: Any) -> Any:
+            shown = super().display(*args, **kwargs)
+            if not self._closed and time.monotonic() - self._last_line >= TERMINAL_INTERVAL_S:
+                self._terminal_line()
+            return shown
+
+        def close(self) -> None:
+            if not self.disable and not self._closed:
+                self._closed = True
+                self._terminal_line()  # the final count, however recent the last line
+            super().close()
+
+        def _terminal_line(self) -> None:
+            self._last_line = time.monotonic()
+            terminal_line(self.format_meter(**{**self.format_dict, "ncols": 0}))  # stats only, no bar glyphs
+
+    return Mirrored
+
+
+def terminal_line(line: str) -> None:
+    """One line on the kernel's terminal while a run mirrors there (`progress_to_kernel_terminal`); else nothing."""
+    terminal = _Terminal.file
+    if terminal is None:
+        return
+    # papermill's own bar ("Executing: 67%|...") holds the line: on a terminal clear it (papermill redraws it
+    # after the cell), in a log file start the run's first line on a line of its own
+    start = "\r\x1b[K" if terminal.isatty() else "\n" if _Terminal.first else ""
+    _Terminal.first = False
+    try:
+        terminal.write(start + line.rstrip("\n") + "\n")
+        terminal.flush()
+    except (OSError, ValueError):  # the terminal went away (closed pipe): the notebook still has everything
+        _Terminal.file = None
+
+
+class _EchoLines:
+    """The kernel's stdout echo: what the run prints reaches the terminal line by line (`terminal_line`)."""
+
+    def __init__(self) -> None:
+        self.pending = ""
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            terminal_line(line)
+        return len(text)
+
+    def flush(self) -> None:  # a partial line waits for its end (a print's "\n" comes as a second write)
+        pass
+
+
+def _terminal_fd() -> int:
+    """The kernel's terminal: the descriptor ipykernel kept when it redirected fd 2 into the notebook, or fd 2
+    itself where it did not redirect it (it watches no descriptor under pytest, for one: then `fileno()` refuses)."""
+    try:
+        return sys.stderr.fileno()
+    except io.UnsupportedOperation:
+        return sys.__stderr__.fileno()
+
+
+@contextmanager
+def progress_to_kernel_terminal(enabled: bool = True) -> Iterator[None]:
+    """While a run executes in a notebook kernel whose output nothing streams (plain `papermill`, JupyterLab,
+    nbmake; LORAKIT_PROGRESS unset), its printed status lines and a line per progress bar every
+    TERMINAL_INTERVAL_S also reach the terminal the kernel was started from (its stderr); the notebook's
+    output is unchanged. ipykernel keeps that terminal's descriptor as the streams' `fileno()` (for
+    subprocesses) and echoes what is written to a stream to its `echo` file. Outside a kernel, under
+    `lorakit run` (LORAKIT_PROGRESS text or notebook) or with `enabled` False (ranks > 0): nothing changes."""
+    out = sys.stdout
+    if not (enabled and progress_to_terminal() and hasattr(out, "echo") and _Terminal.file is None):
+        yield
+        return
+    try:
+        terminal = open(_terminal_fd(), "w", buffering=1, closefd=False)  # noqa: SIM115 -- closed below
+    except (OSError, ValueError, AttributeError):  # a stream without a descriptor: no terminal to reach
+        yield
+        return
+    echo = _EchoLines()
+    before, out.echo, _Terminal.file, _Terminal.first = out.echo, echo, terminal, True
+    try:
+        yield
+    finally:
+        out.flush()  # what the run printed last, through the echo while the terminal is still there
+        if echo.pending:
+            terminal_line(echo.pending)
+        out.echo, _Terminal.file = before, None
+        terminal.close()
 
 
 def format_lr(lr: float | None, exponent_digits: int = 1) -> str:

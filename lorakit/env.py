@@ -10,7 +10,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-PROGRESS_ENV = "LORAKIT_PROGRESS"  # "text": progress bars as text lines (a kernel whose output streams to a terminal)
+# LORAKIT_PROGRESS: "text": bars as text lines (`lorakit run` streams the kernel's output to its terminal);
+# "notebook": bars in the notebook only (`lorakit run --quiet`); unset: bars in the notebook, and a run in a
+# notebook kernel also writes its progress lines to the terminal the kernel was started from (plain papermill)
+PROGRESS_ENV = "LORAKIT_PROGRESS"
 
 
 def project_root() -> Path:
@@ -52,6 +55,12 @@ def smoke_requested() -> bool:
 def progress_as_text() -> bool:
     """LORAKIT_PROGRESS=text: this process's output streams to a terminal, so bars are text lines."""
     return os.environ.get(PROGRESS_ENV) == "text"
+
+
+def progress_to_terminal() -> bool:
+    """LORAKIT_PROGRESS unset (plain papermill, JupyterLab, nbmake): a run in a kernel also writes its progress
+    lines to the kernel's terminal; "text" or "notebook" (set by `lorakit run`): it does not."""
+    return os.environ.get(PROGRESS_ENV, "") == ""
 
 
 def launch_world_size() -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -44,6 +45,9 @@ def test_papermill_p_lr(project):
     before = set(_records(project))
     proc = papermill(project, "notebooks/train.ipynb", "executed/run.ipynb", "-p", "lr", "5e-5")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # papermill shows no cell output: the run's progress lines reach its terminal (display.progress_to_kernel_terminal)
+    for line in (r"train: +100% \d+/\d+", r"eval domain @ \d+: ", r"step \d+: domain WER \d\.\d{4}", r"baseline domain: WER "):
+        assert re.search("^" + line, proc.stderr, re.M), (line, proc.stderr[-3000:])
     assert (project / "executed" / "run.ipynb").exists()
     (new,) = set(_records(project)) - before
     metrics = json.loads((new / "metrics.json").read_text())

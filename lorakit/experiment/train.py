@@ -26,7 +26,7 @@ import torch
 
 from ..config import ConfigError, RunConfig
 from ..params import check_inputs_exist
-from ..display import progress_bar as tqdm
+from ..display import progress_bar as tqdm, progress_to_kernel_terminal
 from ..env import project_root
 from ..record import RunRecord, git_sha, now, recorded_config, run_command, today, versions, write_json
 from ..scoring import normalizer_name
@@ -135,8 +135,9 @@ def run(cfg: RunConfig) -> RunResult:
         raise ConfigError(f"run {run_id!r} already finished in {folder}; choose another run_id (or `lorakit run --force`)")
     started = time.time()
     record.update_metrics(run_id=run_id, status="running", date=today(), started=now(), error=None)
-    try:
-        return _run(cfg, run_id, record, started, accelerator)
+    try:  # plain papermill shows no cell output: the run's progress lines also go to the kernel's terminal
+        with progress_to_kernel_terminal(enabled=accelerator.is_main_process):
+            return _run(cfg, run_id, record, started, accelerator)
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         try:

@@ -94,7 +94,8 @@ def _execute_notebook(params: dict[str, Any], run_id: str, command: str, output:
 
     stream = {} if quiet else {"stdout_file": sys.stdout, "stderr_file": sys.stderr}  # the run's own output, as it comes
     try:
-        with kernel_environment(**({} if quiet else {PROGRESS_ENV: "text"})):  # its bars as text lines, not widgets
+        # streamed: its bars as text lines, not widgets; quiet: no progress lines on this terminal either
+        with kernel_environment(**{PROGRESS_ENV: "notebook" if quiet else "text"}):
             papermill.execute_notebook(
                 str(project_root() / "notebooks" / "train.ipynb"), str(output),
                 parameters={**params, "run_id": run_id, "command": command}, cwd=str(project_root()),
