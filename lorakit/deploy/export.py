@@ -74,6 +74,7 @@ the normalized samples (not the file name: faster-whisper would decode the file 
 RMS scaling), padded with silence to one 30 s window, and turn off what the kit does not do:
 
 ```python
+import json
 import numpy as np, soundfile as sf, soxr
 from faster_whisper import WhisperModel
 
@@ -85,7 +86,8 @@ model = WhisperModel("{folder}", device="cpu", compute_type="default")
 padded = np.pad(x, (0, max(0, {sr} * 30 - len(x))))  # zeros as audio: the padding is silence, as in training
 segments, _ = model.transcribe(padded, language="{language}", task="{task}", beam_size=1, temperature=0.0,{initial_prompt}
                                without_timestamps=True, condition_on_previous_text=False, vad_filter=False,
-                               no_speech_threshold=None, max_new_tokens={fw_max_new_tokens})
+                               no_speech_threshold=None, max_new_tokens={fw_max_new_tokens},
+                               suppress_tokens=json.load(open("{folder}/generation_config.json"))["suppress_tokens"])
 print(" ".join(s.text.strip() for s in segments))
 ```
 
@@ -97,6 +99,8 @@ defaults, and the defaults with VAD, each against the kit's hypotheses):
   log-probability is dropped whole; the kit never drops one;
 - `max_new_tokens={fw_max_new_tokens}`: CTranslate2 generates at most half of `max_length`, and faster-whisper
   passes `max_length = len(prompt) + max_new_tokens`, so this gives the run's {max_new_tokens} new tokens;
+- `suppress_tokens`: the model's own list, which CTranslate2 (and the kit) suppress; faster-whisper's
+  default (`[-1]`) is its own list of symbols, the same for the bundled Whispers but not for every model;
 - greedy, one temperature, no timestamps, no previous text, no VAD: how the run decoded. Clips over
   30 s go through faster-whisper's own long-form seeking (timestamps on there) and are not padded.
 

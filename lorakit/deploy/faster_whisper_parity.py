@@ -22,8 +22,9 @@ setting swapped at a time, from the call the issue tried, `readme-v1`):
   `max_length = len(prompt) + max_new_tokens` (448 by default): the kit's N new tokens need
   `max_new_tokens = ct2_max_length(N, len(prompt)) - len(prompt)`;
 - suppressed tokens: faster-whisper's `suppress_tokens=[-1]` list (its non-speech symbols plus the
-  task and start tokens) equals the generation config's `suppress_tokens` for the bundled Whispers, so
-  it is not a cause (checked, not swapped).
+  task and start tokens) equals the generation config's `suppress_tokens` for the bundled Whispers, but
+  not for a model whose config suppresses more (the tests' tiny Whisper suppresses every special token:
+  with faster-whisper's list it writes nothing); the README passes the model's own list.
 
 Measured (bundled whisper-tiny.en, no adapter, CT2 float32, 30 seeded clips of data/demo/domain_dev and
 30 of heldout_dev, 1 thread, 2026-12-07; identical hypotheses to the kit, WER against the kit's 37.53 / 7.74 %):
@@ -52,13 +53,21 @@ from .transcribe import Source
 PAD_TO_S = 30.0  # seconds: a clip shorter than one Whisper window is zero-padded to it before transcribe
 
 
+def export_settings(folder: Path) -> dict:
+    """A CTranslate2 export's preprocessing.json with its generation config's `suppress_tokens` added."""
+    gc = folder / "generation_config.json"
+    return {**read_json(folder / "preprocessing.json"), **({"suppress_tokens": read_json(gc).get("suppress_tokens")} if gc.exists() else {})}
+
+
 def readme_settings(pre: dict) -> dict[str, Any]:
-    """The `WhisperModel.transcribe` keyword arguments of the export README, from its preprocessing.json:
-    greedy, one temperature, no timestamps, no previous text, no VAD, no no-speech skip, the kit's limit."""
+    """The `WhisperModel.transcribe` keyword arguments of the export README, from `export_settings`: greedy, one temperature, no timestamps, no previous text, no VAD,
+    no no-speech skip, the kit's limit and suppressed tokens."""
     max_new = int(pre["ct2_max_length"]) - len(pre["prompt_tokens"])  # CT2 halves max_length: see the module docstring
     out: dict[str, Any] = {"language": pre.get("language", "en"), "task": pre.get("task", "transcribe"), "beam_size": 1, "temperature": 0.0,
                            "without_timestamps": True, "condition_on_previous_text": False, "vad_filter": False,
                            "no_speech_threshold": None, "max_new_tokens": max_new}
+    if pre.get("suppress_tokens") is not None:
+        out["suppress_tokens"] = list(pre["suppress_tokens"])
     if pre.get("prompt"):
         out["initial_prompt"] = pre["prompt"]
     return out
@@ -76,7 +85,8 @@ def issue_settings(pre: dict) -> dict[str, Any]:
     """The README's call before issue 27 (`readme-v1`): greedy, one temperature, no timestamps, no previous
     text, no VAD; faster-whisper's no-speech skip and length limit left at their defaults."""
     out = readme_settings(pre)
-    del out["no_speech_threshold"], out["max_new_tokens"]
+    for key in ("no_speech_threshold", "max_new_tokens", "suppress_tokens"):
+        out.pop(key, None)
     return out
 
 
@@ -108,6 +118,8 @@ def cause_variants(pre: dict) -> list[Variant]:
             Variant("v1 + kit features", v1, kit_features=True, what="front end: the kit's transformers features"),
             Variant("v1 + no_speech off", {**v1, "no_speech_threshold": None}, pad=False, what="no-speech skip off"),
             Variant("v1 + max_new_tokens", {**v1, "max_new_tokens": n}, pad=False, what=f"the kit's token limit (max_new_tokens={n})"),
+            Variant("v1 + suppress_tokens", {**v1, "suppress_tokens": readme.get("suppress_tokens", [-1])}, pad=False,
+                    what="the model's own suppressed tokens"),
             Variant("readme", readme, what="all of the above but the features (= the README)"),
             Variant("readme + kit features", readme, kit_features=True, what="the README's call on the kit's features"),
             Variant("defaults", d, pad=False, what="faster-whisper's defaults"),
@@ -186,7 +198,7 @@ def faster_whisper_rows(src: Source, folder: Path, sets: dict[str, list[Utteranc
     """faster-whisper on one CT2 export folder, each variant (default: `user_variants`) over the sample."""
     from transformers import WhisperFeatureExtractor
 
-    pre = read_json(folder / "preprocessing.json")
+    pre = export_settings(folder)
     model = load_faster_whisper(folder, threads)
     audio = {name: [load_audio(u.audio_filepath, rms_target=src.rms_target) for u in utts] for name, utts in sets.items()}
     fe = WhisperFeatureExtractor.from_pretrained(str(folder))

@@ -20,7 +20,7 @@ import torch
 
 from ..params import is_hub_spec
 from ..env import project_path
-from ..record import atomic_write_text, now, read_json, write_json
+from ..record import atomic_write_text, now, write_json
 from ..display import markdown_table
 from ..experiment.batches import subset
 from ..experiment.evaluate import score
@@ -28,7 +28,7 @@ from ..experiment.hf_datasets import read_input
 from ..experiment.manifests import Utterance
 from ..experiment.models import SpeechModel, load_model, pick_autocast, pick_device
 from . import ct2
-from .faster_whisper_parity import cause_variants, causes_markdown, faster_whisper_rows
+from .faster_whisper_parity import cause_variants, causes_markdown, export_settings, faster_whisper_rows
 from .transcribe import Source, decode_utterances, load_source
 
 REFERENCE = "unmerged"
@@ -236,7 +236,7 @@ def faster_whisper_causes(src: Source, forms: dict[str, Path], sample: int = 100
     kit = {name: decode_utterances(sm, utts, src.rms_target, src.max_new_tokens, src.batch_size, dev, progress=False)[0]
            for name, utts in sets.items()}
     del sm
-    rows = {name: faster_whisper_rows(src, path, sets, kit, torch.get_num_threads(), cause_variants(read_json(path / "preprocessing.json")))
+    rows = {name: faster_whisper_rows(src, path, sets, kit, torch.get_num_threads(), cause_variants(export_settings(path)))
             for name, path in folders.items()}
     out = next(iter(folders.values())).parent
     write_json(out / "faster_whisper_causes.json", {"run": src.run_folder.name if src.run_folder else None, "sample": sample,
