@@ -16,7 +16,7 @@ from ..record import SPLIT_KEYS, delta_pts
 from ..display import markdown_table
 from .archive import write_archive
 from .runs import PathLike, Run, config_key, folder_date, load_runs
-from .hallucination import LOOP_MIN_REPEATS, RUNAWAY_RATIO, format_counts, run_hallucinations
+from .hallucination import LOOP_MIN_REPEATS, RUNAWAY_RATIO, format_counts, format_truncated, run_hallucinations
 from . import language_id
 from .stats import (PROVISIONAL, PredictionMismatch, block_bootstrap, guardrail_checks, heldout_ci_high,
                     paired_bootstrap, speakers_of, verdict)
@@ -35,6 +35,7 @@ MATRIX_COLUMNS = [  # (row key, header); the first ten are the old team's table
     ("heldout_block", "Heldout speaker-block CI"), ("heldout_poi", "Heldout P(improve)"),
     ("heldout_point", "Heldout point"), ("heldout_ni", "Heldout NI"),
     ("hallucinations", "Hallucinations base→tuned"),
+    ("truncated", "Cut at token limit base→tuned"),  # issue 26: hypotheses with no end-of-text token
     ("other_language", "Other-language answers base→tuned"),  # issue 31: identified as another language than the clip's
     # issue 15: which sets the numbers come from (test sets report, dev sets choose)
     ("reported_on", "Reported on"),
@@ -113,6 +114,7 @@ def matrix_row(run: Run, n_resamples: int = 2000, seed: int = 0, loop_min_repeat
     for split, counts in row["hallucinations"].items():
         for model in ("baseline", "tuned"):
             row[f"{split}_hallucinations_{model}"] = counts[model]["flagged"]
+            row[f"{split}_truncated_{model}"] = counts[model]["truncated"]
     row["other_language"] = language_id.run_language_flags(run) if run.status == "finished" else {}
     for split, counts in row["other_language"].items():
         for model in ("baseline", "tuned"):
@@ -190,7 +192,7 @@ class RunMatrix:
 
 
 _MARKDOWN_ONLY = {"domain_delta", "heldout_delta", "verdict", "domain_block", "domain_poi", "heldout_block",
-                  "heldout_poi", "heldout_point", "heldout_ni", "hallucinations",
+                  "heldout_poi", "heldout_point", "heldout_ni", "hallucinations", "truncated",
                   "other_language"}  # the CSV has their numbers apart
 CSV_COLUMNS = [c for c in MATRIX_COLUMNS if c[0] not in _MARKDOWN_ONLY
                ] + [("domain_delta_pts", "Domain Δ pts"), ("domain_ci_low", "Domain CI low"),
@@ -201,6 +203,7 @@ CSV_COLUMNS = [c for c in MATRIX_COLUMNS if c[0] not in _MARKDOWN_ONLY
         ("block_ci_low", "block CI low"), ("block_ci_high", "block CI high"), ("wider_ci", "wider CI"),
         ("n_speakers", "speakers"), ("poi", "P(improve)"), ("block_poi", "block P(improve)"),
         ("hallucinations_baseline", "hallucinations baseline"), ("hallucinations_tuned", "hallucinations tuned"),
+        ("truncated_baseline", "cut at token limit baseline"), ("truncated_tuned", "cut at token limit tuned"),
         ("other_language_baseline", "other-language answers baseline"), ("other_language_tuned", "other-language answers tuned"))
 ] + [("heldout_point", "Heldout point"), ("heldout_ni", "Heldout NI"), ("guardrail_test", "Guardrail test")]
 
@@ -286,6 +289,8 @@ def format_cell(key: str, row: dict) -> str:
         return _fmt_poi(row, key.split("_")[0])
     if key == "hallucinations":
         return format_counts(row.get("hallucinations") or {})
+    if key == "truncated":
+        return format_truncated(row.get("hallucinations") or {})
     if key == "other_language":
         return language_id.format_counts(row.get("other_language") or {})
     value = row.get(key)

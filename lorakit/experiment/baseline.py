@@ -13,7 +13,7 @@ from ..env import cache_root
 from ..record import read_jsonl, write_jsonl
 from .distributed import broadcast, evaluate_all
 from ..scoring import normalizer_name
-from .evaluate import EvalResult
+from .evaluate import ROW_VERSION, EvalResult, warn_cut
 from .features import Inputs, compute_fingerprint, preprocessing_fingerprint, tensor_fingerprint
 from .manifests import Utterance
 from .models import SpeechModel
@@ -36,6 +36,7 @@ def baseline_key(sm: SpeechModel, manifest_sha: str, utt_ids: list[str], rms_tar
         "generation": {**sm.base.generation_config.to_diff_dict(), "max_new_tokens": max_new_tokens,
                        **({"prompt_ids": sm.prompt_ids.tolist()} if sm.prompt_ids is not None else {})},
         "normalizer": normalizer_name(sm.text_language),
+        "rows": ROW_VERSION,  # what a prediction row holds (cut_at_tokens since 2)
         "compute": compute_fingerprint(device_type, autocast),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
@@ -66,6 +67,8 @@ def shared_baseline(sm: SpeechModel, inputs: Inputs, name: str, utts: list[Utter
     cached = broadcast(cached_baseline(cache_root(), key), accelerator)
     if cached is not None:
         print(f"baseline {name}: from the shared cache ({key})")
+        if accelerator is None or accelerator.is_main_process:
+            warn_cut(cached, f"baseline {name}", cfg.max_new_tokens)
         return cached
     result = evaluate_all(sm, utts, inputs, cfg, f"baseline {name}", autocast, accelerator)
     if accelerator is None or accelerator.is_main_process:

@@ -16,7 +16,7 @@ import torch
 from ..config import RunConfig
 from ..env import launch_world_size
 from ..record import RunRecord
-from .evaluate import EvalResult, evaluate, score, text_languages, transcribe
+from .evaluate import EvalResult, decode_clips, evaluate, score, text_languages, warn_cut
 from .features import Inputs
 from .manifests import Utterance
 from .models import SpeechModel, pick_autocast, pick_device
@@ -83,6 +83,10 @@ def evaluate_all(sm: SpeechModel, utts: list[Utterance], inputs: Inputs, cfg: Ru
     from accelerate.utils import gather_object
 
     mine = utts[accelerator.process_index :: accelerator.num_processes]
-    hyps = transcribe(sm, mine, inputs, cfg.eval_batch_size, cfg.max_new_tokens, desc, autocast) if mine else []
-    by_id = dict(gather_object([(u.id, h) for u, h in zip(mine, hyps)]))
-    return score(utts, [by_id[u.id] for u in utts], text_languages(sm, utts))
+    hyps = decode_clips(sm, mine, inputs, cfg.eval_batch_size, cfg.max_new_tokens, desc, autocast) if mine else None
+    gathered = gather_object([(u.id, h, hyps.cut.get(u.id)) for u, h in zip(mine, hyps.texts if hyps else [])])
+    by_id = {uid: text for uid, text, _ in gathered}
+    result = score(utts, [by_id[u.id] for u in utts], text_languages(sm, utts), {uid: n for uid, _, n in gathered if n is not None})
+    if accelerator.is_main_process:
+        warn_cut(result, desc, cfg.max_new_tokens)
+    return result

@@ -7,6 +7,7 @@ becomes labels, and how to generate.
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,7 +154,7 @@ class SpeechModel:
         """Greedy decoding with whatever adapters are injected, active (never merged or unwrapped), of clips
         spoken in `language` (None: the run's; another one is forced on a multilingual Whisper only)."""
         self.prompt_for(language)  # a language the model cannot take fails here, as it does in the labels
-        with quiet_transformers():  # per-batch notices (max_length vs max_new_tokens, no attention mask) drown the output
+        with quiet_transformers():  # only the known per-batch notices (KNOWN_GENERATE_NOTICES): they would drown the output
             return self._generate(inputs, max_new_tokens, encoder_hidden, None if language == self.language else language)
 
     def _generate(self, inputs: dict[str, torch.Tensor], max_new_tokens: int, encoder_hidden: torch.Tensor | None,
@@ -185,22 +186,62 @@ class SpeechModel:
         return torch.cat([torch.nn.functional.pad(r, (0, width - r.shape[1]), value=pad) for r in rows])
 
     def _moonshine_generate(self, inputs: dict[str, torch.Tensor], max_new_tokens: int) -> torch.Tensor:
-        # about 6.5 tokens per second of audio at most, as its authors suggest
         seconds = inputs["attention_mask"].sum(-1).max().item() / self.sampling_rate
-        limit = min(max_new_tokens, int(seconds * 6.5) + 8)
-        return self.model.generate(**inputs, max_new_tokens=limit, num_beams=1, do_sample=False)
+        return self.model.generate(**inputs, max_new_tokens=moonshine_token_limit(seconds, max_new_tokens), num_beams=1, do_sample=False)
+
+    def cut_short(self, ids: torch.Tensor, inputs: dict[str, torch.Tensor], max_new_tokens: int) -> list[int | None]:
+        """Per row of `generate`'s output for `inputs`: the new-token limit its decoding ran into (the
+        hypothesis is cut short: as many tokens as the limit, none of them end-of-text), else None.
+        Whisper's limit is `max_new_tokens`; Moonshine's the per-clip `moonshine_token_limit`. A row is
+        read up to its first end-of-text or pad token (Whisper pads with end-of-text, and so does Moonshine
+        a batch of unequal clips; transformers' Whisper output leaves out the prompt and the final
+        end-of-text, Moonshine's starts with the decoder start token)."""
+        stop = {self.base.generation_config.eos_token_id, self.base.generation_config.pad_token_id}
+        stop = {t for x in stop for t in (x if isinstance(x, (list, tuple)) else [x]) if t is not None}
+        if self.family == "whisper":
+            rows, limits = ids.tolist(), [max_new_tokens] * len(ids)
+        else:
+            rows = [row[1:] for row in ids.tolist()]
+            limits = [moonshine_token_limit(s, max_new_tokens) for s in (inputs["attention_mask"].sum(-1) / self.sampling_rate).tolist()]
+        own = [next((i for i, t in enumerate(row) if t in stop), len(row)) for row in rows]  # tokens before end-of-text
+        return [limit if n >= limit else None for n, limit in zip(own, limits)]
+
+
+def moonshine_token_limit(seconds: float, max_new_tokens: int) -> int:
+    """New tokens Moonshine may generate for `seconds` of audio: about 6.5 per second at most, as its
+    authors suggest (+ 8), and never more than `max_new_tokens`."""
+    return min(max_new_tokens, int(seconds * 6.5) + 8)
+
+
+# What `generate` says on every batch about how this kit calls it, not about the audio or the model:
+# max_new_tokens beside the generation config's max_length (passed on purpose), no attention mask for
+# Whisper's fixed-length encoder output (nothing is padded), Whisper's own generate passing its suppress
+# tokens beside a generation config. Only these are dropped; every other warning of transformers shows.
+KNOWN_GENERATE_NOTICES = (
+    "`max_new_tokens` will take precedence",
+    "The attention mask is not set with a batched input",
+    "The attention mask and the pad token id were not set",
+    "Passing `generation_config` together with generation-related arguments",
+)
+GENERATE_LOGGER = "transformers.generation.utils"  # where transformers logs those notices
+
+
+class _KnownNotices(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(notice in message for notice in KNOWN_GENERATE_NOTICES)
 
 
 @contextmanager
 def quiet_transformers():
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
+    """Drop transformers' known per-batch notices about `generate` (KNOWN_GENERATE_NOTICES) while the
+    block runs; any other warning, deprecation or error it logs still shows."""
+    logger, notices = logging.getLogger(GENERATE_LOGGER), _KnownNotices()
+    logger.addFilter(notices)
     try:
         yield
     finally:
-        hf_logging.set_verbosity(level)
+        logger.removeFilter(notices)
 
 
 def resolve_model(name: str) -> str:
