@@ -63,9 +63,14 @@ def test_replay_ratio_gives_clips_per_batch(ratio, batch_size, per_batch):
     assert cfg.replay_per_batch() == per_batch
 
 
-@pytest.mark.parametrize("values", [{"replay_ratio": 0.25, "replay_manifest": ""}, {"replay_ratio": 1.0, "replay_manifest": "r.jsonl"},
+@pytest.mark.parametrize("values", [{"replay_ratio": 1.0, "replay_manifest": "r.jsonl"},
                                     {"replay_ratio": 0.05, "replay_manifest": "r.jsonl"},
                                     {"replay_ratio": 0.95, "replay_manifest": "r.jsonl"}])
 def test_bad_replay_ratios_are_named(values):
     with pytest.raises(ConfigError, match="'replay_ratio'"):
         RunConfig.from_dict(values)
+
+
+def test_an_empty_replay_manifest_alone_turns_replay_off():
+    """`-p replay_manifest ""` is how a user says "no replay" (as an empty heldout_manifest skips heldout)."""
+    assert RunConfig.from_dict({"replay_ratio": 0.25, "replay_manifest": ""}).replay_per_batch() == 0

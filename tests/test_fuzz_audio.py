@@ -199,7 +199,8 @@ def fuzz_cfg(d: Path, role: str, mode: str, whisper_dir: Path) -> RunConfig:
     manifests[role] = d / "fuzz.jsonl"
     return RunConfig(model=str(whisper_dir), train_manifest=str(manifests["train"]), domain_manifest=str(manifests["domain"]),
                      heldout_manifest=str(manifests["heldout"]), max_seconds=MAX_SECONDS, min_train_clips=1, min_keep_fraction=0.0,
-                     batch_size=1, on_bad_audio=mode, max_steps=1, eval_interval=1, replay_ratio=0.0)  # a batch of 1 holds no replay
+                     batch_size=1, on_bad_audio=mode, max_steps=1, eval_interval=1, replay_ratio=0.0,  # a batch of 1 holds no replay
+                     test_split=0.0)  # one-clip eval sets cannot be split into dev and test
 
 
 def assert_names_the_line(err: Exception, manifest: Path, line: int, field: str | None) -> None:
@@ -278,7 +279,7 @@ def test_an_eval_clip_over_whispers_30_s_window_is_refused_or_counted_never_cut(
     sf.write(tmp_path / "long.wav", tone(31.0, freq=300), RATE)
     domain = write_manifest(tmp_path / "domain.jsonl", absolute_lines(small_corpus["domain"], 3)
                             + [{"audio_filepath": str(tmp_path / "long.wav"), "text": "a long recording"}])
-    cfg = RunConfig(train_manifest=str(small_corpus["train"]), domain_manifest=str(domain), heldout_manifest="",
+    cfg = RunConfig(train_manifest=str(small_corpus["train"]), domain_manifest=str(domain), heldout_manifest="", test_split=0.0,
                     min_train_clips=8, on_bad_audio=mode)
     sm = whisper if model == "whisper" else load_model(str(moonshine_dir))
     if model == "whisper" and mode == "error":
