@@ -351,7 +351,7 @@ def test_run_skip_mode_counts_every_skip_in_the_record(tiny_cfg, small_corpus, t
     domain_rows = absolute_lines(small_corpus["domain"], 3) + [{"audio_filepath": str(d / "nan.wav"), "text": "nan", "duration": 0.3}]
     domain = write_manifest(tmp_path / "domain.jsonl", domain_rows)
     with pytest.warns(UserWarning, match="skipped 5 bad lines"):  # read_manifest's own warning, besides the record
-        result = run(RunConfig(**cheap(tiny_cfg, train_manifest=str(train), domain_manifest=str(domain), max_eval_utterances=0,
+        result = run(RunConfig(**cheap(tiny_cfg, train_manifest=str(train), domain_manifest=str(domain), max_eval_utterances=0, test_split=0.0,
                                        on_bad_audio="skip"), run_id="skips"))
     m = json.loads((result.folder / "metrics.json").read_text())
     assert m["status"] == "finished"
