@@ -8,6 +8,8 @@ the port reproduces onnxruntime's numbers; without it, the two agree on the word
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -35,6 +37,15 @@ def reference():
 def beckett() -> np.ndarray:
     """Real speech: a LibriVox reading of Beckett (10 s) that moonshine-voice ships, through lorakit's audio path."""
     return load_audio(bm.source_dir().parent / "beckett.wav", sampling_rate=16000, rms_target=0.075)
+
+
+def _vnni() -> bool:
+    """Whether onnxruntime's int8 MatMul runs exact here. Without VNNI (AVX2 only, e.g. the 2-core AMD EPYC
+    machines of 2026-12-07) its u8 x s8 kernel sums pairs into saturating 16-bit lanes, so its outputs drift
+    from exact int8 arithmetic (measured there: encoder 0.11 on the second window, decoder logits ~0.3 from
+    step 3; the same with onnxruntime 1.31.1 and transformers 5.20) and only the looser bounds below hold."""
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    return " avx512_vnni" in flags or " avx_vnni" in flags
 
 
 def _eight_bit_activations(model: torch.nn.Module) -> list:
@@ -101,7 +112,10 @@ def test_encoder_equals_onnxruntime_once_activations_are_rounded_to_8_bits(port,
             for h in hooks:
                 h.remove()
         print(f"encoder vs onnxruntime: rounded {rounded:.2g}, plain {plain:.2g}")
-        assert rounded < 0.01 and plain > 10 * rounded, (rounded, plain)
+        if _vnni():
+            assert rounded < 0.01 and plain > 10 * rounded, (rounded, plain)
+        else:  # saturating kernels: the rounding still explains most of the gap
+            assert rounded < 0.2 and plain > 1.5 * rounded, (rounded, plain)
 
 
 def test_decoder_logits_equal_onnxruntime_step_by_step_once_activations_are_rounded(port, reference, beckett):
@@ -112,7 +126,7 @@ def test_decoder_logits_equal_onnxruntime_step_by_step_once_activations_are_roun
     hidden = reference.encode(beckett)
     tokens, ort_logits = reference.generate(beckett)
     hooks = _eight_bit_activations(model)
-    diffs = []
+    diffs, same = [], []
     try:
         with torch.no_grad():
             cache = None  # the decoder makes its key/value cache at the first step
@@ -122,10 +136,15 @@ def test_decoder_logits_equal_onnxruntime_step_by_step_once_activations_are_roun
                 cache = out.past_key_values
                 logits = model.proj_out(out.last_hidden_state)[0, -1].numpy()
                 diffs.append(float(np.abs(logits - ort_logits[step]).max()))
+                same.append(int(logits.argmax()) == int(ort_logits[step].argmax()))
     finally:
         for h in hooks:
             h.remove()
-    assert max(diffs) < 0.2 and sorted(diffs)[3] < 1e-3, diffs  # most steps exact; a rounding flip moves one
+    assert all(same), same
+    if _vnni():
+        assert max(diffs) < 0.2 and sorted(diffs)[3] < 1e-3, diffs  # most steps exact; a rounding flip moves one
+    else:  # saturating kernels (see _vnni): the first steps exact, later ones within a logit
+        assert sorted(diffs)[1] < 1e-3 and max(diffs) < 1.0, diffs
 
 
 def test_onnxruntime_is_the_one_that_jitters(port, reference, beckett):

@@ -50,7 +50,9 @@ def test_sizes_and_manifest_keys(built):
         rows = _rows(a, split)
         assert len(rows) == n
         for row in rows:
-            assert set(row) == {"audio_filepath", "text", "duration", "speaker_id"}
+            language = {"language"} if split == "replay" else set()  # the replay set says its language (issue 31)
+            assert set(row) == {"audio_filepath", "text", "duration", "speaker_id"} | language
+            assert row.get("language", "en") == "en"
             assert row["audio_filepath"].startswith(f"audio/{split}/") and isinstance(row["duration"], float)
 
 

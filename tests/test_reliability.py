@@ -53,7 +53,7 @@ BAD_PARAMETERS = [  # (values over tiny_cfg, the parameter the message must name
     ({"domain_manifest": "missing/domain.jsonl"}, "domain_manifest", "manifest file not found"),
     ({"heldout_manifest": "/nowhere/heldout.jsonl"}, "heldout_manifest", "manifest file not found"),
     ({"replay_manifest": "/nowhere/replay.jsonl", "replay_ratio": 0.25}, "replay_manifest", "manifest file not found"),
-    ({"replay_ratio": 0.25, "replay_manifest": ""}, "replay_ratio", "needs a replay_manifest"),
+    ({"replay_ratio": 1.0}, "replay_ratio", "must be in [0, 1)"),  # (replay_manifest "" is no error: it turns replay off)
     # these rewrite the base weights at init: adapter_best/ would not reproduce the run on the original model
     ({"init_lora_weights": "pissa"}, "init_lora_weights", "moves part of the base weights into the adapter"),
     ({"init_lora_weights": "pissa_niter_4"}, "init_lora_weights", "would not reproduce the run on the original model"),
@@ -130,7 +130,7 @@ def test_leakage_is_reported_in_the_record_and_the_output(tiny_cfg, small_corpus
         {"audio_filepath": str(copied), "text": "new words for an old clip"},  # a domain clip
         {**train[1], "text": heldout[2]["text"]},  # a heldout sentence
     ]
-    cfg = cheap(tiny_cfg, max_steps=1, eval_interval=1, max_eval_utterances=0, run_id="leaky",
+    cfg = cheap(tiny_cfg, max_steps=1, eval_interval=1, max_eval_utterances=0, test_split=0.0, run_id="leaky",
                 train_manifest=str(write_manifest(tmp_path / "train.jsonl", train)),
                 domain_manifest=str(write_manifest(tmp_path / "domain.jsonl", domain)),
                 heldout_manifest=str(write_manifest(tmp_path / "heldout.jsonl", heldout)))

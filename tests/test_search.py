@@ -311,8 +311,11 @@ def test_a_search_on_local_ray_runs_each_trial_as_a_ray_task_that_reports_to_the
 def test_jobs_and_ray_together_are_refused_before_anything_runs(tmp_path, capsys):
     from lorakit.cli import main
 
-    assert main(["search", str(tmp_path / "none.yaml"), "--jobs", "2", "--ray", "local"]) == 2
-    assert "--jobs 2 and --ray local: choose one" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as done:  # argparse's exclusive group, before the file is even read
+        main(["search", str(tmp_path / "none.yaml"), "--jobs", "2", "--ray", "local"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --ray: not allowed with argument --jobs" in err and len(err.strip().splitlines()) == 1
 
 
 def test_the_shipped_demo_search_loads():
