@@ -83,14 +83,23 @@ def long_clip(small_corpus, tmp_path_factory):
     return path, " ".join(texts), total
 
 
+def _best_predictions(run_folder: Path, split: str) -> dict:
+    """The run's best-checkpoint rows over its whole eval manifest: the dev part (<split>_best) and the test
+    part the run reported on (<split>_test_best; test_split 0.5 splits the manifest), by id."""
+    rows = [r for tag in ("best", "test_best") for r in read_jsonl(run_folder / "predictions" / f"{split}_{tag}.jsonl")]
+    return {r["id"]: r for r in rows}
+
+
 def test_transcribe_reproduces_the_runs_best_predictions(tiny_run, small_corpus):
     res = transcribe(adapter=tiny_run, inputs=[small_corpus["domain"]], device="cpu", progress=False)
-    recorded = {r["id"]: r for r in read_jsonl(tiny_run / "predictions" / "domain_best.jsonl")}
+    recorded = _best_predictions(tiny_run, "domain")
     assert len(res.rows) == len(recorded) == 16
     assert sum(bool(r["hyp"]) for r in res.rows) >= 8  # real text to compare, not empty strings
     assert {r["id"]: r["hyp"] for r in res.rows} == {i: r["hyp"] for i, r in recorded.items()}
     metrics = json.loads((tiny_run / "metrics.json").read_text())
-    assert res.summary["wer"] == pytest.approx(metrics["tuned_wer"])
+    test = read_jsonl(tiny_run / "predictions" / "domain_test_best.jsonl")
+    assert metrics["tuned_wer"] == pytest.approx(sum(r["errors"] for r in test) / sum(r["ref_words"] for r in test))
+    assert res.summary["wer"] == pytest.approx(sum(r["errors"] for r in recorded.values()) / sum(r["ref_words"] for r in recorded.values()))
     assert res.source["rms_target"] == 0.075 and res.source["run"] == "deploy"
     assert all({"ref", "sub", "del", "ins", "ref_words"} <= r.keys() for r in res.rows)
 
@@ -396,7 +405,7 @@ def test_a_prompted_run_decodes_with_its_prompt_in_transcribe_and_every_export(p
     # the reloaded best adapter decodes with the prompt too: the sample check matches the step's hypotheses
     assert metrics["best_verified"]["mode"] == "sample" and not metrics["best_verified"]["differ"]
     res = transcribe(adapter=prompted_run, inputs=[small_corpus["domain"]], device="cpu", progress=False)
-    recorded = {r["id"]: r["hyp"] for r in read_jsonl(prompted_run / "predictions" / "domain_best.jsonl")}
+    recorded = {i: r["hyp"] for i, r in _best_predictions(prompted_run, "domain").items()}
     assert {r["id"]: r["hyp"] for r in res.rows} == recorded
     bare = tmp_path / "adapter"  # the same adapter away from its run: no record, so no prompt
     shutil.copytree(prompted_run / "adapter_best", bare)

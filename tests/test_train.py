@@ -565,7 +565,7 @@ def test_prompt_only_is_the_base_model_with_the_prompt_against_the_base_model(ti
     m = json.loads((folder / "metrics.json").read_text())
     assert m["status"] == "finished" and m["stop_reason"] == "prompt_only" and m["steps"] == 0
     assert m["prompt"]["tokens"] == 222 < m["prompt"]["cut_from_tokens"]  # the terms list is cut to Whisper's limit (223 with <|startofprev|>)
-    base, tuned = (read_jsonl(folder / "predictions" / f"domain_{t}.jsonl") for t in ("baseline", "best"))
+    base, tuned = (read_jsonl(folder / "predictions" / f"domain_test_{t}.jsonl") for t in ("baseline", "best"))  # reported on test
     assert [r["id"] for r in base] == [r["id"] for r in tuned] and [r["hyp"] for r in base] != [r["hyp"] for r in tuned]
     assert m["tuned_wer"] == pytest.approx(sum(r["errors"] for r in tuned) / sum(r["ref_words"] for r in tuned))
     assert m["baseline_wer"] == pytest.approx(sum(r["errors"] for r in base) / sum(r["ref_words"] for r in base))
