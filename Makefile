@@ -62,7 +62,7 @@ test: setup-all browser-deps
 	$(PY) -m lorakit real-speech
 	$(PY) -m lorakit import-model
 	$(PY) -m lorakit import-model bundled:whisper-base
-	LORAKIT_SMOKE=1 $(PY) -m pytest -q --nbmake tests notebooks
+	LORAKIT_SMOKE=1 $(PY) -m pytest -q -rf --durations=25 --nbmake tests notebooks
 
 lab: setup-all
 	$(VENV)/bin/jupyter lab notebooks/
