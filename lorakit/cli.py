@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 
 from .config import ConfigError, RunConfig
 from .params import load_yaml
-from .demo.options import real_speech_arguments
+from .demo.options import demo_data_arguments, demo_data_settings, real_speech_arguments
 from .env import project_path
 
 
@@ -174,7 +174,15 @@ def cmd_analysis(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
-    return _demo_data(args.rest)
+    """The English demo corpus (data/demo), or with `--language fr` the French domain-only scenario (data/demo_fr)."""
+    try:
+        demo_data_settings(args)  # a size option of the other scenario: refused before the audio libraries load
+    except ValueError as exc:
+        print(f"lorakit demo-data: {exc}", file=sys.stderr)
+        return 2
+    from .demo import corpus, corpus_fr
+
+    return (corpus_fr if args.language == "fr" else corpus).build(args)
 
 
 def cmd_real_speech(args: argparse.Namespace) -> int:
@@ -260,22 +268,11 @@ def _add_launch_parsers(sub) -> None:
     p.set_defaults(func=cmd_search)
 
 
-def _demo_data(argv: list[str]) -> int:
-    """English demo corpus, or with `--language fr` the French domain-only scenario (data/demo_fr)."""
-    from .demo import corpus, corpus_fr
-
-    language = argparse.ArgumentParser(add_help=False)
-    language.add_argument("--language", choices=("en", "fr"), default="en")
-    known, rest = language.parse_known_args(argv)
-    return corpus_fr.main(rest) if known.language == "fr" else corpus.main(rest)
-
-
-DATA_BUILDERS = {"demo-data": _demo_data}
-
-
 def _add_data_parsers(sub) -> None:
-    p = sub.add_parser("demo-data", help="synthesize the demo corpus (espeak-ng, flite)", add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p = sub.add_parser("demo-data", help="synthesize the demo corpus (espeak-ng, flite)",
+                       description="Synthesize the offline demo corpus: English into data/demo (train, domain, heldout, "
+                                   "replay, dev sets), or with --language fr the French domain-only scenario into data/demo_fr.")
+    demo_data_arguments(p)
     p.set_defaults(func=cmd_demo_data)
 
     p = sub.add_parser("real-speech", help="build the real-speech sanity set (data/real/) from pocketsphinx-testdata "
@@ -359,9 +356,6 @@ def main(argv: list[str] | None = None) -> int:
     _add_data_parsers(sub)
     _add_deploy_parsers(sub)
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["demo-data"]:  # its options belong to the builders (argparse REMAINDER drops leading --options)
-        return DATA_BUILDERS[argv[0]](argv[1:])
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -1,25 +1,23 @@
 """RunConfig: every parameter of an experiment, merged from defaults + per-run deltas and validated.
 
-`params/default.yaml` holds every parameter; `params/<run>.yaml` holds only what differs; papermill's
-`-p key value` and `-f file.yaml` override on top. Unknown keys and wrong types are errors that name
-the parameter, raised before any model is loaded.
+`params/default.yaml` holds every parameter; `params/<run>.yaml` holds only what differs; papermill's `-p key value`
+and `-f file.yaml` override on top. Unknown keys and wrong types are errors that name the parameter, raised before any
+model loads. How values are read is params.py's (the parameter language); comparing with a record is record.py's.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
-import re
 import types
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from .env import project_path, smoke_requested
 from .params import (HUB_PREFIX, MANIFEST_FIELDS, ConfigError, coerce, eval_step_list, is_hub_spec, is_regex, load_yaml,  # noqa: F401
-                     number_list, prompt_text)
+                     number_list, prompt_text, regex_error, type_problem)
 
 SCHEDULERS = ("linear", "cosine", "constant")
 INIT_LORA_WEIGHTS = (True, False, "gaussian", "orthogonal")  # peft inits that leave the base weights as they are
@@ -37,35 +35,35 @@ CROSS_LANGUAGE_REPLAY = ("refuse", "own_token", "run_token")  # what replay clip
 class RunConfig:
     # what
     model: str = "bundled:whisper-tiny.en"  # bundled name, local HF directory, or hub id
-    language: str = "en"  # spoken language (a Whisper code: en, fr, de...); a multilingual Whisper is prompted with it, English-only models take only en
+    language: str = "en"  # spoken language, a Whisper code (en, fr, de...): a multilingual Whisper's prompt; English-only models take only en
     task: str = "transcribe"  # transcribe | translate (to English; multilingual Whisper only)
     run_id: str = ""  # empty: timestamp + config hash
     notes: str = ""  # free text for the run matrix
     # data
-    train_manifest: str = "data/demo/train.jsonl"  # JSONL (audio_filepath, text[, duration, speaker_id]) or a HF dataset: save_to_disk folder, hf:<id>[:<split>]
+    train_manifest: str = "data/demo/train.jsonl"  # JSONL (audio_filepath, text[, duration, speaker_id]), save_to_disk folder, or hf:<id>[:<split>]
     domain_manifest: str = "data/demo/domain.jsonl"  # primary evaluation
     heldout_manifest: str = "data/demo/heldout.jsonl"  # safety guardrail; empty to skip
     domain_test_manifest: str = ""  # with it, domain_manifest is the dev set that chooses; this one reports
     heldout_test_manifest: str = ""  # the same for heldout (needs heldout_manifest)
-    test_split: float = 0.5  # an eval manifest (domain, heldout) without a test manifest: this share of its clips (speaker-disjoint) reports, the rest chooses; 0: off (the verdict is then provisional)
+    test_split: float = 0.5  # eval set without a test manifest: this share of its clips (speaker-disjoint) reports, the rest chooses; 0: off (provisional)
     real_manifest: str = ""  # real recordings (e.g. data/real/real.jsonl), evaluated for baseline and best adapter only: a sanity figure
     replay_manifest: str = "data/demo/replay.jsonl"  # general speech mixed into every training batch (lorakit demo-data writes this one)
     replay_ratio: float = 0.25  # fraction of each training batch drawn from replay_manifest: round(ratio x batch_size) clips; 0: off
     replay_language: str = "en"  # spoken language of replay_manifest's clips whose row names none (the bundled replay set is English)
-    cross_language_replay: str = "refuse"  # replay clips not in the run's language: refuse | own_token (each under its own <|lang|>) | run_token (under the run's: teaches it to answer in theirs)
+    cross_language_replay: str = "refuse"  # replay clips in another language: refuse | own_token (under their <|lang|>) | run_token (the run's: teaches answering in theirs)
     audio_column: str = "audio"  # a manifest given as a Hugging Face dataset: its audio column (Audio, or file paths)
     text_column: str = "text"  # ... its transcript column
     speaker_column: str = ""  # ... its speaker column; empty: none (speaker-aware statistics then see one speaker per clip)
-    language_column: str = ""  # ... its per-row language column (Whisper codes, e.g. Common Voice's locale); empty: none (the set's declared language)
+    language_column: str = ""  # ... its per-row language column (Whisper codes, e.g. Common Voice's locale); empty: the set's declared language
     max_seconds: float = 20.0  # duration filter for training clips
     min_train_clips: int = 32  # refuse to train with fewer clips after filtering
     min_keep_fraction: float = 0.5  # refuse to train when filtering drops more than half
     max_train_utterances: int = 0  # 0: all; else a seeded subset (fast demos)
     max_eval_utterances: int = 0  # 0: all; else a seeded subset of each eval set (smoke runs only)
     on_bad_audio: str = "error"  # error | skip (skips are counted in the run record)
-    pseudo_label_min_logprob: float = -1.0  # a replay_manifest without transcripts (a folder of audio, or rows without text): the base model's transcripts are its targets, those under this mean token log-probability (nats) left out
-    label_check: str = "off"  # off | report | skip: the base model transcribes the training clips; likely label errors are listed in the record (report) or dropped (skip)
-    label_check_wer: float = 1.0  # a training clip whose base-model WER against its label exceeds this is a likely label error (so is a label far too long or short for its clip)
+    pseudo_label_min_logprob: float = -1.0  # replay without transcripts (audio folder, rows without text): base-model targets; under this mean token log-prob (nats): left out
+    label_check: str = "off"  # off | report | skip: the base model transcribes the training clips; likely label errors are recorded (report) or dropped (skip)
+    label_check_wer: float = 1.0  # base-model WER against a training label above this (or a label far too long/short for its clip): a likely label error
     rms_target: float = 0.075  # linear amplitude, every path
     # optimisation
     max_steps: int = 150  # optimizer steps
@@ -111,7 +109,6 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _validate(self)
-        _check_language_task(self)
 
     # --- construction -------------------------------------------------------------------
     @classmethod
@@ -124,21 +121,10 @@ class RunConfig:
 
     @classmethod
     def from_namespace(cls, namespace: dict[str, Any]) -> "RunConfig":
-        """Build from a notebook's globals: every plain value defined there is a parameter.
-
-        Papermill injects `-p` values as assignments; a misspelt name would otherwise be silently
-        ignored, so any plain value that is not a field is an error. When the smoke profile is asked
-        for (LORAKIT_SMOKE=1, as `make test` does for the notebooks), it is applied here, so the
-        configuration the notebook shows is the one that runs.
-        """
-        values = {
-            k: v
-            for k, v in namespace.items()
-            if not k.startswith("_")
-            and k not in _IPYTHON_NAMES
-            and not isinstance(v, (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type))
-            and not callable(v)
-        }
+        """A notebook's globals: every plain value is a parameter, so a misspelt `-p` name is an error, not ignored. The smoke
+        profile (LORAKIT_SMOKE=1, as `make test` runs the notebooks) is applied here: what the notebook shows is what runs."""
+        values = {k: v for k, v in namespace.items()  # modules, functions and classes are no parameters
+                  if not k.startswith("_") and k not in _IPYTHON_NAMES and not isinstance(v, types.ModuleType) and not callable(v)}
         cfg = cls.from_dict(values, source="notebook parameters")
         if smoke_requested():
             print("LORAKIT_SMOKE=1: smoke profile (a few steps on a few clips); unset it for the real experiment")
@@ -148,15 +134,13 @@ class RunConfig:
     @classmethod
     def from_files(cls, *paths: str | Path, overrides: dict[str, Any] | None = None) -> "RunConfig":
         """defaults (the dataclass, mirrored by params/default.yaml) + each YAML file + overrides."""
-        values: dict[str, Any] = {}
-        for path in paths:
-            values.update(load_yaml(path))
+        values = {k: v for path in paths for k, v in load_yaml(path).items()}  # a later file overrides an earlier one
         values.update(overrides or {})
         return cls.from_dict(values, source=" + ".join(str(p) for p in paths) or "overrides")
 
     # --- derived ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return asdict(self)
 
     def deltas(self) -> dict[str, Any]:
         """Only the parameters that differ from the defaults (what a recipe file holds)."""
@@ -168,43 +152,22 @@ class RunConfig:
         relevant = {k: v for k, v in self.to_dict().items() if k not in NAMING_FIELDS}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
-    def changes_from(self, recorded: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-        """{parameter: (recorded value, this value)} for every parameter that shapes the result and
-        differs from `recorded` (a run's config.json "config"); a parameter the record predates counts
-        as its default."""
-        now, then = result_config(self.to_dict()), result_config(recorded)
-        return {k: (then.get(k), v) for k, v in now.items() if then.get(k) != v}
-
-    def check_same_run(self, recorded: dict[str, Any] | None, folder: Path) -> None:
-        """Refuse to continue (resume, or skip as finished) a run recorded in `folder` with another
-        configuration: resuming would mix two recipes in one record. Names every changed parameter."""
-        changed = self.changes_from(recorded) if recorded is not None else {}
-        if changed:
-            what = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
-            raise ConfigError(f"run {folder.name!r} in {folder} was recorded with another configuration ({what}); "
-                              "choose another run_id, or start it afresh with `lorakit run --force` (or delete the folder)")
-
     def smoke(self) -> "RunConfig":
         """The smoke profile (LORAKIT_SMOKE=1): the same run, shrunk to seconds, for CI's notebook runs."""
-        steps = min(self.max_steps, 4)
-        return dataclasses.replace(
-            self, max_steps=steps, eval_interval=min(self.eval_interval, 2), eval_steps="", max_train_utterances=16,
-            max_eval_utterances=12, min_train_clips=min(self.min_train_clips, 8), batch_size=min(self.batch_size, 4),
-            notes=(self.notes + " [smoke profile]").strip(),
-        )
+        return replace(self, max_steps=min(self.max_steps, 4), eval_interval=min(self.eval_interval, 2), eval_steps="",
+                       max_train_utterances=16, max_eval_utterances=12, min_train_clips=min(self.min_train_clips, 8),
+                       batch_size=min(self.batch_size, 4), notes=(self.notes + " [smoke profile]").strip())
 
     def replay_per_batch(self) -> int:
-        """Replay clips in each training batch: round(replay_ratio x batch_size), halves up; 0 without replay
-        (replay_ratio 0, or replay_manifest "", as an empty heldout_manifest skips heldout)."""
+        """Replay clips per training batch: round(replay_ratio x batch_size), halves up; 0: no replay (ratio 0 or no manifest)."""
         return math.floor(self.replay_ratio * self.batch_size + 0.5) if self.replay_ratio > 0 and self.replay_manifest else 0
 
     def eval_step_list(self) -> list[int]:
-        """The steps at which the run evaluates (and checkpoints): `eval_steps` when given, else every
-        `eval_interval`; always max_steps, so the last step's training is never lost."""
+        """The steps that evaluate and checkpoint (`params.eval_step_list`); max_steps always, so no training is lost."""
         return eval_step_list(self.eval_steps, self.eval_interval, self.max_steps)
 
     def prompt_text(self) -> str:
-        """The prompt's text: `prompt` itself, or for "@path" the file's non-empty lines joined by ", " (a terms list)."""
+        """`prompt`'s text (`params.prompt_text`: "@path" reads a file of terms)."""
         return prompt_text(self.prompt)
 
     def scale_list(self) -> list[float]:
@@ -215,18 +178,14 @@ class RunConfig:
         return [m.strip() for m in self.target_modules.split(",") if m.strip()]
 
     def target_module_spec(self) -> list[str] | str:
-        """What the adapters target, as peft takes it: a regex (one pattern holding regex characters,
-        e.g. `.*decoder.*(q_proj|v_proj)`, full-matched against module names) stays a string; anything
-        else is a list of names or name suffixes (`q_proj,v_proj`; `decoder`, `encoder`, or empty)."""
+        """`target_modules` as peft takes it: a regex (full-matched) stays a string, else a list of names or name suffixes."""
         text = self.target_modules.strip()
         return text if is_regex(text) else self.target_module_list()
 
     def path(self, name: str) -> Path | None:
-        """A manifest or folder parameter as an absolute path (relative ones resolve at the project root)."""
+        """A manifest or folder parameter as an absolute path (relative ones resolve at the project root); None if empty."""
         value = getattr(self, name)
-        if not value:
-            return None
-        return project_path(value)
+        return project_path(value) if value else None
 
     def input_spec(self, name: str) -> str | None:
         """A manifest parameter as the data reader takes it: `hf:<id>[:<split>]` as it is, else the absolute path."""
@@ -235,29 +194,13 @@ class RunConfig:
 
     def columns(self) -> dict[str, str]:
         """The column choice for manifests given as Hugging Face datasets (`hf_datasets.read_input`'s keywords)."""
-        return {"audio_column": self.audio_column, "text_column": self.text_column, "speaker_column": self.speaker_column,
-                "language_column": self.language_column}
+        return {name: getattr(self, name) for name in ("audio_column", "text_column", "speaker_column", "language_column")}
 
 
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
-# THE fields that name, describe or place a run, or say where it reports: they shape no number (a search trial's
-# identity neither: a retried trial resumes its run). Runs that differ only in them are one experiment: seed groups,
-# sweep groups, plot legends, the config hash and the changed-config guard all read this one definition.
-NAMING_FIELDS = frozenset({"run_id", "notes", "output_dir", "command", "report_to", "search_storage", "search_study",
-                           "search_trial"})
-
-
-def result_config(values: dict[str, Any]) -> dict[str, Any]:
-    """What shapes a run's result, from a config as `RunConfig.to_dict()` gives it or a record's config.json
-    "config" holds it: the naming fields dropped, a parameter the record predates taken as its default, and
-    values as JSON stores them (so a recorded run and a live config compare equal)."""
-    merged = {**RunConfig().to_dict(), **BEFORE_THEY_EXISTED, **values}
-    return json.loads(json.dumps({k: v for k, v in merged.items() if k not in NAMING_FIELDS}, sort_keys=True, default=str))
-
-
-# What a record written before a parameter existed ran with, where that is not the parameter's default: such runs
-# reported on the clips that chose (no dev/test split), so resuming one now is a changed configuration, not test_split 0.5.
-BEFORE_THEY_EXISTED = {"test_split": 0.0}
+# THE fields that name, describe or place a run, or say where it reports (a search trial's identity too: a retried trial
+# resumes its run): they shape no number. Seed and sweep groups, legends, config_hash and record.result_config read this.
+NAMING_FIELDS = frozenset({"run_id", "notes", "output_dir", "command", "report_to", "search_storage", "search_study", "search_trial"})
 
 
 def _validate(cfg: RunConfig) -> None:
@@ -270,9 +213,7 @@ def _validate(cfg: RunConfig) -> None:
     need(cfg.max_steps >= 1, "max_steps", "must be >= 1")
     need(1 <= cfg.eval_interval and (cfg.eval_interval <= cfg.max_steps or bool(cfg.eval_steps.strip())), "eval_interval",
          f"must be between 1 and max_steps ({cfg.max_steps})")  # unused when eval_steps is given
-    listed = number_list(cfg.eval_steps, "eval_steps", int) if not cfg.eval_steps.strip().startswith("geometric:") else []
-    need(listed == sorted(set(listed)), "eval_steps", "must be ascending, each step once")
-    need(all(1 <= s <= cfg.max_steps for s in cfg.eval_step_list()), "eval_steps", f"steps must be between 1 and max_steps ({cfg.max_steps})")
+    cfg.eval_step_list()  # refuses eval_steps out of order, repeated, or outside [1, max_steps]
     need(cfg.scheduler in SCHEDULERS, "scheduler", f"must be one of {SCHEDULERS}")
     need(0 <= cfg.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
     need(cfg.batch_size >= 1, "batch_size", "must be >= 1")
@@ -286,7 +227,7 @@ def _validate(cfg: RunConfig) -> None:
     need(0 <= cfg.test_split < 1, "test_split", "must be in [0, 1) (the share of an eval manifest's clips that reports; 0: off)")
     need(cfg.wer_stop_threshold == 0 or cfg.wer_stop_threshold >= 1, "wer_stop_threshold", "0 (off) or >= 1 (a ratio to the baseline)")
     need(cfg.rms_target > 0, "rms_target", "must be > 0")
-    _check_init(cfg.init_lora_weights)
+    _check_init(cfg, need)
     need(cfg.device in DEVICES or cfg.device.startswith("cuda:"), "device", f"must be one of {DEVICES} or cuda:N")
     need(cfg.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}")
     need(cfg.on_bad_audio in ON_BAD, "on_bad_audio", f"must be one of {ON_BAD}")
@@ -308,27 +249,19 @@ def _validate(cfg: RunConfig) -> None:
     need(not cfg.prompt.startswith("@") or len(cfg.prompt) > 1, "prompt", "'@' must be followed by a file path")
     need(cfg.verify_best >= 0, "verify_best", "must be >= 0 (0: re-evaluate every clip)")
     need(all(0 < a <= 1 and math.isfinite(a) for a in cfg.scale_list()), "adapter_scales", "every scale must be in (0, 1]")
-    if is_regex(cfg.target_modules.strip()):
-        try:
-            re.compile(cfg.target_modules.strip())
-        except re.error as exc:
-            need(False, "target_modules", f"not a valid regular expression ({exc})")
+    bad_regex = regex_error(cfg.target_modules.strip())
+    need(bad_regex is None, "target_modules", f"not a valid regular expression ({bad_regex})")
     _check_reporting(cfg, need)
     if cfg.run_id:
         need(all(c.isalnum() or c in "-_." for c in cfg.run_id), "run_id", "letters, digits, '-', '_' and '.' only")
+    _check_language_task(cfg, need)
 
 
 def _check_types(cfg: RunConfig, need) -> None:
+    """Each field holds its annotation's type (`params.type_problem`): RunConfig(...) called directly skips `coerce`."""
     for f in fields(cfg):
-        value = getattr(cfg, f.name)
-        if f.type == "float":
-            need(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value), f.name, "must be a finite number")
-        elif f.type == "int":
-            need(isinstance(value, int) and not isinstance(value, bool), f.name, "must be an integer")
-        elif f.type == "bool":
-            need(isinstance(value, bool), f.name, "must be true or false")
-        elif f.type == "str":
-            need(isinstance(value, str), f.name, "must be a string")
+        problem = type_problem(f.type, getattr(cfg, f.name))
+        need(problem is None, f.name, str(problem))
 
 
 def _check_data(cfg: RunConfig, need) -> None:
@@ -349,23 +282,19 @@ def _check_reporting(cfg: RunConfig, need) -> None:
     need(all(trial) or not any(trial), "search_trial", "a trial needs all of search_storage, search_study and search_trial")
 
 
-def _check_language_task(cfg: RunConfig) -> None:
+def _check_language_task(cfg: RunConfig, need) -> None:
     """The shape of `language` and `task`; whether the model knows them is checked when it loads."""
     for name in ("language", "replay_language"):
-        value = getattr(cfg, name)
-        if not (value.isascii() and value.isalpha() and value.islower()):
-            raise ConfigError(f"parameter {name!r} = {value!r}: a language code in lower case, as Whisper writes it (en, fr, de, haw...)")
-    if cfg.task not in TASKS:
-        raise ConfigError(f"parameter 'task' = {cfg.task!r}: must be one of {TASKS}")
+        code = getattr(cfg, name)
+        need(code.isascii() and code.isalpha() and code.islower(), name, "a language code in lower case, as Whisper writes it (en, fr, de, haw...)")
+    need(cfg.task in TASKS, "task", f"must be one of {TASKS}")
 
 
-def _check_init(value: Any) -> None:
-    """Only adapter initialisations that leave the base model as it is: adapter_best/ must reproduce the
-    run when loaded onto the original base (peft could convert PiSSA/OLoRA adapters on save, with
-    `path_initial_model_for_weight_conversion`; lorakit does not, so it refuses them)."""
-    if isinstance(value, str) and value.lower().startswith(BASE_CHANGING_INITS):
-        raise ConfigError(f"parameter 'init_lora_weights' = {value!r}: this initialisation moves part of the base weights "
-                          "into the adapter (peft rewrites the base model in memory), so adapter_best/ would not reproduce "
-                          "the run on the original model; lorakit refuses it. Use one of " + ", ".join(map(repr, INIT_LORA_WEIGHTS)))
-    if value not in INIT_LORA_WEIGHTS or (value in (0, 1) and not isinstance(value, bool)):
-        raise ConfigError(f"parameter 'init_lora_weights' = {value!r}: must be one of {', '.join(map(repr, INIT_LORA_WEIGHTS))}")
+def _check_init(cfg: RunConfig, need) -> None:
+    """Only adapter initialisations that leave the base model as it is, so adapter_best/ reproduces the run on the original
+    base (peft can convert PiSSA/OLoRA adapters on save, `path_initial_model_for_weight_conversion`; lorakit does not)."""
+    value, known = cfg.init_lora_weights, ", ".join(map(repr, INIT_LORA_WEIGHTS))
+    need(not (isinstance(value, str) and value.lower().startswith(BASE_CHANGING_INITS)), "init_lora_weights",
+         "this initialisation moves part of the base weights into the adapter (peft rewrites the base model in memory), so "
+         f"adapter_best/ would not reproduce the run on the original model; lorakit refuses it. Use one of {known}")
+    need(value in INIT_LORA_WEIGHTS and (isinstance(value, bool) or value not in (0, 1)), "init_lora_weights", f"must be one of {known}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,17 @@ REGEX_CHARACTERS = frozenset("*+?[](){}|^$\\")  # a target_modules value holding
 
 def is_regex(text: str) -> bool:
     return any(c in REGEX_CHARACTERS for c in text)
+
+
+def regex_error(text: str) -> str | None:
+    """Why `text`, a regex by `is_regex`, does not compile (re.error's message); None when it compiles or is no regex."""
+    if not is_regex(text):
+        return None
+    try:
+        re.compile(text)
+    except re.error as exc:
+        return str(exc)
+    return None
 
 
 LIST_FIELDS = ("adapter_scales", "eval_steps")  # comma-separated strings that also accept a number or a list
@@ -90,14 +102,19 @@ def geometric_steps(n: list[int], max_steps: int) -> list[int]:
 
 
 def eval_step_list(spec: str, interval: int, max_steps: int) -> list[int]:
-    """`eval_steps` ("10,20,40" or "geometric:N") as steps, else every `interval`; always max_steps."""
-    spec = spec.strip()
-    if not spec:
+    """`eval_steps` ("10,20,40" or "geometric:N") as steps, else every `interval`; always max_steps. Listed steps
+    must ascend, each once, within [1, max_steps]: a ConfigError naming eval_steps otherwise."""
+    text = spec.strip()
+    if not text:
         steps = list(range(interval, max_steps + 1, interval))
-    elif spec.startswith("geometric:"):
-        steps = geometric_steps(number_list(spec.removeprefix("geometric:"), "eval_steps", int), max_steps)
+    elif text.startswith("geometric:"):
+        steps = geometric_steps(number_list(text.removeprefix("geometric:"), "eval_steps", int), max_steps)
     else:
-        steps = number_list(spec, "eval_steps", int)
+        steps = number_list(text, "eval_steps", int)
+        if steps != sorted(set(steps)):
+            raise ConfigError(f"parameter 'eval_steps' = {spec!r}: must be ascending, each step once")
+    if not all(1 <= s <= max_steps for s in steps):
+        raise ConfigError(f"parameter 'eval_steps' = {spec!r}: steps must be between 1 and max_steps ({max_steps})")
     return sorted({*steps, max_steps})
 
 
@@ -171,6 +188,20 @@ def coerce(cls: type, name: str, value: Any, source: str) -> Any:
             raise bad
         return value
     return value
+
+
+def type_problem(kind: str, value: Any) -> str | None:
+    """Why `value` does not fit a field annotated `kind` (what `coerce` made of a parameter, or a value given to RunConfig
+    directly); None when it fits. Only float, int, bool and str are checked here: the other fields have rules of their own."""
+    if kind == "float" and not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)):
+        return "must be a finite number"
+    if kind == "int" and not (isinstance(value, int) and not isinstance(value, bool)):
+        return "must be an integer"
+    if kind == "bool" and not isinstance(value, bool):
+        return "must be true or false"
+    if kind == "str" and not isinstance(value, str):
+        return "must be a string"
+    return None
 
 
 def check_inputs_exist(cfg: Any) -> None:

@@ -5,8 +5,8 @@ See docs/run_record.md for the format.
 
 This module is the contract between the sides: the experiment writes a record, the analysis and the
 launchers read it, and nothing else reads metrics.json. It also holds the few definitions both sides
-need to agree on: the per-utterance error counts of a prediction row, which metrics hold each eval
-set's WERs, and the Markdown table a result row is shown in.
+need to agree on: whether a live RunConfig is the run a folder recorded (`result_config`,
+`check_same_run`), which metrics hold each eval set's WERs, and the guardrail comparison.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .config import RunConfig
+from .config import NAMING_FIELDS, RunConfig
+from .params import ConfigError
 
 
 @contextmanager
@@ -250,6 +251,39 @@ def run_status(folder: Path) -> str | None:
     """finished / running / failed / interrupted / corrupt, or None when the folder holds no record."""
     metrics = read_metrics(folder)
     return None if metrics is None else metrics.get("status")
+
+
+# --- a live config against a recorded one: the same run? ------------------------------------------
+# What a record written before a parameter existed ran with, where that is not the parameter's default: such runs
+# reported on the clips that chose (no dev/test split), so resuming one now is a changed configuration, not test_split 0.5.
+BEFORE_THEY_EXISTED = {"test_split": 0.0}
+
+
+def result_config(values: dict[str, Any]) -> dict[str, Any]:
+    """What shapes a run's result, from a config as `RunConfig.to_dict()` gives it or a record's config.json
+    "config" holds it: the naming fields (`config.NAMING_FIELDS`) dropped, a parameter the record predates taken
+    as its default, and values as JSON stores them (so a recorded run and a live config compare equal)."""
+    merged = {**RunConfig().to_dict(), **BEFORE_THEY_EXISTED, **values}
+    return json.loads(json.dumps({k: v for k, v in merged.items() if k not in NAMING_FIELDS}, sort_keys=True, default=str))
+
+
+def config_changes(cfg: RunConfig, recorded: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """{parameter: (recorded value, cfg's value)} for every parameter that shapes the result and differs
+    from `recorded` (a run's config.json "config"); a parameter the record predates counts as its default."""
+    now, then = result_config(cfg.to_dict()), result_config(recorded)
+    return {k: (then.get(k), v) for k, v in now.items() if then.get(k) != v}
+
+
+def check_same_run(cfg: RunConfig, folder: Path) -> None:
+    """Refuse to continue (resume, or skip as finished) the run recorded in `folder` with another configuration
+    than `cfg`: resuming would mix two recipes in one record. Names every changed parameter; a folder without
+    config.json passes."""
+    recorded = recorded_config(folder)
+    changed = config_changes(cfg, recorded) if recorded is not None else {}
+    if changed:
+        what = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+        raise ConfigError(f"run {folder.name!r} in {folder} was recorded with another configuration ({what}); "
+                          "choose another run_id, or start it afresh with `lorakit run --force` (or delete the folder)")
 
 
 # --- what both sides agree on --------------------------------------------------------------------

@@ -79,9 +79,29 @@ def test_the_subcommand_list_is_the_parsers():
     (["search", "params/search/x.yaml", "--trials", "0"], ["lorakit search", "--trials", ">= 1, got 0"]),
     (["search", "params/search/x.yaml", "--trials", "two"], ["--trials", "got 'two'"]),
     (["transcribe", "a.wav", "--batch-size", "0"], ["--batch-size", ">= 1"]),
+    (["demo-data", "--bogus"], ["unrecognized arguments: --bogus"]),
+    (["demo-data", "--language", "de"], ["lorakit demo-data", "--language", "invalid choice: 'de'"]),
+    (["demo-data", "--n-train", "many"], ["lorakit demo-data", "--n-train", "invalid int value: 'many'"]),
 ])
 def test_usage_errors_are_one_line(args, words):
     assert_one_line_error(lorakit_cmd(*args), *words, "--help")
+
+
+def test_demo_data_declares_the_builders_options(capsys):
+    """`lorakit demo-data` is an argparse subcommand like the others (it used to hand its arguments to the
+    builders unread): --help lists both scenarios' options, and a size the chosen scenario has not (the French
+    one trains on --n-train-domain-only) is refused in one line before any audio is synthesized."""
+    with pytest.raises(SystemExit) as done:
+        cli.main(["demo-data", "--help"])
+    shown = capsys.readouterr().out
+    assert done.value.code == 0
+    for option in ("--language {en,fr}", "--out", "--seed", "--jobs", "--force", "--n-train N", "--n-train-domain-only",
+                   "--n-domain N", "--n-heldout N", "--n-replay N", "--n-domain-dev", "--n-heldout-dev"):
+        assert option in shown, option
+    assert "(default en 240, fr 300)" in " ".join(shown.split())  # each scenario's own default size
+    line = assert_one_line_error(lorakit_cmd("demo-data", "--language", "fr", "--n-train", "5"), "lorakit demo-data")
+    assert line == ("lorakit demo-data: --n-train: not a size of the --language fr corpus (it takes --n-train-domain-only, "
+                    "--n-domain, --n-heldout, --n-replay, --n-domain-dev, --n-heldout-dev)")
 
 
 def test_launchers_refuse_bad_counts_when_called_as_functions():

@@ -189,8 +189,13 @@ def test_the_default_recipe_guards_against_forgetting_and_names_its_replay_set(t
 def test_a_record_from_before_test_split_counts_as_unsplit(tmp_path):
     """A run recorded before `test_split` existed reported on the clips that chose: resuming it under today's
     default (0.5) would mix full-set and dev-half evaluations in one history, so the guard names the change."""
+    from lorakit.record import check_same_run, config_changes, write_json
+
     old = {k: v for k, v in RunConfig().to_dict().items() if k != "test_split"}
-    assert RunConfig().changes_from(old) == {"test_split": (0.0, 0.5)}
+    assert config_changes(RunConfig(), old) == {"test_split": (0.0, 0.5)}
+    folder = tmp_path / "old-run"
+    write_json(folder / "config.json", {"config": old})
     with pytest.raises(ConfigError, match=r"test_split: 0.0 -> 0.5"):
-        RunConfig().check_same_run(old, tmp_path / "old-run")
-    assert RunConfig(test_split=0.0).changes_from(old) == {}
+        check_same_run(RunConfig(), folder)
+    check_same_run(RunConfig(test_split=0.0), folder)  # the same run: no error
+    check_same_run(RunConfig(), tmp_path / "never-run")  # no record: nothing to compare

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ..config import NAMING_FIELDS, result_config
-from ..record import json_or_none, read_jsonl, read_metrics
+from ..config import NAMING_FIELDS
+from ..record import json_or_none, read_jsonl, read_metrics, result_config
 
 PathLike = str | os.PathLike
 
@@ -188,7 +188,7 @@ def describe(runs: Sequence[Run], runs_dir: PathLike) -> str:
 
 
 def config_key(config: dict, ignore: Iterable[str] = ()) -> str:
-    """The config as comparable text: what shapes the result (`config.result_config`: no naming field, a
+    """The config as comparable text: what shapes the result (`record.result_config`: no naming field, a
     parameter the record predates as its default), less `ignore`."""
     drop = set(ignore)
     return json.dumps({k: v for k, v in result_config(config).items() if k not in drop}, sort_keys=True, default=str)

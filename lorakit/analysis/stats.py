@@ -12,8 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..config import RunConfig, result_config
-from ..record import SPLIT_KEYS, delta_pts, guardrail_excess, within_guardrail
+from ..config import RunConfig
+from ..record import SPLIT_KEYS, delta_pts, guardrail_excess, result_config, within_guardrail
 
 
 class PredictionMismatch(ValueError):

@@ -47,6 +47,7 @@ import soundfile as sf
 
 from ..display import progress_bar
 from . import words as W
+from .options import demo_data_arguments, demo_data_settings
 
 SAMPLE_RATE = 16_000  # Hz, the rate every written clip has
 CORPUS_VERSION = 1  # bump when the file layout changes; content changes are caught by the plan hash
@@ -433,27 +434,23 @@ def _write_manifests(manifests: dict[str, Path], utterances: list[PlannedClip], 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`lorakit demo-data` / `python -m lorakit.corpus`: build the demo corpus."""
+    """`python -m lorakit.demo.corpus`: build the demo corpus (`lorakit demo-data` with the same options)."""
     parser = argparse.ArgumentParser(prog="lorakit demo-data", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("data/demo"), help="corpus folder (default data/demo)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--jobs", type=int, default=2, help="parallel synthesis processes")
-    parser.add_argument("--force", action="store_true", help="rebuild even if a matching corpus exists")
-    parser.add_argument("--n-train", type=int, default=1200)
-    parser.add_argument("--n-domain", type=int, default=520)
-    parser.add_argument("--n-heldout", type=int, default=320)
-    parser.add_argument("--n-replay", type=int, default=240, help="general-English clips for replay_manifest")
-    parser.add_argument("--n-domain-dev", type=int, default=200, help="domain clips for selection (dev)")
-    parser.add_argument("--n-heldout-dev", type=int, default=150, help="heldout clips for selection (dev)")
-    args = parser.parse_args(argv)
+    demo_data_arguments(parser, language="en")
+    return build(parser.parse_args(argv))
+
+
+def build(args: argparse.Namespace) -> int:
+    """`lorakit demo-data`: build the corpus from parsed options (`options.demo_data_arguments`), print its manifests."""
+    out, sizes = demo_data_settings(args)
     started = time.time()
-    manifests = build_corpus(args.out, args.seed, args.n_train, args.n_domain, args.n_heldout,
-                             jobs=args.jobs, force=args.force, n_replay=args.n_replay, n_domain_dev=args.n_domain_dev,
-                             n_heldout_dev=args.n_heldout_dev)
-    summary = json.loads((args.out / "corpus.json").read_text())
-    fresh = (args.out / "corpus.json").stat().st_mtime >= started
+    manifests = build_corpus(out, args.seed, sizes["train"], sizes["domain"], sizes["heldout"], jobs=args.jobs,
+                             force=args.force, n_replay=sizes["replay"], n_domain_dev=sizes["domain_dev"],
+                             n_heldout_dev=sizes["heldout_dev"])
+    summary = json.loads((out / "corpus.json").read_text())
+    fresh = (out / "corpus.json").stat().st_mtime >= started
     state = f"built in {summary['build_seconds']} s" if fresh else "up to date, nothing to do; --force rebuilds"
-    print(f"demo corpus in {args.out} ({state}):")
+    print(f"demo corpus in {out} ({state}):")
     for split, path in manifests.items():
         if split in summary["sizes"]:
             print(f"  {path}: {summary['sizes'][split]} utterances, {summary['hours'][split]} h")

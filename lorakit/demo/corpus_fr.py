@@ -37,6 +37,7 @@ from ..display import progress_bar
 from . import corpus as C
 from . import words_fr as W
 from .corpus import PlannedClip, Voice
+from .options import DEMO_SIZES, demo_data_arguments, demo_data_settings
 
 LANGUAGE = "fr"  # the Whisper language code of every clip
 CORPUS_VERSION = 1  # bump when the file layout changes; content changes are caught by the plan hash
@@ -53,8 +54,7 @@ DOMAIN_ONLY_VOICES = {Voice("espeak", "fr+klatt"): 1}
 DOMAIN_VOICES = {**TRAIN_VOICES, **DOMAIN_ONLY_VOICES}
 REPLAY_VOICES = {Voice("espeak", "fr"): 1, Voice("espeak", "fr+f2"): 1, Voice("espeak", "fr-be+m3"): 1}
 HELDOUT_VOICES = {Voice("espeak", "fr-ch+m2"): 1, Voice("espeak", "fr-ch+f3"): 1}  # heard nowhere else
-DEFAULT_SIZES = {"train_domain_only": 600, "domain": 520, "heldout": 320, "replay": 300, "domain_dev": 200,
-                 "heldout_dev": 150}
+DEFAULT_SIZES = DEMO_SIZES["fr"]  # clips per split (options.py holds them: `lorakit --help` must not import this module)
 
 
 def _number(slot: str, rng: random.Random) -> str | None:
@@ -168,22 +168,21 @@ def _write_manifests(manifests: dict[str, Path], utterances: list[PlannedClip], 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`lorakit demo-data --language fr`: build the French scenario."""
+    """`python -m lorakit.demo.corpus_fr`: build the French scenario (`lorakit demo-data --language fr`)."""
     parser = argparse.ArgumentParser(prog="lorakit demo-data --language fr", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("data/demo_fr"), help="corpus folder (default data/demo_fr)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--jobs", type=int, default=2, help="parallel synthesis processes")
-    parser.add_argument("--force", action="store_true", help="rebuild even if a matching corpus exists")
-    for split, n in DEFAULT_SIZES.items():
-        parser.add_argument(f"--n-{split.replace('_', '-')}", type=int, default=n, dest=split, help=f"clips (default {n})")
-    args = parser.parse_args(argv)
+    demo_data_arguments(parser, language="fr")
+    return build(parser.parse_args(argv))
+
+
+def build(args: argparse.Namespace) -> int:
+    """`lorakit demo-data --language fr`: build from parsed options (`options.demo_data_arguments`), print the manifests."""
+    out, sizes = demo_data_settings(args)
     started = time.time()
-    sizes = {split: getattr(args, split) for split in DEFAULT_SIZES}
-    manifests = build_corpus_fr(args.out, args.seed, sizes, jobs=args.jobs, force=args.force)
-    summary = json.loads((args.out / "corpus.json").read_text())
-    fresh = (args.out / "corpus.json").stat().st_mtime >= started
+    manifests = build_corpus_fr(out, args.seed, sizes, jobs=args.jobs, force=args.force)
+    summary = json.loads((out / "corpus.json").read_text())
+    fresh = (out / "corpus.json").stat().st_mtime >= started
     state = f"built in {summary['build_seconds']} s" if fresh else "up to date, nothing to do; --force rebuilds"
-    print(f"French demo corpus in {args.out} ({state}):")
+    print(f"French demo corpus in {out} ({state}):")
     for name, path in manifests.items():
         split = "replay" if name == UNLABELED else name
         print(f"  {path}: {summary['sizes'][split]} utterances, {summary['hours'][split]} h"

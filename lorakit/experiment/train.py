@@ -28,7 +28,7 @@ from ..config import ConfigError, RunConfig
 from ..params import check_inputs_exist
 from ..display import progress_bar as tqdm, progress_to_kernel_terminal
 from ..env import project_root
-from ..record import RunRecord, git_sha, now, recorded_config, run_command, today, versions, write_json
+from ..record import RunRecord, check_same_run, git_sha, now, run_command, today, versions, write_json
 from ..scoring import normalizer_name
 from ..display import format_wer, markdown_table
 from . import checkpoint as ckpt
@@ -128,7 +128,7 @@ def run(cfg: RunConfig) -> RunResult:
     accelerator = make_accelerator(cfg)
     run_id = broadcast(cfg.run_id or default_run_id(cfg), accelerator)  # the main process's timestamp names the run
     folder = cfg.path("output_dir") / run_id
-    cfg.check_same_run(recorded_config(folder), folder)
+    check_same_run(cfg, folder)
     record = trackers.run_record(folder, cfg, run_id) if accelerator.is_main_process else FollowerRecord(folder)  # + report_to
     previous = record.metrics()
     if previous.get("status") == "finished":

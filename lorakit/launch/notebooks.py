@@ -18,7 +18,7 @@ from typing import Any
 from ..env import PROGRESS_ENV, kernel_environment, launch_rank, project_root, smoke_requested
 from ..config import ConfigError, RunConfig
 from ..display import markdown_table
-from ..record import read_metrics, recorded_config, run_status
+from ..record import check_same_run, read_metrics, run_status
 
 
 def execute(params: dict[str, Any], run_id: str, force: bool = False, quiet: bool = False, command: str | None = None) -> str:
@@ -39,7 +39,7 @@ def execute(params: dict[str, Any], run_id: str, force: bool = False, quiet: boo
     if not force:  # before the finished check: a finished run of another recipe is not this one
         try:
             shown = cfg.smoke() if smoke_requested() else cfg  # what the notebook will build (RunConfig.from_namespace)
-            shown.check_same_run(recorded_config(folder), folder)
+            check_same_run(shown, folder)
         except ConfigError as exc:  # the old record stays as it is (its run.ipynb too)
             print(f"{run_id}: refused: {exc}", file=sys.stderr)
             return "refused"
