@@ -76,9 +76,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")  # what a run id may hold
 
 
-def load_launch_file(path: str | Path, known: set[str] | frozenset[str], kind: str) -> tuple[dict[str, Any], str]:
-    """A sweep or search file (`kind`: "sweep" / "search"): its mapping and its name (the `name` key, else the file's
-    stem), refusing unknown keys and a name that cannot prefix a run id, each in one line naming the file."""
+def load_launch_file(path: str | Path, known: set[str] | frozenset[str],
+                     kind: str) -> tuple[dict[str, Any], str, str, dict[str, Any]]:
+    """A sweep or search file (`kind`: "sweep" / "search"): its mapping, its name (the `name` key, else the file's
+    stem), its `base` recipe ("" for none) and that recipe's values ({} for none), refusing unknown keys and a
+    name that cannot prefix a run id, each in one line naming the file."""
     spec, where = load_yaml(path), str(path)
     unknown = sorted(set(spec) - set(known))
     if unknown:
@@ -86,7 +88,8 @@ def load_launch_file(path: str | Path, known: set[str] | frozenset[str], kind: s
     name = str(spec.get("name") or Path(path).stem)
     if not name or any(c not in ID_CHARS for c in name):
         raise ConfigError(f"{where}: name {name!r}: letters, digits, '-', '_' and '.' only (it prefixes run ids)")
-    return spec, name
+    base = str(spec.get("base") or "")
+    return spec, name, base, load_yaml(base) if base else {}
 
 
 def geometric_steps(n: list[int], max_steps: int) -> list[int]:

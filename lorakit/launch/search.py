@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import ConfigError, RunConfig
-from ..params import check_inputs_exist, load_launch_file, load_yaml
+from ..params import check_inputs_exist, load_launch_file
 from ..record import delta_pts, guardrail_excess, read_metrics
 from .notebooks import execute, execute_analysis
 from .pool import JobSlots, RaySlots, SweepRun, Tally, say
@@ -131,13 +131,12 @@ def _optuna_class(module: str, spec: Any, where: str, key: str):
 
 def load_search(path: str | Path) -> Search:
     """Read a search file; the space's values, the enqueued trials, pruner and sampler are checked before anything runs."""
-    spec, name = load_launch_file(path, SEARCH_KEYS, "search")
+    spec, name, base, base_values = load_launch_file(path, SEARCH_KEYS, "search")
     where = str(path)
-    base = str(spec.get("base") or "")
     fixed, space, enqueue = spec.get("fixed") or {}, spec.get("space") or {}, spec.get("enqueue") or []
     if not isinstance(fixed, dict) or not isinstance(space, dict) or not space or not isinstance(enqueue, list):
         raise ConfigError(f"{where}: 'space' is a non-empty mapping, 'fixed' a mapping, 'enqueue' a list of mappings")
-    search = Search(name=name, path=Path(path), base=base, base_values=load_yaml(base) if base else {}, fixed=fixed, space=space,
+    search = Search(name=name, path=Path(path), base=base, base_values=base_values, fixed=fixed, space=space,
                     enqueue=enqueue, **{k: spec[k] for k in ("trials", "pruner", "sampler", "heartbeat_s") if k in spec})
     if not isinstance(search.trials, int) or search.trials < 1 or not isinstance(search.heartbeat_s, int) or search.heartbeat_s < 1:
         raise ConfigError(f"{where}: 'trials' and 'heartbeat_s' are integers >= 1")

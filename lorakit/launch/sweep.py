@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, RunConfig
-from ..params import ID_CHARS, check_inputs_exist, load_launch_file, load_yaml
+from ..params import ID_CHARS, check_inputs_exist, load_launch_file
 from ..display import format_lr
 from ..record import SPLIT_KEYS, read_metrics, run_status
 from ..display import markdown_table
@@ -96,10 +96,8 @@ def reproduce_command(base: str, values: dict[str, Any], run_id: str) -> list[st
 
 def load_sweep(path: str | Path) -> Sweep:
     """Read and expand a sweep file; every run's configuration is validated before anything runs."""
-    spec, name = load_launch_file(path, SWEEP_KEYS, "sweep")
+    spec, name, base, base_values = load_launch_file(path, SWEEP_KEYS, "sweep")
     where = str(path)
-    base = str(spec.get("base") or "")
-    base_values = load_yaml(base) if base else {}
     fixed = spec.get("fixed") or {}
     grid = spec.get("grid") or {}
     listed = spec.get("runs") or []
