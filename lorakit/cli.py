@@ -36,6 +36,12 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def user_error(command: str, exc: Exception) -> int:
+    """A user's mistake as the CLI reports it: one line `lorakit <command>: <what>` on stderr; exit code 2."""
+    print(f"lorakit {command}: {exc}", file=sys.stderr)
+    return 2
+
+
 def installed_version() -> str:
     """The installed distribution's version (pyproject.toml's, as pip reports it)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -143,8 +149,7 @@ def cmd_archive(args: argparse.Namespace) -> int:
     try:
         archive_run(runs_folder(args.runs) / args.run_id, args.reason)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"lorakit archive: {exc}", file=sys.stderr)
-        return 2
+        return user_error("archive", exc)
     print(f"archived {args.run_id}: {args.reason.strip()}")
     return 0
 
@@ -155,8 +160,7 @@ def cmd_unarchive(args: argparse.Namespace) -> int:
     try:
         unarchive_run(runs_folder(args.runs) / args.run_id)
     except FileNotFoundError as exc:
-        print(f"lorakit unarchive: {exc}", file=sys.stderr)
-        return 2
+        return user_error("unarchive", exc)
     print(f"unarchived {args.run_id}: back in the matrix")
     return 0
 
@@ -213,8 +217,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         res = transcribe(model=args.model, adapter=args.adapter, inputs=args.inputs, output=args.output or None, fmt=args.format,
                          batch_size=args.batch_size, device=args.device, runs_dir=args.runs and project_path(args.runs))
     except (TranscribeError, FileNotFoundError) as exc:
-        print(f"lorakit transcribe: {exc}", file=sys.stderr)
-        return 2
+        return user_error("transcribe", exc)
     if not args.output:  # no file: the hypotheses go to stdout, one per line
         for row in res.rows:
             print(f"{row['input']}\t{row['hyp']}")
@@ -237,8 +240,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                         runs_dir=args.runs and project_path(args.runs), parity=not args.no_parity,
                         sample=args.sample, device=args.device, causes=args.faster_whisper_causes)
     except (TranscribeError, FileNotFoundError, ValueError) as exc:
-        print(f"lorakit export: {exc}", file=sys.stderr)
-        return 2
+        return user_error("export", exc)
     print(describe(result))
     parity = result.get("parity")
     return 0 if not parity or all(a["ok"] for a in parity["acceptance"].values()) else 1
@@ -360,8 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConfigError as exc:
-        print(f"lorakit {args.command}: {exc}", file=sys.stderr)
-        return 2
+        return user_error(args.command, exc)
 
 
 if __name__ == "__main__":
