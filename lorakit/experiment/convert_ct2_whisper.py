@@ -29,7 +29,7 @@ import numpy as np
 
 from ..env import cache_root
 from ..display import progress_bar
-from ..record import atomic_folder
+from .converted import MARKER, assign_weights, write_converted
 from .convert_ort_moonshine import BUNDLED_MOONSHINE, bundled_moonshine_dir
 
 CONVERTER_VERSION = 1  # bump when the output layout changes, so caches are rebuilt
@@ -304,7 +304,6 @@ def _generation_config(ct2_config: dict, special: SpecialTokens, tokenizer):
 def convert(src: str | Path, dst: str | Path, parts: list[Path] | None = None, name: str = "") -> Path:
     """Convert a CTranslate2 Whisper export into a transformers directory `dst` (atomic): `src` holds
     config.json and tokenizer.json, and `model.bin` unless its pieces are given as `parts`."""
-    import torch
     from transformers import (
         WhisperFeatureExtractor,
         WhisperForConditionalGeneration,
@@ -322,25 +321,18 @@ def convert(src: str | Path, dst: str | Path, parts: list[Path] | None = None, n
     tokenizer = WhisperTokenizerFast(tokenizer_file=str(src / "tokenizer.json"), predict_timestamps=False)
     special = SpecialTokens.of(tokenizer, variables["decoder/embeddings/weight"].shape[0])
     config = _hf_config(variables, special)
-    with torch.device("meta"):
-        model = WhisperForConditionalGeneration(config)
-    state = {k: torch.from_numpy(v.astype(np.float32)) for k, v in ct2_to_hf_state_dict(variables).items()}
-    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-    missing = [k for k in missing if k != "proj_out.weight"]  # tied to embed_tokens
-    if missing or unexpected:
-        raise RuntimeError(f"{' + '.join(map(str, parts))}: conversion mismatch: missing={missing} unexpected={unexpected}")
+    state = {k: v.astype(np.float32) for k, v in ct2_to_hf_state_dict(variables).items()}
+    model = assign_weights(WhisperForConditionalGeneration, config, state, " + ".join(map(str, parts)),
+                           may_miss=["proj_out.weight"])  # tied to embed_tokens
     model.tie_weights()
     model.generation_config = _generation_config(ct2_config, special, tokenizer)
     processor = WhisperProcessor(
         feature_extractor=WhisperFeatureExtractor(feature_size=config.num_mel_bins), tokenizer=tokenizer
     )
     steps.update()
-    with atomic_folder(dst) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        processor.save_pretrained(tmp)
-        marker = {"source": str(src), "parts": [str(p) for p in parts], "converter_version": CONVERTER_VERSION,
-                  "name": name or str(src), "conversion_seconds": round(time.perf_counter() - started, 1)}
-        (tmp / "lorakit_bundled.json").write_text(json.dumps(marker, indent=2))
+    write_converted(dst, model, processor, {
+        "source": str(src), "parts": [str(p) for p in parts], "converter_version": CONVERTER_VERSION,
+        "name": name or str(src), "conversion_seconds": round(time.perf_counter() - started, 1)})
     steps.update()
     steps.close()
     return dst
@@ -351,7 +343,7 @@ def bundled_model_dir(name: str = BUNDLED_NAME, force: bool = False, root: Path 
     first use into the cache root (or `root`) and reused after: about 10 s for tiny.en, 30 s for base."""
     spec = _spec(name)
     dst = (root or cache_root()) / f"{spec.cache_name}-v{CONVERTER_VERSION}"
-    marker = dst / "lorakit_bundled.json"
+    marker = dst / MARKER
     if force or not marker.exists():
         convert(source_dir(spec.name), dst, parts=source_parts(spec.name), name=spec.name)
     return dst

@@ -24,8 +24,6 @@ differ from onnxruntime's by that rounding (measured in tests/test_convert_ort_m
 from __future__ import annotations
 
 import importlib.util
-import json
-import shutil
 import time
 from pathlib import Path
 
@@ -33,7 +31,7 @@ import numpy as np
 
 from ..env import cache_root
 from ..display import progress_bar
-from ..record import atomic_folder
+from .converted import MARKER, assign_weights, write_converted
 
 BUNDLED_MOONSHINE = "bundled:moonshine-tiny"
 CONVERTER_VERSION = 1  # bump when the output layout changes, so caches are rebuilt
@@ -216,7 +214,6 @@ def _hf_config(state: dict[str, np.ndarray], tied: bool):
 
 def convert(src: str | Path, dst: str | Path, tokenizer_json: str | Path) -> Path:
     """Convert the .ort Moonshine tiny in `src` into a transformers directory `dst` (atomic)."""
-    import torch
     from transformers import (
         GenerationConfig,
         MoonshineForConditionalGeneration,
@@ -235,12 +232,8 @@ def convert(src: str | Path, dst: str | Path, tokenizer_json: str | Path) -> Pat
     if tied:
         del state["proj_out.weight"]
     config = _hf_config(state, tied)
-    with torch.device("meta"):
-        model = MoonshineForConditionalGeneration(config)
-    missing, unexpected = model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=False, assign=True)
-    missing = [k for k in missing if not (tied and k == "proj_out.weight")]
-    if missing or unexpected:
-        raise RuntimeError(f"{src}: conversion mismatch: missing={missing} unexpected={unexpected}")
+    model = assign_weights(MoonshineForConditionalGeneration, config, state, str(src),
+                           may_miss=["proj_out.weight"] if tied else [])
     if tied:
         model.tie_weights()
     model.generation_config = GenerationConfig(decoder_start_token_id=1, bos_token_id=1, eos_token_id=2, pad_token_id=2,
@@ -252,14 +245,10 @@ def convert(src: str | Path, dst: str | Path, tokenizer_json: str | Path) -> Pat
     fe = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=False,
                                   return_attention_mask=True)
     steps.update()
-    with atomic_folder(dst) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        Wav2Vec2Processor(feature_extractor=fe, tokenizer=tokenizer).save_pretrained(tmp)
-        shutil.copyfile(tokenizer_json, tmp / "source_tokenizer.json")
-        (tmp / "lorakit_bundled.json").write_text(json.dumps({
-            "name": BUNDLED_MOONSHINE, "source": str(src), "package": SOURCE_PACKAGE, "converter_version": CONVERTER_VERSION,
-            "tied_output_projection": tied, "conversion_s": round(time.perf_counter() - started, 2),
-        }, indent=2))
+    write_converted(dst, model, Wav2Vec2Processor(feature_extractor=fe, tokenizer=tokenizer), {
+        "name": BUNDLED_MOONSHINE, "source": str(src), "package": SOURCE_PACKAGE, "converter_version": CONVERTER_VERSION,
+        "tied_output_projection": tied, "conversion_s": round(time.perf_counter() - started, 2),
+    }, copies={"source_tokenizer.json": Path(tokenizer_json)})
     steps.update()
     steps.close()
     return dst
@@ -308,6 +297,6 @@ class OrtReference:
 def bundled_moonshine_dir(force: bool = False) -> Path:
     """The converted Moonshine tiny directory, converting on first use and reusing after."""
     dst = cache_root() / f"moonshine-tiny-ort-v{CONVERTER_VERSION}"
-    if force or not (dst / "lorakit_bundled.json").exists():
+    if force or not (dst / MARKER).exists():
         convert(source_dir(), dst, tokenizer_file())
     return dst
