@@ -146,6 +146,7 @@ def test_notebook_runs_headless_over_fixture_runs(project):
     assert "| dora-r8-lr5e-5 |" in markdown and "| accept [provisional: chosen on the reported set] |" in markdown
     assert "| interrupted |" in markdown and "lora-r8-lr1e-3 | 2026-03-01" not in markdown
     assert "NaN loss; superseded" in markdown  # archived by the parameters: in the archive table
+    assert "_No run checked its labels (`-p label_check report`) or replayed pseudo-labelled audio._" in markdown
     for name in ("run_matrix.md", "run_matrix.csv", "run_archive.md"):
         assert (project / "executed" / name).is_file()
     assert "lora-r8-lr1e-3" not in (project / "executed" / "run_matrix.md").read_text()

@@ -74,6 +74,11 @@ def test_replay_from_a_folder_of_audio_trains_on_the_base_models_transcripts(tin
     replayed = [u for u in seen if u.manifest == str(folder)]
     assert replayed and all(u.text == hyps[u.id] for u in replayed)  # the targets are the base model's transcripts
     assert result.metrics["data"]["replay"]["used"] == report["kept"]
+    from lorakit.analysis.label_errors import data_checks_markdown
+    from lorakit.analysis.runs import load_run
+
+    shown = data_checks_markdown([load_run(result.folder)])  # the analysis notebook's section, from the record
+    assert f"| pseudo | not checked | {report['kept']} of 12 kept" in shown
     again = run(RunConfig(**{**cfg.to_dict(), "run_id": "pseudo-again"}))
     assert again.metrics["data"]["replay"]["pseudo_labels"]["cached"] is True  # decoded once, keyed like the baseline
     # a floor no transcript reaches leaves every clip out as "unsure": one clear line, before training
@@ -102,6 +107,23 @@ def test_label_check_lists_a_label_far_too_long_for_its_clip_and_skip_drops_it(t
     skipped = run(RunConfig(**base, run_id="labels-skip", label_check="skip")).metrics
     assert skipped["data"]["train"]["label_check"]["dropped"] == 1 and skipped["data"]["train"]["used"] == len(rows) - 1
     assert skipped["data"]["train"]["label_check"]["cached"] is True  # the same base pass, from the cache
+    # the analysis notebook (as `lorakit analysis --runs` executes it) shows both runs' checks and the flagged clip
+    from lorakit.launch.notebooks import execute_analysis
+
+    runs_dir = reported_run.folder.parent
+    assert execute_analysis(tmp_path / "analysis.ipynb", {"runs_dir": str(runs_dir), "figures_dir": str(tmp_path / "fig")})
+    shown = _markdown_outputs(tmp_path / "analysis.ipynb")
+    assert f"| labels-report | 1 of {len(rows)} flagged, 0 dropped (report) | none |" in shown
+    assert f"| labels-skip | 1 of {len(rows)} flagged, 1 dropped (skip) | none |" in shown
+    assert "| labels-report | train_bad_label.jsonl:4 |" in shown and "| labels-skip | train_bad_label.jsonl:4 |" in shown
+
+
+def _markdown_outputs(notebook) -> str:
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    return "\n".join(o["data"]["text/markdown"] for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                     if "text/markdown" in o.get("data", {}))
 
 
 def test_label_problems_by_the_base_models_wer(small_corpus):
