@@ -309,11 +309,7 @@ def _validate(cfg: RunConfig) -> None:
     need(cfg.label_check_wer > 0, "label_check_wer", "must be > 0 (a WER as a fraction: 1.0 is as many errors as label words)")
     need(cfg.pseudo_label_min_logprob <= 0, "pseudo_label_min_logprob", "must be <= 0 (a mean log-probability, in nats)")
     need(cfg.cross_language_replay in CROSS_LANGUAGE_REPLAY, "cross_language_replay", f"must be one of {CROSS_LANGUAGE_REPLAY}")
-    need(cfg.distill_weight >= 0, "distill_weight", "must be >= 0 (0: off)")
-    need(cfg.distill_temperature > 0, "distill_temperature", "must be > 0")
-    need(cfg.distill_on in DISTILL_ON, "distill_on", f"must be one of {DISTILL_ON}")
-    need(cfg.distill_weight == 0 or cfg.distill_on == "all" or cfg.replay_per_batch() > 0, "distill_on",
-         "'replay' distills on the replay clips, and this run has none (replay_ratio 0 or no replay_manifest); use distill_on all, or distill_weight 0")
+    _check_distill(cfg, need)
     need(cfg.replay_ratio == 0 or not cfg.replay_manifest or 1 <= cfg.replay_per_batch() < cfg.batch_size, "replay_ratio",
          f"must leave at least one replay and one training clip in a batch of {cfg.batch_size} (round(ratio x batch_size)); "
          "with batches this small, set replay_ratio 0 (no replay) or a larger batch_size")
@@ -354,6 +350,15 @@ def _check_data(cfg: RunConfig, need) -> None:
         need(getattr(cfg, name).strip() != HUB_PREFIX, name, "hf: must be followed by a dataset id (hf:<id>[:<split>])")
     need(bool(cfg.audio_column.strip()), "audio_column", "must name a column")
     need(bool(cfg.text_column.strip()), "text_column", "must name a column")
+
+
+def _check_distill(cfg: RunConfig, need) -> None:
+    """Self-distillation from the frozen base model (`distill_*`); the replay checks come before it."""
+    need(cfg.distill_weight >= 0, "distill_weight", "must be >= 0 (0: off)")
+    need(cfg.distill_temperature > 0, "distill_temperature", "must be > 0")
+    need(cfg.distill_on in DISTILL_ON, "distill_on", f"must be one of {DISTILL_ON}")
+    need(cfg.distill_weight == 0 or cfg.distill_on == "all" or cfg.replay_per_batch() > 0, "distill_on",
+         "'replay' distills on the replay clips, and this run has none (replay_ratio 0 or no replay_manifest); use distill_on all, or distill_weight 0")
 
 
 def _check_reporting(cfg: RunConfig, need) -> None:
