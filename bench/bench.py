@@ -16,6 +16,8 @@ they share in bench_shared.py. Sections:
                   encoder outputs), then the same number of steps warm
   train-nocache   lorakit's loop with the encoder cache off: the same work per step as train-hf
   train-full      lorakit's loop with LoRA on encoder and decoder (the encoder trains: nothing to cache)
+  train-distill   lorakit's loop with replay, warm encoder cache: seconds per step without self-distillation,
+                  with it on the replay clips and on every clip (interleaved blocks, same batches)
   eval-batch1     generate() one clip at a time, features extracted per clip (the old team's runner)
   eval-lorakit    lorakit's evaluation (batched, length-sorted), encoder cache off, then frozen-encoder
                   cold and warm; hypotheses compared with eval-batch1
@@ -91,13 +93,15 @@ def summarize(r: dict, args) -> tuple[list[tuple[str, str, str]], dict]:
     ok = {name: res for name, res in r.items() if "error" not in res}
     if {"train-hf", "train-lorakit"} <= set(ok):
         bench_train.train_rows(ok, args, rows, ratios)
+    if "train-distill" in ok:
+        bench_train.distill_rows(ok["train-distill"], rows, ratios)
     if {"eval-batch1", "eval-lorakit"} <= set(ok):
         bench_eval.eval_rows(ok, rows, ratios)
     if "deploy-unmerged" in ok:
         bench_deploy.deploy_rows(ok, rows, ratios)
     if "baseline-cache" in ok:
         bench_baseline.baseline_rows(ok["baseline-cache"], rows)
-    for name in ("train-hf", "train-lorakit", "train-nocache", "train-full", "eval-batch1", "eval-lorakit"):
+    for name in ("train-hf", "train-lorakit", "train-nocache", "train-full", "train-distill", "eval-batch1", "eval-lorakit"):
         if name in ok:
             rows.append((f"peak RSS {name} (MB)", f"{ok[name]['peak_rss_mb']:.0f}", "<= 3000 (batch 8)" if name.startswith("train") else ""))
         if ok.get(name, {}).get("peak_gpu_mb") is not None:
@@ -127,6 +131,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model", default="bundled:whisper-tiny.en")
     p.add_argument("--train", default="data/demo/train.jsonl")
     p.add_argument("--domain", default="data/demo/domain.jsonl")
+    p.add_argument("--replay", default="data/demo/replay.jsonl", help="replay clips (train-distill)")
     p.add_argument("--train-n", type=int, default=None, help="training clips (default 64; quick 8)")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per measured pass (default 16; quick 2)")
     p.add_argument("--batch-size", type=int, default=None, help="default 8; quick 4")

@@ -7,9 +7,12 @@ same model, LoRA config, clips, batch, steps and LR. Sections:
                   outputs), then the same number of steps warm
   train-nocache   lorakit's loop with the encoder cache off: the same work per step as train-hf
   train-full      lorakit's loop with LoRA on encoder and decoder (the encoder trains: nothing to cache)
+  train-distill   lorakit's loop with replay (replay_ratio 0.25), encoder cache warm: seconds per step without
+                  self-distillation, with it on the replay clips (distill_on replay) and on every clip (all),
+                  in interleaved blocks over the same batches (one process: the ratios hold on a shared machine)
 
 Ratios: train_lorakit_{cold,warm}_vs_hf, train_nocache_vs_hf, frozen_vs_nocache_max_rel_loss_diff,
-frozen_{warm,cold}_vs_full_lora.
+frozen_{warm,cold}_vs_full_lora, distill_{replay,all}_vs_off (seconds per step).
 """
 
 from __future__ import annotations
@@ -64,6 +67,58 @@ def worker_train_nocache(args) -> dict:
 
 def worker_train_full(args) -> dict:
     return _lorakit_loop(args, "", encoder_cache=False, passes=1)
+
+
+def worker_train_distill(args) -> dict:
+    """Seconds per step of one model, decoder LoRA, warm encoder cache, batches mixed with replay_ratio 0.25 replay
+    clips: blocks of args.steps steps without distillation, distill_on replay and distill_on all (distill_weight 1,
+    T 2), `rounds` times in turn; within a round every mode steps through the same batches."""
+    from lorakit.experiment.batches import mixed_batches
+    from lorakit.experiment.distill import Distill
+    from lorakit.experiment.features import Inputs
+    from lorakit.experiment.models import add_adapters, load_model
+    from lorakit.experiment.train import make_optimizer, seed_everything, train_step
+
+    rounds, modes = 2, ("off", "replay", "all")
+    cfg = shared.run_config(args, replay_manifest=args.replay, replay_ratio=0.25, max_steps=args.steps * rounds * len(modes))
+    device, autocast = shared.device_and_autocast(cfg)
+    seed_everything(cfg.seed)
+    sm = load_model(cfg.model, device=device)
+    add_adapters(sm, cfg)
+    optimizer, scheduler = make_optimizer(sm.model, cfg)
+    inputs = Inputs(sm, cfg.rms_target, Path(tempfile.mkdtemp(prefix="lorakit-bench-enc-")), device)
+    utts, replay = shared.clips(args.train, args.train_n), shared.clips(args.replay, args.train_n)
+    n_replay = cfg.replay_per_batch()
+    for i in range(0, len(utts + replay), cfg.batch_size):  # untimed: every clip's encoder output cached first
+        inputs.encoder_hidden((utts + replay)[i : i + cfg.batch_size])
+    first = next(mixed_batches(utts, replay, cfg.batch_size, n_replay, cfg.seed))
+    shared.warm_up_step(sm.model, inputs.model_inputs(first), inputs.labels(first), device, autocast)
+    distills = {m: None if m == "off" else Distill(1.0, 2.0, m, frozenset(replay)) for m in modes}
+    out: dict = {"n_replay": n_replay, "batch_size": cfg.batch_size, "steps_per_block": args.steps, "rounds": rounds,
+                 **{m: {"seconds": 0.0, "steps": 0, "distill_kl": []} for m in modes}}
+    for k in range(rounds):
+        for m in modes:
+            batches = mixed_batches(utts, replay, cfg.batch_size, n_replay, cfg.seed, start=k * args.steps)
+            shared.sync(device)
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                row = train_step(sm, inputs, [next(batches)], optimizer, scheduler, cfg.max_grad_norm, autocast, distill=distills[m])
+                out[m]["distill_kl"].append(row.get("distill_kl"))
+            shared.sync(device)
+            out[m]["seconds"] += time.perf_counter() - start
+            out[m]["steps"] += args.steps
+    for m in modes:
+        out[m]["s_per_step"] = out[m]["seconds"] / out[m]["steps"]
+    return out
+
+
+def distill_rows(d: dict, rows: list, ratios: dict) -> None:
+    """The train-distill rows: seconds per step by mode, and each distilled mode's ratio to no distillation."""
+    off = d["off"]["s_per_step"]
+    rows.append((f"train: replay {d['n_replay']}/{d['batch_size']}, no distillation (s/step)", f"{off:.3f}", ""))
+    for m in ("replay", "all"):
+        ratios[f"distill_{m}_vs_off"] = d[m]["s_per_step"] / off
+        rows.append((f"train: + distill_on {m} (s/step)", f"{d[m]['s_per_step']:.3f}  ({ratios[f'distill_{m}_vs_off']:.2f}x)", ""))
 
 
 def worker_train_hf(args) -> dict:
@@ -170,4 +225,4 @@ def train_rows(r: dict, args, rows: list, ratios: dict) -> None:
 
 # the order they run in: train-hf first, as the README's table reads
 WORKERS = {"train-hf": worker_train_hf, "train-lorakit": worker_train_lorakit, "train-nocache": worker_train_nocache,
-           "train-full": worker_train_full}
+           "train-full": worker_train_full, "train-distill": worker_train_distill}

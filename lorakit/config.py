@@ -29,6 +29,7 @@ LABEL_CHECKS = ("off", "report", "skip")  # the base model's check of training l
 TRACKERS = ("none", "tensorboard", "mlflow", "wandb")  # accelerate's trackers a run can report to
 TASKS = ("transcribe", "translate")  # Whisper's two tasks
 CROSS_LANGUAGE_REPLAY = ("refuse", "own_token", "run_token")  # what replay clips in another language than the run's train under
+DISTILL_ON = ("replay", "all")  # which clips of a training batch self-distillation from the frozen base model applies to
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,9 @@ class RunConfig:
     replay_ratio: float = 0.25  # fraction of each training batch drawn from replay_manifest: round(ratio x batch_size) clips; 0: off
     replay_language: str = "en"  # spoken language of replay_manifest's clips whose row names none (the bundled replay set is English)
     cross_language_replay: str = "refuse"  # replay clips in another language: refuse | own_token (under their <|lang|>) | run_token (the run's: teaches answering in theirs)
+    distill_weight: float = 0.0  # self-distillation from the frozen base model: loss = CE + weight x T^2 x KL(base || adapted) over the label tokens of distill_on's clips; 0: off
+    distill_temperature: float = 2.0  # T: both token distributions are softened by it before the KL (T^2 keeps the term's gradients on the scale of T = 1)
+    distill_on: str = "replay"  # replay (the replay clips of each batch) | all (every clip: domain clips too)
     audio_column: str = "audio"  # a manifest given as a Hugging Face dataset: its audio column (Audio, or file paths)
     text_column: str = "text"  # ... its transcript column
     speaker_column: str = ""  # ... its speaker column; empty: none (speaker-aware statistics then see one speaker per clip)
@@ -149,7 +153,9 @@ class RunConfig:
 
     def config_hash(self) -> str:
         """Short hash of everything that shapes the result (not the run id, notes or output folder)."""
-        relevant = {k: v for k, v in self.to_dict().items() if k not in NAMING_FIELDS}
+        default = RunConfig()
+        relevant = {k: v for k, v in self.to_dict().items()
+                    if k not in NAMING_FIELDS and not (k in HASHED_ONLY_WHEN_SET and v == getattr(default, k))}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
     def smoke(self) -> "RunConfig":
@@ -201,6 +207,9 @@ _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 # THE fields that name, describe or place a run, or say where it reports (a search trial's identity too: a retried trial
 # resumes its run): they shape no number. Seed and sweep groups, legends, config_hash and record.result_config read this.
 NAMING_FIELDS = frozenset({"run_id", "notes", "output_dir", "command", "report_to", "search_storage", "search_study", "search_trial"})
+# Added after run ids carried the config hash: left out of it while at their default, so a config that does not use
+# them keeps the hash (the run id's suffix) it had before they existed.
+HASHED_ONLY_WHEN_SET = frozenset({"distill_weight", "distill_temperature", "distill_on"})
 
 
 def _validate(cfg: RunConfig) -> None:
@@ -240,6 +249,7 @@ def _validate(cfg: RunConfig) -> None:
     need(cfg.label_check_wer > 0, "label_check_wer", "must be > 0 (a WER as a fraction: 1.0 is as many errors as label words)")
     need(cfg.pseudo_label_min_logprob <= 0, "pseudo_label_min_logprob", "must be <= 0 (a mean log-probability, in nats)")
     need(cfg.cross_language_replay in CROSS_LANGUAGE_REPLAY, "cross_language_replay", f"must be one of {CROSS_LANGUAGE_REPLAY}")
+    _check_distill(cfg, need)
     need(cfg.replay_ratio == 0 or not cfg.replay_manifest or 1 <= cfg.replay_per_batch() < cfg.batch_size, "replay_ratio",
          f"must leave at least one replay and one training clip in a batch of {cfg.batch_size} (round(ratio x batch_size)); "
          "with batches this small, set replay_ratio 0 (no replay) or a larger batch_size")
@@ -272,6 +282,15 @@ def _check_data(cfg: RunConfig, need) -> None:
         need(getattr(cfg, name).strip() != HUB_PREFIX, name, "hf: must be followed by a dataset id (hf:<id>[:<split>])")
     need(bool(cfg.audio_column.strip()), "audio_column", "must name a column")
     need(bool(cfg.text_column.strip()), "text_column", "must name a column")
+
+
+def _check_distill(cfg: RunConfig, need) -> None:
+    """Self-distillation from the frozen base model (`distill_*`); the replay checks come before it."""
+    need(cfg.distill_weight >= 0, "distill_weight", "must be >= 0 (0: off)")
+    need(cfg.distill_temperature > 0, "distill_temperature", "must be > 0")
+    need(cfg.distill_on in DISTILL_ON, "distill_on", f"must be one of {DISTILL_ON}")
+    need(cfg.distill_weight == 0 or cfg.distill_on == "all" or cfg.replay_per_batch() > 0, "distill_on",
+         "'replay' distills on the replay clips, and this run has none (replay_ratio 0 or no replay_manifest); use distill_on all, or distill_weight 0")
 
 
 def _check_reporting(cfg: RunConfig, need) -> None:

@@ -25,13 +25,18 @@ def test_bench_quick_mode_runs_every_section(tmp_path, whisper_dir):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     report = json.loads(out.read_text())
     results = report["results"]
-    assert set(results) == {"train-hf", "train-lorakit", "train-nocache", "train-full", "eval-batch1", "eval-lorakit",
-                            "baseline-cache", "profile"}
+    assert set(results) == {"train-hf", "train-lorakit", "train-nocache", "train-full", "train-distill", "eval-batch1",
+                            "eval-lorakit", "baseline-cache", "profile"}
     steps = report["settings"]["steps"]
     assert len(results["train-hf"]["losses"]) == steps and len(results["train-lorakit"]["losses"]) == 2 * steps
     assert all(0 < x < 100 for x in results["train-hf"]["losses"] + results["train-lorakit"]["losses"])
     # frozen encoder, cache on or off: the same loss curve
     assert report["ratios"]["frozen_vs_nocache_max_rel_loss_diff"] < 1e-4
+    # self-distillation's cost: each mode timed over the same steps; the KL logged only where distillation is on
+    distill = results["train-distill"]
+    assert all(distill[m]["steps"] == 2 * steps and distill[m]["s_per_step"] > 0 for m in ("off", "replay", "all"))
+    assert set(distill["off"]["distill_kl"]) == {None} and distill["replay"]["distill_kl"][0] >= 0
+    assert {"distill_replay_vs_off", "distill_all_vs_off"} <= set(report["ratios"])
     assert all(results["baseline-cache"]["changed_key_misses"].values())
     assert results["baseline-cache"]["hit_seconds"] < results["baseline-cache"]["miss_seconds"]
     n = results["eval-batch1"]["n"]

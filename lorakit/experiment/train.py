@@ -34,6 +34,7 @@ from ..display import format_wer, markdown_table
 from . import checkpoint as ckpt
 from .baseline import shared_baseline
 from .batches import mixed_batches
+from .distill import Distill
 from . import scaling
 from .best import evaluate_step, reevaluate_best, select_best
 from .distributed import FollowerRecord, broadcast, evaluate_all, make_accelerator
@@ -63,34 +64,43 @@ def make_optimizer(model: torch.nn.Module, cfg: RunConfig):
 
 
 def train_step(sm: SpeechModel, inputs: Inputs, micro_batches: list[list[Utterance]], optimizer, scheduler,
-               max_grad_norm: float, autocast: torch.dtype | None = None, accelerator=None, model=None) -> dict:
+               max_grad_norm: float, autocast: torch.dtype | None = None, accelerator=None, model=None,
+               distill: Distill | None = None) -> dict:
     """forward -> loss -> backward (accumulated over micro-batches) -> clip -> optimizer step -> schedule.
 
     Each micro-batch's mean token loss is weighted by its share of the step's label tokens, so the
     accumulated step equals one batch holding all the micro-batches (clips of unequal length alike).
     Under accelerate, `model` is the prepared (data-parallel) model, the micro-batches are this
     process's slices, and gradients are all-reduced once, at the last micro-batch's backward.
+    With `distill`, the objective adds its scale x the KL to the frozen base model on its clips' tokens
+    (weighted the same way); "loss" stays the CE (comparable with runs without it), "distill_kl" is the KL.
     """
     model = model if model is not None else sm.model
     model.train()
-    total = 0.0
+    total, kl_total = 0.0, 0.0
     labels = [inputs.labels(batch) for batch in micro_batches]
     counts = [int((x != -100).sum()) for x in labels]  # label tokens the loss averages over
+    kl_counts = [distill.tokens(b, x) for b, x in zip(micro_batches, labels)] if distill is not None else []
     for i, batch in enumerate(micro_batches):
         model_in = inputs.model_inputs(batch)
         accumulating = accelerator is not None and i < len(micro_batches) - 1
         with accelerator.no_sync(model) if accumulating else nullcontext():
             with torch.autocast(inputs.device.type, dtype=autocast, enabled=autocast is not None):
-                loss = model(**model_in, labels=labels[i]).loss * (counts[i] / sum(counts))
-            accelerator.backward(loss) if accelerator is not None else loss.backward()
+                output = model(**model_in, labels=labels[i])
+                loss = output.loss * (counts[i] / sum(counts))
+            kl = (distill.term(sm.model, batch, model_in, labels[i], output.logits, autocast) * (kl_counts[i] / sum(kl_counts))
+                  if kl_counts and kl_counts[i] else None)  # the base model's pass on this micro-batch's distilled clips
+            objective = loss if kl is None else loss + distill.scale * kl
+            accelerator.backward(objective) if accelerator is not None else objective.backward()
         total += loss.item()
+        kl_total += kl.item() if kl is not None else 0.0
     if accelerator is not None and accelerator.num_processes > 1:
-        total = accelerator.reduce(torch.tensor(total, device=accelerator.device), "mean").item()
+        total, kl_total = accelerator.reduce(torch.tensor([total, kl_total], device=accelerator.device), "mean").tolist()
     params = [p for p in sm.model.parameters() if p.requires_grad]
     clip = accelerator.clip_grad_norm_ if accelerator is not None else torch.nn.utils.clip_grad_norm_
     grad_norm = float(clip(params, max_grad_norm))  # after unscaling, when fp16 has a gradient scaler
     lr = scheduler.get_last_lr()[0]
-    out = {"loss": total, "grad_norm": grad_norm, "lr": lr}
+    out = {"loss": total, "grad_norm": grad_norm, "lr": lr, **({"distill_kl": kl_total} if distill is not None else {})}
     if math.isfinite(total) and math.isfinite(grad_norm):
         optimizer.step()
         scheduler.step()
@@ -321,6 +331,7 @@ def record_start(r: RunState) -> dict:
         baseline_wer=r.baseline_wer(rep("domain")), heldout_baseline_wer=r.baseline_wer(rep("heldout")), data=r.splits.report,
         leakage=r.splits.report["leakage"], warnings=list(r.splits.warnings), target_modules=len(r.targets.modules),
         trainable_params=r.n_trainable, normalizer=normalizer_name(r.sm.text_language),  # what every WER of the run is computed on
+        distill=distill_record(r),
     )
 
 
@@ -332,9 +343,10 @@ def train_loop(r: RunState, model, step: int, evals: list[dict]) -> tuple[int, l
     stop_reason = "max_steps"
     eval_at = set(cfg.eval_step_list())
     search = trial.connect(cfg, r.accelerator)  # a `lorakit search` trial reports every evaluation; else None
+    distill = Distill.from_config(cfg, r.splits.replay)  # None unless distill_weight > 0
     while step < cfg.max_steps:
         mine = [next(batches)[r.accelerator.process_index :: n_proc] for _ in range(cfg.grad_accum)]  # this process's slices
-        out = train_step(r.sm, r.inputs, mine, r.optimizer, r.scheduler, cfg.max_grad_norm, r.autocast, r.accelerator, model)
+        out = train_step(r.sm, r.inputs, mine, r.optimizer, r.scheduler, cfg.max_grad_norm, r.autocast, r.accelerator, model, distill)
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{out['loss']:.3f}")
@@ -403,6 +415,7 @@ def finish(r: RunState, step: int, evals: list[dict], stop_reason: str, metrics:
         heldout_sdi=held.summary() if held else None, baseline_sdi=r.baselines[r.splits.reported("domain")].summary(),
         warnings=warnings, finished=now(), best_verified=verified,
         elapsed_s=r.elapsed(), encoder_cache_hits=r.inputs.encoder_hits, encoder_cache_misses=r.inputs.encoder_misses,
+        distill=distill_record(r),
     )
     r.accelerator.wait_for_everyone()  # no process returns before the record is complete
     base_dom, base_held = metrics["baseline_wer"], metrics["heldout_baseline_wer"]
@@ -435,6 +448,19 @@ def prompt_only(r: RunState) -> RunResult:
     print(f"prompt only ({info['tokens']} prompt tokens): domain WER {metrics['baseline_wer']:.4f} -> {dom.wer:.4f}"
           + (f", heldout {metrics['heldout_baseline_wer']:.4f} -> {held.wer:.4f}" if held else ""))
     return RunResult(run_id=r.run_id, folder=record.folder, metrics=metrics)
+
+
+def distill_record(r: RunState) -> dict | None:
+    """The run's self-distillation (None when off): its parameters, and the KL (nats, at the temperature) of the
+    first and last training rows history.jsonl logged, with their steps (read from the record: resumes included)."""
+    cfg = r.cfg
+    if cfg.distill_weight == 0:
+        return None
+    rows = [row for row in r.record.history() if row.get("kind") == "train" and "distill_kl" in row]
+    return {"weight": cfg.distill_weight, "temperature": cfg.distill_temperature, "on": cfg.distill_on,
+            "clips_per_batch": cfg.batch_size if cfg.distill_on == "all" else cfg.replay_per_batch(),
+            "first": {"step": rows[0]["step"], "kl": rows[0]["distill_kl"]} if rows else None,
+            "last": {"step": rows[-1]["step"], "kl": rows[-1]["distill_kl"]} if rows else None}
 
 
 def dev_numbers(r: RunState, final: dict[str, EvalResult] | None = None) -> dict:
