@@ -238,7 +238,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     try:
         result = export(args.source, to=args.to, quantization=args.quantization, model=args.model,
                         runs_dir=args.runs and project_path(args.runs), parity=not args.no_parity,
-                        sample=args.sample, device=args.device, causes=args.faster_whisper_causes)
+                        sample=args.sample, device=args.device, causes=args.faster_whisper_causes,
+                        faster_whisper=not args.no_faster_whisper)
     except (TranscribeError, FileNotFoundError, ValueError) as exc:
         return user_error("export", exc)
     print(describe(result))
@@ -310,6 +311,8 @@ def _add_deploy_parsers(sub) -> None:
     p.add_argument("--model", help="the base model, when the source is a bare adapter folder")
     p.add_argument("--sample", type=int, default=200, help="seeded clips per set for the parity report (0: all)")
     p.add_argument("--no-parity", action="store_true", help="skip the parity report")
+    p.add_argument("--no-faster-whisper", action="store_true",
+                   help="leave faster-whisper's rows (the README's call, its defaults, with VAD) out of the parity report")
     p.add_argument("--faster-whisper-causes", action="store_true",
                    help="also measure why faster-whisper differs from the kit, one setting at a time (export/faster_whisper_causes.md)")
     p.add_argument("--device", default="cpu")

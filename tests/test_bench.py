@@ -35,7 +35,8 @@ def test_bench_quick_mode_runs_every_section(tmp_path, whisper_dir):
     # self-distillation's cost: each mode timed over the same steps; the KL logged only where distillation is on
     distill = results["train-distill"]
     assert all(distill[m]["steps"] == 2 * steps and distill[m]["s_per_step"] > 0 for m in ("off", "replay", "all"))
-    assert set(distill["off"]["distill_kl"]) == {None} and distill["replay"]["distill_kl"][0] >= 0
+    # at the first step the adapter is the base (LoRA's B starts at zero): KL 0 up to float rounding (CI saw -1.4e-8)
+    assert set(distill["off"]["distill_kl"]) == {None} and distill["replay"]["distill_kl"][0] >= -1e-6
     assert {"distill_replay_vs_off", "distill_all_vs_off"} <= set(report["ratios"])
     assert all(results["baseline-cache"]["changed_key_misses"].values())
     assert results["baseline-cache"]["hit_seconds"] < results["baseline-cache"]["miss_seconds"]

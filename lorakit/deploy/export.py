@@ -16,7 +16,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from ..record import atomic_folder, now, read_json, write_json
+from ..files import atomic_folder, read_json, write_json
+from ..record import now
 from ..experiment.audio import SAMPLE_RATE
 from ..experiment.features import PREPROCESSING_VERSION
 from ..experiment.models import model_family, prompt_token_ids, resolve_model
@@ -250,9 +251,10 @@ def exported_forms(src: Source) -> tuple[dict[str, Path], dict[str, str]]:
 
 def export(source: str | Path, to: str = "merged", quantization: str = "int8", model: str | None = None,
            runs_dir: str | Path | None = None, parity: bool = True, sample: int = 200, device: str = "cpu",
-           causes: bool = False) -> dict:
+           causes: bool = False, faster_whisper: bool = True) -> dict:
     """`lorakit export`: write the form, then (by default) the parity report of every form of this
-    adapter in `export/` against the unmerged adapter. `causes`: also measure why faster-whisper differs
+    adapter in `export/` against the unmerged adapter, with faster-whisper's rows unless `faster_whisper`
+    is False. `causes`: also measure why faster-whisper differs
     from the kit (`parity.faster_whisper_causes`, on `sample` clips per set). Returns {"form", "path", "parity", "causes"}."""
     if to not in FORMS:
         raise TranscribeError(f"--to {to}: not available; lorakit exports {', '.join(FORMS)}")
@@ -261,7 +263,7 @@ def export(source: str | Path, to: str = "merged", quantization: str = "int8", m
     out: dict = {"form": path.name, "path": str(path), "parity": None}
     if parity:
         forms, stale = exported_forms(src)
-        out["parity"] = parity_report(src, forms, sample=sample, device=device, left_out=stale)
+        out["parity"] = parity_report(src, forms, sample=sample, device=device, left_out=stale, faster_whisper=faster_whisper)
     if causes:
         out["causes"] = faster_whisper_causes(src, exported_forms(src)[0], sample=sample)
     return out
