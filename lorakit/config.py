@@ -16,12 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from .env import project_path, smoke_requested
-from .params import (HUB_PREFIX, MANIFEST_FIELDS, ConfigError, coerce, eval_step_list, is_hub_spec, is_regex, load_yaml,  # noqa: F401
-                     number_list, prompt_text, regex_error, type_problem)
+from .params import (HUB_PREFIX, MANIFEST_FIELDS, ConfigError, coerce, eval_step_list, init_lora_problem, is_hub_spec, is_regex,  # noqa: F401
+                     load_yaml, number_list, prompt_text, regex_error, type_problem)
 
 SCHEDULERS = ("linear", "cosine", "constant")
-INIT_LORA_WEIGHTS = (True, False, "gaussian", "orthogonal")  # peft inits that leave the base weights as they are
-BASE_CHANGING_INITS = ("pissa", "olora", "corda", "loftq", "lora_ga")  # peft rewrites W = W - BA at init ("pissa_niter_k" too)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 ON_BAD = ("error", "skip")
@@ -210,6 +208,12 @@ NAMING_FIELDS = frozenset({"run_id", "notes", "output_dir", "command", "report_t
 # Added after run ids carried the config hash: left out of it while at their default, so a config that does not use
 # them keeps the hash (the run id's suffix) it had before they existed.
 HASHED_ONLY_WHEN_SET = frozenset({"distill_weight", "distill_temperature", "distill_on"})
+# The plain range and choice checks, by field (the ones with a reason of their own are written out in _validate)
+POSITIVE = ("lr", "max_seconds", "rms_target", "distill_temperature")
+AT_LEAST_ONE = ("max_steps", "batch_size", "grad_accum", "eval_batch_size", "lora_r", "max_new_tokens", "log_interval")
+FRACTIONS = ("warmup_ratio", "lora_dropout", "replay_ratio")
+CHOICES = {"scheduler": SCHEDULERS, "precision": PRECISIONS, "on_bad_audio": ON_BAD, "label_check": LABEL_CHECKS, "task": TASKS,
+           "cross_language_replay": CROSS_LANGUAGE_REPLAY, "distill_on": DISTILL_ON, "report_to": TRACKERS}
 
 
 def _validate(cfg: RunConfig) -> None:
@@ -218,37 +222,28 @@ def _validate(cfg: RunConfig) -> None:
             raise ConfigError(f"parameter {name!r} = {getattr(cfg, name)!r}: {why}")
 
     _check_types(cfg, need)
-    need(cfg.lr > 0, "lr", "must be > 0")
-    need(cfg.max_steps >= 1, "max_steps", "must be >= 1")
+    for name in POSITIVE:
+        need(getattr(cfg, name) > 0, name, "must be > 0")
+    for name in AT_LEAST_ONE:
+        need(getattr(cfg, name) >= 1, name, "must be >= 1")
+    for name in FRACTIONS:
+        need(0 <= getattr(cfg, name) < 1, name, "must be in [0, 1)")
+    for name, choices in CHOICES.items():
+        need(getattr(cfg, name) in choices, name, f"must be one of {choices}")
     need(1 <= cfg.eval_interval and (cfg.eval_interval <= cfg.max_steps or bool(cfg.eval_steps.strip())), "eval_interval",
          f"must be between 1 and max_steps ({cfg.max_steps})")  # unused when eval_steps is given
     cfg.eval_step_list()  # refuses eval_steps out of order, repeated, or outside [1, max_steps]
-    need(cfg.scheduler in SCHEDULERS, "scheduler", f"must be one of {SCHEDULERS}")
-    need(0 <= cfg.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
-    need(cfg.batch_size >= 1, "batch_size", "must be >= 1")
-    need(cfg.grad_accum >= 1, "grad_accum", "must be >= 1")
-    need(cfg.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
-    need(cfg.max_seconds > 0, "max_seconds", "must be > 0")
     need(0 <= cfg.min_keep_fraction <= 1, "min_keep_fraction", "must be in [0, 1]")
-    need(cfg.lora_r >= 1, "lora_r", "must be >= 1")
-    need(0 <= cfg.lora_dropout < 1, "lora_dropout", "must be in [0, 1)")
     need(cfg.guardrail >= 0, "guardrail", "must be >= 0 (WER points)")
     need(0 <= cfg.test_split < 1, "test_split", "must be in [0, 1) (the share of an eval manifest's clips that reports; 0: off)")
     need(cfg.wer_stop_threshold == 0 or cfg.wer_stop_threshold >= 1, "wer_stop_threshold", "0 (off) or >= 1 (a ratio to the baseline)")
-    need(cfg.rms_target > 0, "rms_target", "must be > 0")
-    _check_init(cfg, need)
+    bad_init = init_lora_problem(cfg.init_lora_weights)
+    need(bad_init is None, "init_lora_weights", str(bad_init))
     need(cfg.device in DEVICES or cfg.device.startswith("cuda:"), "device", f"must be one of {DEVICES} or cuda:N")
-    need(cfg.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}")
-    need(cfg.on_bad_audio in ON_BAD, "on_bad_audio", f"must be one of {ON_BAD}")
     need(bool(cfg.model), "model", "must name a model")
     _check_data(cfg, need)
-    need(cfg.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
-    need(cfg.log_interval >= 1, "log_interval", "must be >= 1")
-    need(0 <= cfg.replay_ratio < 1, "replay_ratio", "must be in [0, 1)")
-    need(cfg.label_check in LABEL_CHECKS, "label_check", f"must be one of {LABEL_CHECKS}")
     need(cfg.label_check_wer > 0, "label_check_wer", "must be > 0 (a WER as a fraction: 1.0 is as many errors as label words)")
     need(cfg.pseudo_label_min_logprob <= 0, "pseudo_label_min_logprob", "must be <= 0 (a mean log-probability, in nats)")
-    need(cfg.cross_language_replay in CROSS_LANGUAGE_REPLAY, "cross_language_replay", f"must be one of {CROSS_LANGUAGE_REPLAY}")
     _check_distill(cfg, need)
     need(cfg.replay_ratio == 0 or not cfg.replay_manifest or 1 <= cfg.replay_per_batch() < cfg.batch_size, "replay_ratio",
          f"must leave at least one replay and one training clip in a batch of {cfg.batch_size} (round(ratio x batch_size)); "
@@ -287,33 +282,19 @@ def _check_data(cfg: RunConfig, need) -> None:
 def _check_distill(cfg: RunConfig, need) -> None:
     """Self-distillation from the frozen base model (`distill_*`); the replay checks come before it."""
     need(cfg.distill_weight >= 0, "distill_weight", "must be >= 0 (0: off)")
-    need(cfg.distill_temperature > 0, "distill_temperature", "must be > 0")
-    need(cfg.distill_on in DISTILL_ON, "distill_on", f"must be one of {DISTILL_ON}")
     need(cfg.distill_weight == 0 or cfg.distill_on == "all" or cfg.replay_per_batch() > 0, "distill_on",
          "'replay' distills on the replay clips, and this run has none (replay_ratio 0 or no replay_manifest); use distill_on all, or distill_weight 0")
 
 
 def _check_reporting(cfg: RunConfig, need) -> None:
     """Where a run reports besides its record: a tracker (`report_to`), a search study (`search_*`)."""
-    need(cfg.report_to in TRACKERS, "report_to", f"must be one of {TRACKERS}")
     need(cfg.search_trial >= -1, "search_trial", "must be a trial number (>= 0), or -1 when the run is not a trial")
     trial = (bool(cfg.search_storage), bool(cfg.search_study), cfg.search_trial >= 0)
     need(all(trial) or not any(trial), "search_trial", "a trial needs all of search_storage, search_study and search_trial")
 
 
 def _check_language_task(cfg: RunConfig, need) -> None:
-    """The shape of `language` and `task`; whether the model knows them is checked when it loads."""
+    """The shape of `language` and `replay_language`; whether the model knows them is checked when it loads."""
     for name in ("language", "replay_language"):
         code = getattr(cfg, name)
         need(code.isascii() and code.isalpha() and code.islower(), name, "a language code in lower case, as Whisper writes it (en, fr, de, haw...)")
-    need(cfg.task in TASKS, "task", f"must be one of {TASKS}")
-
-
-def _check_init(cfg: RunConfig, need) -> None:
-    """Only adapter initialisations that leave the base model as it is, so adapter_best/ reproduces the run on the original
-    base (peft can convert PiSSA/OLoRA adapters on save, `path_initial_model_for_weight_conversion`; lorakit does not)."""
-    value, known = cfg.init_lora_weights, ", ".join(map(repr, INIT_LORA_WEIGHTS))
-    need(not (isinstance(value, str) and value.lower().startswith(BASE_CHANGING_INITS)), "init_lora_weights",
-         "this initialisation moves part of the base weights into the adapter (peft rewrites the base model in memory), so "
-         f"adapter_best/ would not reproduce the run on the original model; lorakit refuses it. Use one of {known}")
-    need(value in INIT_LORA_WEIGHTS and (isinstance(value, bool) or value not in (0, 1)), "init_lora_weights", f"must be one of {known}")

@@ -55,6 +55,23 @@ def regex_error(text: str) -> str | None:
     return None
 
 
+INIT_LORA_WEIGHTS = (True, False, "gaussian", "orthogonal")  # peft inits that leave the base weights as they are
+BASE_CHANGING_INITS = ("pissa", "olora", "corda", "loftq", "lora_ga")  # peft rewrites W = W - BA at init ("pissa_niter_k" too)
+
+
+def init_lora_problem(value: Any) -> str | None:
+    """Why `init_lora_weights` = `value` is refused; None for an initialisation that leaves the base model as it is, so
+    adapter_best/ reproduces the run on the original base (peft can convert PiSSA/OLoRA adapters on save,
+    `path_initial_model_for_weight_conversion`; lorakit does not)."""
+    known = ", ".join(map(repr, INIT_LORA_WEIGHTS))
+    if isinstance(value, str) and value.lower().startswith(BASE_CHANGING_INITS):
+        return ("this initialisation moves part of the base weights into the adapter (peft rewrites the base model in memory), so "
+                f"adapter_best/ would not reproduce the run on the original model; lorakit refuses it. Use one of {known}")
+    if value in INIT_LORA_WEIGHTS and (isinstance(value, bool) or value not in (0, 1)):
+        return None
+    return f"must be one of {known}"
+
+
 LIST_FIELDS = ("adapter_scales", "eval_steps")  # comma-separated strings that also accept a number or a list
 
 

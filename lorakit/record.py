@@ -1,6 +1,6 @@
 """The run record on disk: `executed/<run_id>/` with config.json, history.jsonl, metrics.json and
-predictions/. Every whole-file write is atomic (temporary file in the same folder, then rename), so
-a killed run never leaves half a JSON file; history is appended line by line and repaired on resume.
+predictions/. Every whole-file write goes through files.py (atomic: a killed run never leaves half a JSON
+file); history is appended line by line and repaired on resume.
 See docs/run_record.md for the format.
 
 This module is the contract between the sides: the experiment writes a record, the analysis and the
@@ -16,129 +16,13 @@ import importlib.metadata
 import json
 import os
 import platform
-import shutil
 import subprocess
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from .config import NAMING_FIELDS, RunConfig
+from .files import json_or_none, jsonable, read_json, read_jsonl, write_json, write_jsonl
 from .params import ConfigError
-
-
-@contextmanager
-def atomic_file(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path` (same suffix) to write; on success it replaces `path` in one
-    rename, on any failure it is removed: a killed writer never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the record is shared like any file the user writes
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where Linux shows it (os.umask sets while it reads,
-    which another thread creating a file at that instant would see)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-OLD_SUFFIX = ".old"  # a folder being replaced, kept until its successor is in place
-
-
-@contextmanager
-def atomic_folder(dst: Path) -> Iterator[Path]:
-    """Yield a staging folder beside `dst`; on success it replaces `dst` whole (the previous folder is
-    removed only once the new one is in place, and put back if that rename fails); on any failure the
-    staging folder is removed and `dst` is left as it was."""
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
-    try:
-        yield tmp
-        _swap_in(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _swap_in(tmp: Path, dst: Path) -> None:
-    old = dst.with_name(dst.name + OLD_SUFFIX)
-    if old.exists():
-        shutil.rmtree(old)
-    if dst.exists():
-        os.replace(dst, old)
-    try:
-        os.replace(tmp, dst)
-    except BaseException:
-        if old.exists() and not dst.exists():
-            os.replace(old, dst)  # put the previous folder back rather than leave none
-        raise
-    if old.exists():
-        shutil.rmtree(old)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    with atomic_file(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-
-
-def write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
-
-
-def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, default=_jsonable) + "\n" for r in rows))
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
-
-
-def json_or_none(path: Path) -> Any:
-    """A JSON file's value; None when the file does not exist (any other error is the caller's)."""
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        return None
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSONL file; a torn last line (a kill mid-append) is ignored."""
-    rows = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
 
 
 def versions() -> dict[str, str]:
@@ -200,7 +84,7 @@ class RunRecord:
     def append_history(self, row: dict) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         with open(self.history_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row, default=_jsonable) + "\n")
+            fh.write(json.dumps(row, default=jsonable) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 

@@ -189,7 +189,8 @@ def test_the_default_recipe_guards_against_forgetting_and_names_its_replay_set(t
 def test_a_record_from_before_test_split_counts_as_unsplit(tmp_path):
     """A run recorded before `test_split` existed reported on the clips that chose: resuming it under today's
     default (0.5) would mix full-set and dev-half evaluations in one history, so the guard names the change."""
-    from lorakit.record import check_same_run, config_changes, write_json
+    from lorakit.files import write_json
+    from lorakit.record import check_same_run, config_changes
 
     old = {k: v for k, v in RunConfig().to_dict().items() if k != "test_split"}
     assert config_changes(RunConfig(), old) == {"test_split": (0.0, 0.5)}

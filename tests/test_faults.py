@@ -152,7 +152,7 @@ def test_a_failing_rename_puts_the_previous_checkpoint_back(peft_whisper, whispe
 def test_atomic_writes_honour_the_umask_like_any_file(tmp_path, mask):
     """mkstemp/mkdtemp create 0600/0700; a record, an export or a checkpoint shared with a group was then
     unreadable to it. The atomic writers give what open()/mkdir would under the user's umask."""
-    from lorakit import record
+    from lorakit import files as record
     old = os.umask(mask)
     try:
         record.write_json(tmp_path / "metrics.json", {"a": 1})
@@ -203,7 +203,7 @@ def test_full_disk_while_saving_the_best_adapter(disk_stays_full, tiny_cfg, monk
     record cannot be written, and the error raised is still the CheckpointError."""
     import peft.peft_model
 
-    import lorakit.record as records
+    import lorakit.files as records
 
     rig_wer(monkeypatch, {1: 0.9, 2: 0.5})
     real_safe_save, real_atomic = peft.peft_model.safe_save_file, records.atomic_write_text

@@ -25,7 +25,7 @@ from optuna.trial import TrialState  # noqa: E402
 from lorakit.analysis.study_report import best_feasible, open_study as read_study, study_markdown  # noqa: E402
 from lorakit.config import ConfigError  # noqa: E402
 from lorakit.launch.search import finished_trials, load_search, open_study, trial_outcome, worker  # noqa: E402
-from lorakit.record import write_json  # noqa: E402
+from lorakit.files import write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 LORAKIT = [sys.executable, "-m", "lorakit"]

@@ -19,7 +19,8 @@ from lorakit.experiment.best import select_best
 from lorakit.experiment.prepare import EVAL_SUBSET_SEED, prepare_data
 from lorakit.experiment.train import run
 from lorakit.launch.search import load_search, open_study, worker
-from lorakit.record import delta_pts, read_jsonl, write_json
+from lorakit.files import read_jsonl, write_json
+from lorakit.record import delta_pts
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE, EXACT = 0.0449, 0.0469  # 4-decimal heldout WERs 0.2 pt apart: 0.20000000000000018 pt in floats

@@ -156,7 +156,7 @@ def test_dev_sets_choose_and_test_sets_report(tiny_cfg, small_corpus):
     baseline on the test sets once, and those are the reported numbers; the dev numbers stay in the record."""
     from lorakit.analysis.matrix import reported_on
     from lorakit.analysis.runs import load_run
-    from lorakit.record import read_jsonl
+    from lorakit.files import read_jsonl
 
     cfg = {**tiny_cfg, "domain_manifest": str(small_corpus["domain_dev"]), "heldout_manifest": str(small_corpus["heldout_dev"]),
            "domain_test_manifest": str(small_corpus["domain"]), "heldout_test_manifest": str(small_corpus["heldout"]),
@@ -557,7 +557,7 @@ def test_prompt_only_is_the_base_model_with_the_prompt_against_the_base_model(ti
     from lorakit.analysis.matrix import matrix_row
     from lorakit.analysis.runs import load_run
     from lorakit.experiment.convert_ct2_whisper import BUNDLED_NAME
-    from lorakit.record import read_jsonl
+    from lorakit.files import read_jsonl
 
     terms = Path(small_corpus["domain"]).parent / "terms.txt"
     cfg = {**tiny_cfg, "model": BUNDLED_NAME, "max_eval_utterances": 8, "max_new_tokens": 48}

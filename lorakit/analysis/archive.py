@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..display import format_wer, markdown_table
-from ..record import write_json
+from ..files import write_json
 from .runs import PathLike, Run
 
 

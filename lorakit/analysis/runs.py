@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..config import NAMING_FIELDS
-from ..record import json_or_none, read_jsonl, read_metrics, result_config
+from ..files import json_or_none, read_jsonl
+from ..record import read_metrics, result_config
 
 PathLike = str | os.PathLike
 

@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..record import read_json
+from ..files import read_json
 from ..experiment.models import SpeechModel
 from .transcribe import TranscribeError
 

@@ -46,7 +46,7 @@ import numpy as np
 from ..experiment.audio import SAMPLE_RATE, load_audio
 from ..experiment.evaluate import score
 from ..experiment.manifests import Utterance
-from ..record import read_json
+from ..files import read_json
 from ..scoring import normalize
 from .transcribe import Source
 

@@ -20,7 +20,8 @@ import torch
 
 from ..params import is_hub_spec
 from ..env import project_path
-from ..record import atomic_write_text, now, write_json
+from ..files import atomic_write_text, write_json
+from ..record import now
 from ..display import markdown_table
 from ..experiment.batches import subset
 from ..experiment.evaluate import score

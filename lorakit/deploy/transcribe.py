@@ -31,7 +31,8 @@ from ..config import RunConfig
 from ..params import is_hub_spec
 from ..env import project_root
 from ..display import progress_bar as tqdm
-from ..record import atomic_write_text, read_json, read_metrics, write_jsonl
+from ..files import atomic_write_text, read_json, write_jsonl
+from ..record import read_metrics
 from ..experiment.audio import RMS_TARGET, load_audio, rms_normalize
 from ..experiment.batches import eval_batches
 from ..experiment.checkpoint import BEST

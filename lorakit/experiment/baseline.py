@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..config import RunConfig
 from ..env import cache_root
-from ..record import read_jsonl, write_jsonl
+from ..files import read_jsonl, write_jsonl
 from .distributed import broadcast, evaluate_all
 from ..scoring import normalizer_name
 from .evaluate import ROW_VERSION, EvalResult, warn_cut

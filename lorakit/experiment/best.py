@@ -5,7 +5,8 @@ from disk (`reevaluate_best`)."""
 from __future__ import annotations
 
 from ..config import RunConfig
-from ..record import RunRecord, delta_pts, read_jsonl, within_guardrail
+from ..files import read_jsonl
+from ..record import RunRecord, delta_pts, within_guardrail
 from . import checkpoint as ckpt
 from .batches import subset
 from .distributed import evaluate_all

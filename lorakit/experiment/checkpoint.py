@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from ..record import OLD_SUFFIX, atomic_folder
+from ..files import OLD_SUFFIX, atomic_folder
 
 BEST = "adapter_best"
 LAST = "checkpoint_last"
@@ -44,7 +44,7 @@ def recover(folder: Path) -> None:
 
 @contextmanager
 def _atomic_checkpoint(dst: Path) -> Iterator[Path]:
-    """`record.atomic_folder`, with an OSError (e.g. a full disk) turned into a CheckpointError that
+    """`files.atomic_folder`, with an OSError (e.g. a full disk) turned into a CheckpointError that
     says the previous checkpoint is intact."""
     try:
         with atomic_folder(dst) as tmp:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..record import atomic_folder
+from ..files import atomic_folder
 
 MARKER = "lorakit_bundled.json"  # written last in a converted folder: what it was converted from, and how
 

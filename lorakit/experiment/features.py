@@ -19,7 +19,7 @@ import torch
 
 from ..config import RunConfig
 from ..env import cache_root
-from ..record import atomic_file
+from ..files import atomic_file
 from .audio import audio_sha256, load_audio
 from .manifests import Manifest, ManifestError, Utterance
 from .models import SpeechModel

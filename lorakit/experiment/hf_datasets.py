@@ -29,7 +29,7 @@ import soundfile as sf
 
 from ..params import HUB_PREFIX, is_hub_spec, is_saved_dataset
 from ..env import cache_root, project_root
-from ..record import atomic_file
+from ..files import atomic_file
 from .manifests import (Manifest, ManifestError, Utterance, file_duration, finish_manifest, language_code, listed_duration,
                         read_manifest)
 

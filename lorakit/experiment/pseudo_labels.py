@@ -32,7 +32,7 @@ from ..config import RunConfig
 from ..display import progress_bar
 from ..env import cache_root
 from ..params import is_saved_dataset
-from ..record import read_jsonl, write_jsonl
+from ..files import read_jsonl, write_jsonl
 from ..scoring import hallucination_kinds, normalize, utterance_errors
 from .baseline import baseline_key
 from .batches import eval_batches

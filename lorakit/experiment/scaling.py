@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from ..config import RunConfig
-from ..record import RunRecord, read_json
+from ..files import read_json
+from ..record import RunRecord
 from . import checkpoint as ckpt
 from .best import evaluate_step, select_best
 from .features import Inputs

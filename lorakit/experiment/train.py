@@ -28,7 +28,8 @@ from ..config import ConfigError, RunConfig
 from ..params import check_inputs_exist
 from ..display import progress_bar as tqdm, progress_to_kernel_terminal
 from ..env import project_root
-from ..record import RunRecord, check_same_run, git_sha, now, run_command, today, versions, write_json
+from ..files import write_json
+from ..record import RunRecord, check_same_run, git_sha, now, run_command, today, versions
 from ..scoring import normalizer_name
 from ..display import format_wer, markdown_table
 from . import checkpoint as ckpt
