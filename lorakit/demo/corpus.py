@@ -38,6 +38,7 @@ import string
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,48 +122,65 @@ def word_lists(domain_only: set[str], allow_domain_only: bool, words=W) -> dict[
 
 
 
-def _number_slot(slot: str, rng: random.Random) -> str | None:
-    """Fillers that are numbers or built from numbers; None when `slot` is a word-list slot."""
-    if slot in W.NUMBER_RANGES:
-        return str(rng.randint(*W.NUMBER_RANGES[slot]))
+def number_filler(slot: str, rng: random.Random, words=W, decimal_mark: str = ".", lab_link: str = "is") -> str | None:
+    """The number fillers both languages build alike: a `words.NUMBER_RANGES` slot, a dose, a lab's name, a
+    lab value ('potassium is 4.1', 'potassium à 4,1': `lab_link`, `decimal_mark`), a size in centimeters
+    (one decimal); None for any other slot."""
+    if slot in words.NUMBER_RANGES:
+        return str(rng.randint(*words.NUMBER_RANGES[slot]))
     match slot:
         case "dose":
-            return f"{rng.choice(W.DOSE_AMOUNTS)} {rng.choice(W.DOSE_UNITS)}"
+            return f"{rng.choice(words.DOSE_AMOUNTS)} {rng.choice(words.DOSE_UNITS)}"
+        case "lab":
+            return rng.choice(words.LABS)[0]
+        case "lab_value":
+            name, low, high, decimals = rng.choice(words.LABS)
+            value = round(rng.uniform(low, high), decimals)
+            return f"{name} {lab_link} {str(value if decimals else int(value)).replace('.', decimal_mark)}"
+        case "size":
+            return f"{rng.randint(1, 9)}{decimal_mark}{rng.randint(1, 9)}"
+    return None
+
+
+def _number_slot(slot: str, rng: random.Random) -> str | None:
+    """Fillers that are numbers or built from numbers; None when `slot` is a word-list slot."""
+    match slot:
         case "patient":
             return f"a {rng.randint(18, 96)}-year-old {rng.choice(W.PATIENTS)}"
-        case "lab":
-            return rng.choice(W.LABS)[0]
-        case "lab_value":
-            name, low, high, decimals = rng.choice(W.LABS)
-            value = round(rng.uniform(low, high), decimals)
-            return f"{name} is {value if decimals else int(value)}"
-        case "size":  # centimeters, one decimal
-            return f"{rng.randint(1, 9)}.{rng.randint(1, 9)}"
         case "ebl":  # estimated blood loss, milliliters
             return str(50 * rng.randint(1, 18))
         case "clock":
             return f"{rng.randint(1, 12)} {rng.choice(['in the morning', 'at night'])}"
         case "sys_low":
             return rng.choice(["90", "95", "100", "110"])
-    return None
+    return number_filler(slot, rng)
 
 
 def make_sentence(template: str, rng: random.Random, lists: dict[str, list[str]]) -> str:
     """Fill a template's `{slot}` fields; repeated slots (`{drug}`, `{drug2}`) get distinct fillers."""
     he = rng.choice(W.HE)  # one pronoun per sentence, so "he ... his" agree
-    values: dict[str, str] = {"he": he, "his": W.HIS[he], "him": W.HIM[he]}
+    text = fill_template(template, rng, lists, _number_slot, {"he": he, "his": W.HIS[he], "him": W.HIM[he]})
+    text = re.sub(r"\b([Aa]) ([\w.]+)", _article, text)
+    return text[0].upper() + text[1:]
+
+
+def fill_template(template: str, rng: random.Random, lists: dict[str, list[str]],
+                  number: Callable[[str, random.Random], str | None], values: dict[str, str] | None = None) -> str:
+    """`template` with every `{slot}` field filled, in order: `number(slot, rng)` where it gives a number
+    filler, else a word of `lists[slot]`; fields in `values` are given. A repeated slot (`{drug}`,
+    `{drug2}`) is redrawn until it differs from the slot's other fillers."""
+    values = dict(values or {})
     for _, field, _, _ in string.Formatter().parse(template):
         if not field or field in values:
             continue
         slot = field.rstrip("0123456789")
         for _ in range(20):  # redraw until it differs from the slot's other fillers
-            value = _number_slot(slot, rng)
+            value = number(slot, rng)
             value = value if value is not None else rng.choice(lists[slot])
             if value not in values.values():
                 break
         values[field] = value
-    text = re.sub(r"\b([Aa]) ([\w.]+)", _article, template.format(**values))
-    return text[0].upper() + text[1:]
+    return template.format(**values)
 
 
 def _article(match: re.Match) -> str:
@@ -268,9 +286,7 @@ def plan_corpus(seed: int, n_train: int, n_domain: int, n_heldout: int, n_replay
     `random`, independent of PYTHONHASHSEED. The replay split, then the dev splits, are drawn last, so
     adding them changed no clip of the others (the test sets kept every clip and every number).
     """
-    domain_only = choose_domain_only_terms(random.Random(f"{seed}/terms"))
-    train_lists = word_lists(set(domain_only), allow_domain_only=False)
-    all_lists = word_lists(set(domain_only), allow_domain_only=True)
+    domain_only, train_lists, all_lists = term_lists(seed)
     n_general = round(GENERAL_SHARE_TRAIN * n_train)
     groups = [  # (split, kind, count, templates, word lists, voices)
         ("train", "clinical", n_train - n_general, W.CLINICAL_TEMPLATES, train_lists, TRAIN_CLINICAL_VOICES),
@@ -283,11 +299,24 @@ def plan_corpus(seed: int, n_train: int, n_domain: int, n_heldout: int, n_replay
     ]
     planned = draw_clips(seed, groups, SPLITS, make_sentence)
     random.Random(f"{seed}/train/order").shuffle(planned["train"])  # interleave clinical and everyday
+    return with_paths(planned, CLIP_PREFIX), domain_only
 
+
+def term_lists(seed: int, words=W) -> tuple[list[str], dict[str, list[str]], dict[str, list[str]]]:
+    """The domain-only terms of this seed, the word lists without them (for the training splits) and with
+    them (for evaluation). `words`: the module of word lists (English by default)."""
+    domain_only = choose_domain_only_terms(random.Random(f"{seed}/terms"), words)
+    return (domain_only, word_lists(set(domain_only), allow_domain_only=False, words=words),
+            word_lists(set(domain_only), allow_domain_only=True, words=words))
+
+
+def with_paths(planned: dict[str, list[PlannedClip]], prefixes: dict[str, str]) -> list[PlannedClip]:
+    """Every split's clips in order with their file: audio/<split>/<prefix><index>.wav, the prefix
+    `prefixes[split]` or the split's first letter."""
     return [
-        dataclasses.replace(u, path=f"audio/{split}/{CLIP_PREFIX.get(split, split[0])}{i:05d}.wav")
+        dataclasses.replace(u, path=f"audio/{split}/{prefixes.get(split, split[0])}{i:05d}.wav")
         for split, items in planned.items() for i, u in enumerate(items)
-    ], domain_only
+    ]
 
 
 def draw_clips(seed: int, groups: list[tuple], splits: tuple[str, ...], sentence) -> dict[str, list[PlannedClip]]:
@@ -388,14 +417,8 @@ def build_corpus(
         return manifests
     check_binaries()
     check_splits(utterances, domain_only)
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "corpus.json").unlink(missing_ok=True)  # written last: its presence marks a finished build
-    shutil.rmtree(out_dir / "audio", ignore_errors=True)
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # map keeps the plan's order
-        durations = list(progress_bar(pool.map(lambda u: render(u, out_dir), utterances), total=len(utterances),
-                                      desc="demo corpus: synthesize", unit="clip"))
-    _write_manifests(manifests, utterances, durations)
+    durations = render_all(utterances, out_dir, jobs, "demo corpus: synthesize")
+    write_manifests(manifests, utterances, durations, _manifest_rows)
     terms = W.DRUGS + W.PROCEDURES + W.CONDITIONS + W.ANATOMY
     (out_dir / "terms.txt").write_text("\n".join(terms) + "\n")
 
@@ -403,9 +426,8 @@ def build_corpus(
         ids = [u.voice.speaker_id for u in utterances if u.split == split]
         return {v: ids.count(v) for v in sorted(set(ids))}
 
-    hours = {s: round(sum(d for u, d in zip(utterances, durations) if u.split == s) / 3600, 3) for s in sizes}
     summary = {
-        **identity, "hours": hours,
+        **identity, "hours": split_hours(utterances, durations, sizes),
         "voices": {split: voice_counts(split) for split in sizes},
         "domain_only_voices": sorted(v.speaker_id for v in DOMAIN_ONLY_VOICES),
         "domain_only_terms": domain_only,
@@ -418,19 +440,47 @@ def build_corpus(
     return manifests
 
 
-def _write_manifests(manifests: dict[str, Path], utterances: list[PlannedClip], durations: list[float]) -> None:
-    """One manifest per split, and `train_domain_only`: the clinical lines of train, byte for byte."""
+def render_all(utterances: list[PlannedClip], out_dir: Path, jobs: int, desc: str) -> list[float]:
+    """Render every clip into a fresh `out_dir/audio/` with `jobs` threads; their durations in the plan's order.
+    The old corpus.json goes first: it is written last, so its presence marks a finished build."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "corpus.json").unlink(missing_ok=True)
+    shutil.rmtree(out_dir / "audio", ignore_errors=True)
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # map keeps the plan's order
+        return list(progress_bar(pool.map(lambda u: render(u, out_dir), utterances), total=len(utterances),
+                                 desc=desc, unit="clip"))
+
+
+def split_hours(utterances: list[PlannedClip], durations: list[float], splits) -> dict[str, float]:
+    """Hours of audio per split (3 decimals), for corpus.json."""
+    return {s: round(sum(d for u, d in zip(utterances, durations) if u.split == s) / 3600, 3) for s in splits}
+
+
+def manifest_row(u: PlannedClip, duration: float) -> dict:
+    """A clip's manifest row: audio_filepath, text, duration (s, 4 decimals), speaker_id."""
+    return {"audio_filepath": u.path, "text": u.text, "duration": round(duration, 4), "speaker_id": u.voice.speaker_id}
+
+
+def write_manifests(manifests: dict[str, Path], utterances: list[PlannedClip], durations: list[float],
+                    rows: Callable[[PlannedClip, float], Iterable[tuple[str, dict]]]) -> None:
+    """Write every manifest in `manifests` (name -> path): `rows(clip, duration)` says which rows a clip
+    gives to which manifest, in the plan's order."""
     lines: dict[str, list[str]] = {name: [] for name in manifests}
     for u, d in zip(utterances, durations):
-        row = {"audio_filepath": u.path, "text": u.text, "duration": round(d, 4), "speaker_id": u.voice.speaker_id}
-        if u.split == "replay":  # a replay set says its language: a run in another one refuses it (issue 31)
-            row["language"] = "en"
-        line = json.dumps(row, ensure_ascii=False) + "\n"
-        lines[u.split].append(line)
-        if u.split == "train" and u.kind == "clinical":
-            lines[DOMAIN_ONLY_TRAIN].append(line)
+        for name, row in rows(u, d):
+            lines[name].append(json.dumps(row, ensure_ascii=False) + "\n")
     for name, path in manifests.items():
         path.write_text("".join(lines[name]))
+
+
+def _manifest_rows(u: PlannedClip, duration: float) -> Iterator[tuple[str, dict]]:
+    """A clip's row in its split, and once more in `train_domain_only` if it is a clinical line of train."""
+    row = manifest_row(u, duration)
+    if u.split == "replay":  # a replay set says its language: a run in another one refuses it (issue 31)
+        row["language"] = "en"
+    yield u.split, row
+    if u.split == "train" and u.kind == "clinical":
+        yield DOMAIN_ONLY_TRAIN, row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -447,9 +497,7 @@ def build(args: argparse.Namespace) -> int:
     manifests = build_corpus(out, args.seed, sizes["train"], sizes["domain"], sizes["heldout"], jobs=args.jobs,
                              force=args.force, n_replay=sizes["replay"], n_domain_dev=sizes["domain_dev"],
                              n_heldout_dev=sizes["heldout_dev"])
-    summary = json.loads((out / "corpus.json").read_text())
-    fresh = (out / "corpus.json").stat().st_mtime >= started
-    state = f"built in {summary['build_seconds']} s" if fresh else "up to date, nothing to do; --force rebuilds"
+    summary, state = build_state(out, started)
     print(f"demo corpus in {out} ({state}):")
     for split, path in manifests.items():
         if split in summary["sizes"]:
@@ -457,6 +505,14 @@ def build(args: argparse.Namespace) -> int:
         else:
             print(f"  {path}: {summary[split]} utterances (the clinical lines of train.jsonl)")
     return 0
+
+
+def build_state(out_dir: Path, started: float) -> tuple[dict, str]:
+    """A finished build's corpus.json and a few words on it: built in N s, or (corpus.json older than
+    `started`, a `time.time()`) up to date."""
+    summary = json.loads((out_dir / "corpus.json").read_text())
+    fresh = (out_dir / "corpus.json").stat().st_mtime >= started
+    return summary, f"built in {summary['build_seconds']} s" if fresh else "up to date, nothing to do; --force rebuilds"
 
 
 if __name__ == "__main__":

@@ -22,18 +22,14 @@ rendering, the seeded plan and the build check are `corpus.py`'s.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import random
 import re
-import shutil
-import string
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from pathlib import Path
 
-from ..display import progress_bar
 from . import corpus as C
 from . import words_fr as W
 from .corpus import PlannedClip, Voice
@@ -58,22 +54,10 @@ DEFAULT_SIZES = DEMO_SIZES["fr"]  # clips per split (options.py holds them: `lor
 
 
 def _number(slot: str, rng: random.Random) -> str | None:
-    """Fillers that are numbers or built from numbers; None when `slot` is a word-list slot."""
-    if slot in W.NUMBER_RANGES:
-        n = rng.randint(*W.NUMBER_RANGES[slot])
-        return str(50 * n) if slot == "ebl" else str(n)  # blood loss in steps of 50 millilitres
-    match slot:
-        case "dose":
-            return f"{rng.choice(W.DOSE_AMOUNTS)} {rng.choice(W.DOSE_UNITS)}"
-        case "lab":
-            return rng.choice(W.LABS)[0]
-        case "lab_value":
-            name, low, high, decimals = rng.choice(W.LABS)
-            value = round(rng.uniform(low, high), decimals)
-            return f"{name} à {str(value if decimals else int(value)).replace('.', ',')}"
-        case "size":  # centimetres, one decimal
-            return f"{rng.randint(1, 9)},{rng.randint(1, 9)}"
-    return None
+    """Fillers that are numbers or built from numbers, with a decimal comma; None when `slot` is a word-list slot."""
+    if slot == "ebl":  # blood loss in steps of 50 millilitres
+        return str(50 * rng.randint(*W.NUMBER_RANGES[slot]))
+    return C.number_filler(slot, rng, W, decimal_mark=",", lab_link="à")
 
 
 def elide(text: str) -> str:
@@ -84,27 +68,14 @@ def elide(text: str) -> str:
 
 def make_sentence(template: str, rng: random.Random, lists: dict[str, list[str]]) -> str:
     """Fill a template's `{slot}` fields; repeated slots (`{drug}`, `{drug2}`) get distinct fillers."""
-    values: dict[str, str] = {}
-    for _, field, _, _ in string.Formatter().parse(template):
-        if not field or field in values:
-            continue
-        slot = field.rstrip("0123456789")
-        for _ in range(20):  # redraw until it differs from the slot's other fillers
-            value = _number(slot, rng)
-            value = value if value is not None else rng.choice(lists[slot])
-            if value not in values.values():
-                break
-        values[field] = value
-    text = elide(template.format(**values))
+    text = elide(C.fill_template(template, rng, lists, _number))
     return text[0].upper() + text[1:]
 
 
 def plan_corpus_fr(seed: int, sizes: dict[str, int]) -> tuple[list[PlannedClip], list[str]]:
     """Decide every utterance (text, voice, prosody, path) from the seed; return them and the domain-only terms.
     Each split draws from its own stream, as in the English corpus (`corpus.draw_clips`)."""
-    domain_only = C.choose_domain_only_terms(random.Random(f"{seed}/terms"), W)
-    train_lists = C.word_lists(set(domain_only), allow_domain_only=False, words=W)
-    all_lists = C.word_lists(set(domain_only), allow_domain_only=True, words=W)
+    domain_only, train_lists, all_lists = C.term_lists(seed, W)
     groups = [  # (split, kind, count, templates, word lists, voices)
         ("train_domain_only", "clinical", sizes["train_domain_only"], W.CLINICAL_TEMPLATES, train_lists, TRAIN_VOICES),
         ("domain", "clinical", sizes["domain"], W.CLINICAL_TEMPLATES, all_lists, DOMAIN_VOICES),
@@ -113,11 +84,7 @@ def plan_corpus_fr(seed: int, sizes: dict[str, int]) -> tuple[list[PlannedClip],
         ("domain_dev", "clinical", sizes["domain_dev"], W.CLINICAL_TEMPLATES, all_lists, DOMAIN_VOICES),
         ("heldout_dev", "everyday", sizes["heldout_dev"], W.GENERAL_TEMPLATES, all_lists, HELDOUT_VOICES),
     ]
-    planned = C.draw_clips(seed, groups, SPLITS, make_sentence)
-    return [
-        dataclasses.replace(u, path=f"audio/{split}/{CLIP_PREFIX.get(split, split[0])}{i:05d}.wav")
-        for split, items in planned.items() for i, u in enumerate(items)
-    ], domain_only
+    return C.with_paths(C.draw_clips(seed, groups, SPLITS, make_sentence), CLIP_PREFIX), domain_only
 
 
 def build_corpus_fr(out_dir: Path = Path("data/demo_fr"), seed: int = 0, sizes: dict[str, int] | None = None,
@@ -135,17 +102,11 @@ def build_corpus_fr(out_dir: Path = Path("data/demo_fr"), seed: int = 0, sizes: 
         return manifests
     C.check_binaries()
     C.check_splits(utterances, domain_only, SPLITS, TRAINING_SPLITS, DOMAIN_ONLY_VOICES)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "corpus.json").unlink(missing_ok=True)  # written last: its presence marks a finished build
-    shutil.rmtree(out_dir / "audio", ignore_errors=True)
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # map keeps the plan's order
-        durations = list(progress_bar(pool.map(lambda u: C.render(u, out_dir), utterances), total=len(utterances),
-                                      desc="French demo corpus: synthesize", unit="clip"))
-    _write_manifests(manifests, utterances, durations)
+    durations = C.render_all(utterances, out_dir, jobs, "French demo corpus: synthesize")
+    C.write_manifests(manifests, utterances, durations, _manifest_rows)
     (out_dir / "terms.txt").write_text("\n".join(W.DRUGS + W.PROCEDURES + W.CONDITIONS) + "\n")
-    hours = {s: round(sum(d for u, d in zip(utterances, durations) if u.split == s) / 3600, 3) for s in sizes}
     voices = {s: sorted({u.voice.speaker_id for u in utterances if u.split == s}) for s in sizes}
-    summary = {**identity, "hours": hours, "voices": voices, "domain_only_terms": domain_only,
+    summary = {**identity, "hours": C.split_hours(utterances, durations, sizes), "voices": voices, "domain_only_terms": domain_only,
                "domain_only_voices": sorted(v.speaker_id for v in DOMAIN_ONLY_VOICES),
                "build_seconds": round(time.perf_counter() - start, 1), "jobs": jobs,
                "tools": {b: C.tool_version(b) for b in ("espeak-ng", "sox")}}
@@ -153,18 +114,12 @@ def build_corpus_fr(out_dir: Path = Path("data/demo_fr"), seed: int = 0, sizes: 
     return manifests
 
 
-def _write_manifests(manifests: dict[str, Path], utterances: list[PlannedClip], durations: list[float]) -> None:
-    """One manifest per split, every row with its `language`; and the replay clips once more without text."""
-    lines: dict[str, list[str]] = {name: [] for name in manifests}
-    for u, d in zip(utterances, durations):
-        row = {"audio_filepath": u.path, "text": u.text, "duration": round(d, 4), "speaker_id": u.voice.speaker_id,
-               "language": LANGUAGE}
-        lines[u.split].append(json.dumps(row, ensure_ascii=False) + "\n")
-        if u.split == "replay":
-            unlabeled = {k: v for k, v in row.items() if k != "text"}
-            lines[UNLABELED].append(json.dumps(unlabeled, ensure_ascii=False) + "\n")
-    for name, path in manifests.items():
-        path.write_text("".join(lines[name]))
+def _manifest_rows(u: PlannedClip, duration: float) -> Iterator[tuple[str, dict]]:
+    """A clip's row in its split, with its `language`; a replay clip's once more without text (`replay_unlabeled`)."""
+    row = {**C.manifest_row(u, duration), "language": LANGUAGE}
+    yield u.split, row
+    if u.split == "replay":
+        yield UNLABELED, {k: v for k, v in row.items() if k != "text"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,9 +134,7 @@ def build(args: argparse.Namespace) -> int:
     out, sizes = demo_data_settings(args)
     started = time.time()
     manifests = build_corpus_fr(out, args.seed, sizes, jobs=args.jobs, force=args.force)
-    summary = json.loads((out / "corpus.json").read_text())
-    fresh = (out / "corpus.json").stat().st_mtime >= started
-    state = f"built in {summary['build_seconds']} s" if fresh else "up to date, nothing to do; --force rebuilds"
+    summary, state = C.build_state(out, started)
     print(f"French demo corpus in {out} ({state}):")
     for name, path in manifests.items():
         split = "replay" if name == UNLABELED else name
