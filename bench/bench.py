@@ -33,6 +33,8 @@ set, the same CPU threads (`--threads`), batches, prompt and greedy settings, wi
   deploy-merged       the merged transformers model (`export/merged`)
   deploy-ct2-float32  CTranslate2, float32 weights (`export/ct2-float32`)
   deploy-ct2-int8     CTranslate2, int8 weights (`export/ct2-int8`)
+  deploy-fw-transcribe, deploy-fw-batched   faster-whisper's WhisperModel.transcribe and
+                      BatchedInferencePipeline on export/ct2-int8 with the export README's call
 
 Results: a table on stdout and `bench/results/latest.json` (`--out` to change). A section that fails is
 reported (its error and stderr in the JSON), the others still run, and the exit code is 1.

@@ -6,9 +6,15 @@ beside each. Sections (deploy-export first, untimed: makes the forms the run lac
   deploy-merged       the merged transformers model (`export/merged`)
   deploy-ct2-float32  CTranslate2, float32 weights (`export/ct2-float32`)
   deploy-ct2-int8     CTranslate2, int8 weights (`export/ct2-int8`)
+  deploy-fw-transcribe  faster-whisper `WhisperModel.transcribe` on export/ct2-int8, the export README's
+                      call (one call a clip, the clip zero-padded to 30 s)
+  deploy-fw-batched   faster-whisper `BatchedInferencePipeline` on the same folder and call: the padded
+                      clips end to end in one array, each clip one `clip_timestamps` window, batch_size
+                      `--eval-batch-size` (how a user batches many short files through it)
 
 Ratios per form: deploy_<form>_vs_unmerged (wall), _cpu_vs_unmerged (per CPU-second), _model_vs_unmerged
-and _model_cpu_vs_unmerged (generation alone), _wer_delta_pts.
+and _model_cpu_vs_unmerged (generation alone; the kit's forms only), _wer_delta_pts. faster-whisper's
+rows are end to end from the normalized samples (its own log-mels inside), audio reading included.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import time
 
 DEPLOY_FORMS = ["unmerged", "merged", "ct2-float32", "ct2-int8"]
+FW_FORMS = ["fw-transcribe", "fw-batched"]  # faster-whisper's two entry points, on export/ct2-int8
 
 
 def worker_deploy_export(args) -> dict:
@@ -84,6 +91,65 @@ def _time_generate(sm, utts, src, batch_size: int) -> tuple[float, float]:
     return time.perf_counter() - start, time.process_time() - cpu_start
 
 
+def _fw_worker(args, form: str) -> dict:
+    """faster-whisper on export/ct2-int8 with the export README's settings, over the same seeded clips and
+    threads as the kit's forms; one untimed clip first; end to end from reading the audio."""
+    from lorakit.deploy.export import exported_forms
+    from lorakit.deploy.faster_whisper_parity import Variant, export_settings, fw_decode, load_faster_whisper, readme_settings
+    from lorakit.deploy.parity import parity_sample
+    from lorakit.deploy.transcribe import resolve_source
+    from lorakit.experiment.audio import load_audio
+    from lorakit.experiment.evaluate import score
+
+    src = resolve_source(None, args.deploy)
+    utts = parity_sample(src, args.eval_n)["domain"]
+    forms, stale = exported_forms(src)
+    if "ct2-int8" not in forms:
+        raise SystemExit(f"{args.deploy}: no export/ct2-int8 from this adapter ({stale.get('ct2-int8', 'not exported')})")
+    model = load_faster_whisper(forms["ct2-int8"], args.threads)
+    readme = Variant("readme", readme_settings(export_settings(forms["ct2-int8"])))
+    decode = (lambda audio: fw_batched(model, audio, readme.kwargs, args.eval_batch_size)) if form == "fw-batched" else \
+        (lambda audio: fw_decode(model, audio, readme))
+    decode([load_audio(utts[0].audio_filepath, rms_target=src.rms_target)])
+    start, cpu_start = time.perf_counter(), time.process_time()
+    hyps = decode([load_audio(u.audio_filepath, rms_target=src.rms_target) for u in utts])
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    result = score(utts, hyps)
+    return {"form": form, "n": len(utts), "seconds": seconds, "utt_per_s": len(utts) / seconds, "cpu_seconds": cpu_seconds,
+            "utt_per_cpu_s": len(utts) / cpu_seconds, "wer": result.wer, **{k: result.summary()[k] for k in ("sub", "del", "ins", "ref_words")},
+            "threads": args.threads, "compute_type": model.model.compute_type, "hyps": hyps,
+            "batch_size": args.eval_batch_size if form == "fw-batched" else 1}
+
+
+def fw_batched(model, audio: list, kwargs: dict, batch_size: int) -> list[str]:
+    """`BatchedInferencePipeline` over many clips: each zero-padded to 30 s, laid end to end, one
+    `clip_timestamps` window each (in seconds), decoded `batch_size` windows at a time; each segment goes
+    back to the clip its start falls in."""
+    import numpy as np
+    from faster_whisper import BatchedInferencePipeline
+
+    from lorakit.deploy.faster_whisper_parity import pad_to_window
+    from lorakit.experiment.audio import SAMPLE_RATE
+
+    padded = [pad_to_window(x) for x in audio]
+    edges = np.cumsum([0] + [len(x) for x in padded]) / SAMPLE_RATE
+    windows = [{"start": float(a), "end": float(b)} for a, b in zip(edges[:-1], edges[1:])]
+    segments, _ = BatchedInferencePipeline(model).transcribe(np.concatenate(padded), clip_timestamps=windows, batch_size=batch_size,
+                                                             **kwargs)
+    texts: list[list[str]] = [[] for _ in audio]
+    for seg in segments:
+        texts[int(np.searchsorted(edges, seg.start + 1e-3, side="right")) - 1].append(seg.text.strip())
+    return [" ".join(t).strip() for t in texts]
+
+
+def worker_deploy_fw_transcribe(args) -> dict:
+    return _fw_worker(args, "fw-transcribe")
+
+
+def worker_deploy_fw_batched(args) -> dict:
+    return _fw_worker(args, "fw-batched")
+
+
 def worker_deploy_unmerged(args) -> dict:
     return _deploy_worker(args, "unmerged")
 
@@ -121,8 +187,25 @@ def deploy_rows(r: dict, rows: list, ratios: dict) -> None:
                      f"WER {100 * f['wer']:.2f} "
                      f"({ratios[f'deploy_{form}_wer_delta_pts']:+.2f} pt), S/D/I {f['sub']}/{f['del']}/{f['ins']}; "
                      f"{same}/{f['n']} hyps identical)", target))
+    for form in FW_FORMS:
+        if f"deploy-{form}" in r:
+            rows.append(fw_row(form, r[f"deploy-{form}"], ref, ratios))
+
+
+def fw_row(form: str, f: dict, ref: dict, ratios: dict) -> tuple[str, str, str]:
+    """A faster-whisper row of the summary table and its ratios to the unmerged adapter."""
+    ratios[f"deploy_{form}_vs_unmerged"] = f["utt_per_s"] / ref["utt_per_s"]
+    ratios[f"deploy_{form}_cpu_vs_unmerged"] = f["utt_per_cpu_s"] / ref["utt_per_cpu_s"]
+    ratios[f"deploy_{form}_wer_delta_pts"] = (f["wer"] - ref["wer"]) * 100
+    same = sum(a == b for a, b in zip(f["hyps"], ref["hyps"]))
+    return (f"deploy: faster-whisper {form[3:]} (ct2-int8 {f['compute_type']}, {f['threads']} threads, batch {f['batch_size']}) "
+            "(utt/s; utt per CPU-s)",
+            f"{f['utt_per_s']:.2f}  ({ratios[f'deploy_{form}_vs_unmerged']:.2f}x unmerged; per CPU-s {f['utt_per_cpu_s']:.2f} = "
+            f"{ratios[f'deploy_{form}_cpu_vs_unmerged']:.2f}x; WER {100 * f['wer']:.2f} ({ratios[f'deploy_{form}_wer_delta_pts']:+.2f} pt), "
+            f"S/D/I {f['sub']}/{f['del']}/{f['ins']}; {same}/{f['n']} hyps identical to the unmerged adapter)", "")
 
 
 # deploy-export first: every timed form is on disk before the first clock starts
 WORKERS = {"deploy-export": worker_deploy_export, "deploy-unmerged": worker_deploy_unmerged, "deploy-merged": worker_deploy_merged,
-           "deploy-ct2-float32": worker_deploy_ct2_float32, "deploy-ct2-int8": worker_deploy_ct2_int8}
+           "deploy-ct2-float32": worker_deploy_ct2_float32, "deploy-ct2-int8": worker_deploy_ct2_int8,
+           "deploy-fw-transcribe": worker_deploy_fw_transcribe, "deploy-fw-batched": worker_deploy_fw_batched}

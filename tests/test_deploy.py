@@ -327,12 +327,18 @@ def test_bench_deploy_times_every_form_on_the_same_clips(tiny_run, tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     report = json.loads(out.read_text())
     results = report["results"]
-    assert set(results) == {"deploy-export", "deploy-unmerged", "deploy-merged", "deploy-ct2-float32", "deploy-ct2-int8"}
+    assert set(results) == {"deploy-export", "deploy-unmerged", "deploy-merged", "deploy-ct2-float32", "deploy-ct2-int8",
+                            "deploy-fw-transcribe", "deploy-fw-batched"}
     forms = [results[f"deploy-{f}"] for f in ("unmerged", "merged", "ct2-float32", "ct2-int8")]
     assert all(f["n"] == 6 and f["threads"] == 1 and len(f["hyps"]) == 6 and 0 <= f["wer"] for f in forms)
     assert forms[1]["hyps"] == forms[0]["hyps"] == forms[2]["hyps"] and any(forms[0]["hyps"])
     assert forms[3]["compute_type"].startswith("int8")
     assert "x unmerged" in proc.stdout and "deploy_ct2-int8_vs_unmerged" in report["ratios"]
+    # faster-whisper's two entry points on the int8 folder, the README's call: one transcribe per clip and the
+    # batched pipeline over the clips laid end to end give the same hypotheses, each clip's text back in its place
+    fw = [results[f"deploy-fw-{f}"] for f in ("transcribe", "batched")]
+    assert all(f["n"] == 6 and f["compute_type"].startswith("int8") for f in fw) and fw[1]["batch_size"] > 1
+    assert fw[0]["hyps"] == fw[1]["hyps"] and any(fw[0]["hyps"]) and "deploy_fw-batched_vs_unmerged" in report["ratios"]
 
 
 def readme_blocks(readme: Path) -> dict[str, list[str]]:
