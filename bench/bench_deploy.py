@@ -40,40 +40,57 @@ def worker_deploy_export(args) -> dict:
     return {"exported": made, "found": sorted(have)}
 
 
+def _source_and_clips(args):
+    """The run's source and the seeded domain clips (`--eval-n`) every deploy section decodes."""
+    from lorakit.deploy.parity import parity_sample
+    from lorakit.deploy.transcribe import resolve_source
+
+    src = resolve_source(None, args.deploy)
+    return src, parity_sample(src, args.eval_n)["domain"]
+
+
+def _export_folder(args, src, form: str):
+    """export/<form> made from this run's adapter; a one-line exit when there is none."""
+    from lorakit.deploy.export import exported_forms
+
+    forms, stale = exported_forms(src)
+    if form not in forms:
+        raise SystemExit(f"{args.deploy}: no export/{form} from this adapter ({stale.get(form, 'not exported')})")
+    return forms[form]
+
+
+def _timed(form: str, utts, hyps: list[str], seconds: float, cpu_seconds: float) -> dict:
+    """What every deploy section reports: clips, wall and CPU time with their rates, WER with S/D/I, the hypotheses.
+    CPU seconds (all threads of this process, CTranslate2's included) barely move when other programs share the
+    cores; wall-clock utt/s does: both are reported."""
+    from lorakit.experiment.evaluate import score
+
+    summary = score(utts, hyps).summary()
+    return {"form": form, "n": len(utts), "seconds": seconds, "utt_per_s": len(utts) / seconds, "cpu_seconds": cpu_seconds,
+            "utt_per_cpu_s": len(utts) / cpu_seconds, "wer": summary["wer"], **{k: summary[k] for k in ("sub", "del", "ins", "ref_words")},
+            "hyps": hyps}
+
+
 def _deploy_worker(args, form: str) -> dict:
     """One form decodes the run's seeded domain clips through `decode_utterances` (the kit's audio,
     features, length-sorted batches, greedy), on `--threads` CPU threads; one untimed clip first."""
     import torch
 
-    from lorakit.deploy.export import exported_forms
-    from lorakit.deploy.parity import load_form, parity_sample
-    from lorakit.deploy.transcribe import decode_utterances, load_source, resolve_source
-    from lorakit.experiment.evaluate import score
+    from lorakit.deploy.parity import load_form
+    from lorakit.deploy.transcribe import decode_utterances, load_source
 
     torch.set_num_threads(args.threads)
-    src = resolve_source(None, args.deploy)
-    utts = parity_sample(src, args.eval_n)["domain"]
+    src, utts = _source_and_clips(args)
     device = torch.device("cpu")
-    if form == "unmerged":
-        sm = load_source(src, device)
-    else:
-        forms, stale = exported_forms(src)
-        if form not in forms:
-            raise SystemExit(f"{args.deploy}: no export/{form} from this adapter ({stale.get(form, 'not exported')})")
-        sm = load_form(form, forms[form], device, src)
+    sm = load_source(src, device) if form == "unmerged" else load_form(form, _export_folder(args, src, form), device, src)
     decode_utterances(sm, utts[:1], src.rms_target, src.max_new_tokens, 1, device, None, progress=False)
     start, cpu_start = time.perf_counter(), time.process_time()
     hyps, _ = decode_utterances(sm, utts, src.rms_target, src.max_new_tokens, args.eval_batch_size, device, None, progress=False)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     model_seconds, model_cpu_seconds = _time_generate(sm, utts, src, args.eval_batch_size)
-    result = score(utts, hyps)
-    # CPU seconds (all threads of this process, CTranslate2's included) barely move when other programs
-    # share the cores; wall-clock utt/s does: both are reported
-    return {"form": form, "n": len(utts), "seconds": seconds, "utt_per_s": len(utts) / seconds, "cpu_seconds": cpu_seconds,
-            "utt_per_cpu_s": len(utts) / cpu_seconds, "model_seconds": model_seconds, "model_utt_per_s": len(utts) / model_seconds,
-            "model_utt_per_cpu_s": len(utts) / model_cpu_seconds, "wer": result.wer,
-            **{k: result.summary()[k] for k in ("sub", "del", "ins", "ref_words")}, "threads": torch.get_num_threads(),
-            "compute_type": getattr(sm.model, "compute_type", "float32 (PyTorch)"), "hyps": hyps}
+    return {**_timed(form, utts, hyps, seconds, cpu_seconds), "model_seconds": model_seconds,
+            "model_utt_per_s": len(utts) / model_seconds, "model_utt_per_cpu_s": len(utts) / model_cpu_seconds,
+            "threads": torch.get_num_threads(), "compute_type": getattr(sm.model, "compute_type", "float32 (PyTorch)")}
 
 
 def _time_generate(sm, utts, src, batch_size: int) -> tuple[float, float]:
@@ -94,31 +111,24 @@ def _time_generate(sm, utts, src, batch_size: int) -> tuple[float, float]:
 def _fw_worker(args, form: str) -> dict:
     """faster-whisper on export/ct2-int8 with the export README's settings, over the same seeded clips and
     threads as the kit's forms; one untimed clip first; end to end from reading the audio."""
-    from lorakit.deploy.export import exported_forms
     from lorakit.deploy.faster_whisper_parity import Variant, export_settings, fw_decode, load_faster_whisper, readme_settings
-    from lorakit.deploy.parity import parity_sample
-    from lorakit.deploy.transcribe import resolve_source
     from lorakit.experiment.audio import load_audio
-    from lorakit.experiment.evaluate import score
 
-    src = resolve_source(None, args.deploy)
-    utts = parity_sample(src, args.eval_n)["domain"]
-    forms, stale = exported_forms(src)
-    if "ct2-int8" not in forms:
-        raise SystemExit(f"{args.deploy}: no export/ct2-int8 from this adapter ({stale.get('ct2-int8', 'not exported')})")
-    model = load_faster_whisper(forms["ct2-int8"], args.threads)
-    readme = Variant("readme", readme_settings(export_settings(forms["ct2-int8"])))
-    decode = (lambda audio: fw_batched(model, audio, readme.kwargs, args.eval_batch_size)) if form == "fw-batched" else \
-        (lambda audio: fw_decode(model, audio, readme))
+    src, utts = _source_and_clips(args)
+    folder = _export_folder(args, src, "ct2-int8")
+    model = load_faster_whisper(folder, args.threads)
+    readme = Variant("readme", readme_settings(export_settings(folder)))
+    batch_size = args.eval_batch_size if form == "fw-batched" else 1
+
+    def decode(audio):
+        return fw_batched(model, audio, readme.kwargs, batch_size) if form == "fw-batched" else fw_decode(model, audio, readme)
+
     decode([load_audio(utts[0].audio_filepath, rms_target=src.rms_target)])
     start, cpu_start = time.perf_counter(), time.process_time()
     hyps = decode([load_audio(u.audio_filepath, rms_target=src.rms_target) for u in utts])
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    result = score(utts, hyps)
-    return {"form": form, "n": len(utts), "seconds": seconds, "utt_per_s": len(utts) / seconds, "cpu_seconds": cpu_seconds,
-            "utt_per_cpu_s": len(utts) / cpu_seconds, "wer": result.wer, **{k: result.summary()[k] for k in ("sub", "del", "ins", "ref_words")},
-            "threads": args.threads, "compute_type": model.model.compute_type, "hyps": hyps,
-            "batch_size": args.eval_batch_size if form == "fw-batched" else 1}
+    return {**_timed(form, utts, hyps, seconds, cpu_seconds), "threads": args.threads, "compute_type": model.model.compute_type,
+            "batch_size": batch_size}
 
 
 def fw_batched(model, audio: list, kwargs: dict, batch_size: int) -> list[str]:
@@ -173,12 +183,9 @@ def deploy_rows(r: dict, rows: list, ratios: dict) -> None:
         if f"deploy-{form}" not in r:
             continue
         f = r[f"deploy-{form}"]
-        ratios[f"deploy_{form}_vs_unmerged"] = f["utt_per_s"] / ref["utt_per_s"]
-        ratios[f"deploy_{form}_cpu_vs_unmerged"] = f["utt_per_cpu_s"] / ref["utt_per_cpu_s"]
+        same = _end_to_end_ratios(form, f, ref, ratios)
         ratios[f"deploy_{form}_model_vs_unmerged"] = f["model_utt_per_s"] / ref["model_utt_per_s"]
         ratios[f"deploy_{form}_model_cpu_vs_unmerged"] = f["model_utt_per_cpu_s"] / ref["model_utt_per_cpu_s"]
-        ratios[f"deploy_{form}_wer_delta_pts"] = (f["wer"] - ref["wer"]) * 100
-        same = sum(a == b for a, b in zip(f["hyps"], ref["hyps"]))
         target = ">= 3x at WER within 0.5 pt" if form == "ct2-int8" else ""
         rows.append((f"deploy: {form} ({f['compute_type']}, {f['threads']} threads) (utt/s; utt per CPU-s)",
                      f"{f['utt_per_s']:.2f}  ({ratios[f'deploy_{form}_vs_unmerged']:.2f}x unmerged; per CPU-s {f['utt_per_cpu_s']:.2f} = "
@@ -192,12 +199,17 @@ def deploy_rows(r: dict, rows: list, ratios: dict) -> None:
             rows.append(fw_row(form, r[f"deploy-{form}"], ref, ratios))
 
 
-def fw_row(form: str, f: dict, ref: dict, ratios: dict) -> tuple[str, str, str]:
-    """A faster-whisper row of the summary table and its ratios to the unmerged adapter."""
+def _end_to_end_ratios(form: str, f: dict, ref: dict, ratios: dict) -> int:
+    """A section's wall, per-CPU-second and WER ratios to the unmerged adapter (into `ratios`); its identical hypotheses."""
     ratios[f"deploy_{form}_vs_unmerged"] = f["utt_per_s"] / ref["utt_per_s"]
     ratios[f"deploy_{form}_cpu_vs_unmerged"] = f["utt_per_cpu_s"] / ref["utt_per_cpu_s"]
     ratios[f"deploy_{form}_wer_delta_pts"] = (f["wer"] - ref["wer"]) * 100
-    same = sum(a == b for a, b in zip(f["hyps"], ref["hyps"]))
+    return sum(a == b for a, b in zip(f["hyps"], ref["hyps"]))
+
+
+def fw_row(form: str, f: dict, ref: dict, ratios: dict) -> tuple[str, str, str]:
+    """A faster-whisper row of the summary table and its ratios to the unmerged adapter."""
+    same = _end_to_end_ratios(form, f, ref, ratios)
     return (f"deploy: faster-whisper {form[3:]} (ct2-int8 {f['compute_type']}, {f['threads']} threads, batch {f['batch_size']}) "
             "(utt/s; utt per CPU-s)",
             f"{f['utt_per_s']:.2f}  ({ratios[f'deploy_{form}_vs_unmerged']:.2f}x unmerged; per CPU-s {f['utt_per_cpu_s']:.2f} = "
