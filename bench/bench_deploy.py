@@ -59,13 +59,13 @@ def _export_folder(args, src, form: str):
     return forms[form]
 
 
-def _timed(form: str, utts, hyps: list[str], seconds: float, cpu_seconds: float) -> dict:
+def _timed(form: str, src, utts, hyps: list[str], seconds: float, cpu_seconds: float) -> dict:
     """What every deploy section reports: clips, wall and CPU time with their rates, WER with S/D/I, the hypotheses.
     CPU seconds (all threads of this process, CTranslate2's included) barely move when other programs share the
     cores; wall-clock utt/s does: both are reported."""
     from lorakit.experiment.evaluate import score
 
-    summary = score(utts, hyps).summary()
+    summary = score(utts, hyps, src.text_language).summary()  # normalized for the run's language, as its parity report is
     return {"form": form, "n": len(utts), "seconds": seconds, "utt_per_s": len(utts) / seconds, "cpu_seconds": cpu_seconds,
             "utt_per_cpu_s": len(utts) / cpu_seconds, "wer": summary["wer"], **{k: summary[k] for k in ("sub", "del", "ins", "ref_words")},
             "hyps": hyps}
@@ -88,7 +88,7 @@ def _deploy_worker(args, form: str) -> dict:
     hyps, _ = decode_utterances(sm, utts, src.rms_target, src.max_new_tokens, args.eval_batch_size, device, None, progress=False)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     model_seconds, model_cpu_seconds = _time_generate(sm, utts, src, args.eval_batch_size)
-    return {**_timed(form, utts, hyps, seconds, cpu_seconds), "model_seconds": model_seconds,
+    return {**_timed(form, src, utts, hyps, seconds, cpu_seconds), "model_seconds": model_seconds,
             "model_utt_per_s": len(utts) / model_seconds, "model_utt_per_cpu_s": len(utts) / model_cpu_seconds,
             "threads": torch.get_num_threads(), "compute_type": getattr(sm.model, "compute_type", "float32 (PyTorch)")}
 
@@ -127,7 +127,7 @@ def _fw_worker(args, form: str) -> dict:
     start, cpu_start = time.perf_counter(), time.process_time()
     hyps = decode([load_audio(u.audio_filepath, rms_target=src.rms_target) for u in utts])
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    return {**_timed(form, utts, hyps, seconds, cpu_seconds), "threads": args.threads, "compute_type": model.model.compute_type,
+    return {**_timed(form, src, utts, hyps, seconds, cpu_seconds), "threads": args.threads, "compute_type": model.model.compute_type,
             "batch_size": batch_size}
 
 

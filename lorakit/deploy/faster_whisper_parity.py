@@ -203,8 +203,7 @@ def faster_whisper_rows(src: Source, folder: Path, sets: dict[str, list[Utteranc
     audio = {name: [load_audio(u.audio_filepath, rms_target=src.rms_target) for u in utts] for name, utts in sets.items()}
     fe = WhisperFeatureExtractor.from_pretrained(str(folder))
     fw_decode(model, audio[next(iter(audio))][:1], Variant("warm", readme_settings(pre)))  # lazy setup, untimed
-    language = "en" if src.task == "translate" else src.language  # the language of the text, as the kit scores it
-    return [variant_row(model, v, sets, audio, reference, language, fe) for v in (variants or user_variants(pre))]
+    return [variant_row(model, v, sets, audio, reference, src.text_language, fe) for v in (variants or user_variants(pre))]
 
 
 def causes_markdown(rows_by_form: dict[str, list[dict]], title: str) -> str:

@@ -81,6 +81,11 @@ class Source:
     def task(self) -> str:
         return str(self.run_config.get("task", RunConfig.task))
 
+    @property
+    def text_language(self) -> str:
+        """The language of the text the run's model writes, which WER is normalized for (`SpeechModel.text_language`)."""
+        return "en" if self.task == "translate" else self.language
+
     @cached_property
     def prompt(self) -> str:
         """The text prompt the run decoded with (`prompt`: metrics.json keeps the text as fed, after the cut
